@@ -1,0 +1,35 @@
+// swift-tools-version:6.0
+// The VMDK toolkit: a disk-format layer (VMDKFormat), transports (VMDKTransport),
+// the block layer everybody uses (VMDKBlock) and command-line tools under Tools/.
+import PackageDescription
+
+let package = Package(
+  name: "vmdk-toolkit",
+  products: [
+    .library(name: "VMDKBlock", targets: ["VMDKBlock"]),
+    .library(name: "VMDKFormat", targets: ["VMDKFormat"]),
+    .library(name: "VMDKTransport", targets: ["VMDKTransport"]),
+    .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+  ],
+  targets: [
+    .systemLibrary(
+      name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+      providers: [.apt(["zlib1g-dev"])]),
+    .systemLibrary(
+      name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
+      providers: [.apt(["libssl-dev"])]),
+    .target(name: "VMDKFormat", dependencies: ["CZlib"]),
+    .target(name: "VMDKTransport"),
+    .target(name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto"]),
+    .executableTarget(
+      name: "vmdk-inspect",
+      dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/vmdk-inspect"),
+    .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"]),
+    .testTarget(name: "VMDKBlockTests", dependencies: ["VMDKBlock"]),
+    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect"]),
+  ]
+)

@@ -1,0 +1,235 @@
+// Disk: the handle everybody uses. A snapshot chain of links; reads fall through unallocated
+// ranges to the parent, block status says for every range which link holds it.
+
+import VMDKFormat
+import VMDKTransport
+
+/// One range of the virtual disk and where its content comes from, in qemu-img map's terms.
+public struct BlockStatus: Sendable, Equatable {
+  /// Byte offset in the virtual disk.
+  public var start: UInt64
+  /// Bytes.
+  public var length: UInt64
+  /// Which link answers: 0 is the top; for unallocated ranges, the bottom link.
+  public var depth: Int
+  /// Whether some link has the range (false: it reads as zeros because nobody has it).
+  public var present: Bool
+  /// Whether the range reads as zeros.
+  public var zero: Bool
+  /// Whether the range is stored as data in link `depth`.
+  public var data: Bool
+  /// Byte offset of the data in its file, when stored uncompressed.
+  public var offset: UInt64?
+  /// The file that holds the data, when there is one.
+  public var file: String?
+  /// Whether the data is stored compressed.
+  public var compressed: Bool
+
+  /// Allocated, zero or unallocated, as the issue tracker and VixDiskLib say it.
+  public var kind: String {
+    !present ? "unallocated" : (data && !zero ? "allocated" : (data ? "allocated-zero" : "zero"))
+  }
+}
+
+/// An opened virtual disk: a chain of one or more links.
+public final class Disk: Sendable {
+  /// The links, top (the file opened) first.
+  public let links: [DiskLink]
+  public let options: OpenOptions
+
+  init(links: [DiskLink], options: OpenOptions) {
+    self.links = links
+    self.options = options
+  }
+
+  /// Capacity in sectors (the top link's).
+  public var capacitySectors: UInt64 { links[0].capacitySectors }
+  /// Capacity in bytes.
+  public var capacityBytes: UInt64 { capacitySectors * 512 }
+  /// The top link.
+  public var top: DiskLink { links[0] }
+
+  /// Opens `path` and its parents.
+  public static func open(_ path: String, options: OpenOptions = OpenOptions()) throws -> Disk {
+    let cache = TableCache(budgetBytes: options.tableCacheBytes)
+    var links: [DiskLink] = []
+    var seen: [String: String] = [:]
+    var current = path
+    while true {
+      let real = PathResolver.realPath(current) ?? current
+      if let first = seen[real] {
+        throw VMDKError(
+          .chainLoop, "snapshot chain loops: \(current) was already opened as \(first)", file: links.last?.path ?? path)
+      }
+      guard links.count < options.maxChainDepth else {
+        throw VMDKError(
+          .chainTooDeep, "snapshot chain is deeper than \(options.maxChainDepth) links", file: path)
+      }
+      seen[real] = current
+      let link = try DiskLink.open(current, options: options, cache: cache)
+      if let child = links.last {
+        try checkCID(child: child, parent: link, options: options)
+      }
+      links.append(link)
+      guard !options.singleLink, let hint = link.descriptor.parentFileNameHint, !hint.isEmpty else {
+        if !options.singleLink, let pcid = link.descriptor.parentCID, pcid != Descriptor.noParentCID,
+          ["vmfssparse", "sesparse"].contains((link.descriptor.createType ?? "").lowercased())
+        {
+          throw VMDKError(
+            .partialChain, "\(current) is a snapshot (parentCID \(Descriptor.formatCID(pcid))) but names no parent",
+            file: current)
+        }
+        break
+      }
+      do {
+        current = try PathResolver.resolve(
+          hint, from: current, allowExternal: options.allowExternalPaths, what: "parent", missingCode: .partialChain)
+      } catch var e as VMDKError where e.code == .partialChain {
+        e.message = "partial chain: " + e.message
+        throw e
+      }
+    }
+    return Disk(links: links, options: options)
+  }
+
+  static func checkCID(child: DiskLink, parent: DiskLink, options: OpenOptions) throws {
+    guard let expected = child.descriptor.parentCID, parent.kind == .vmdk else { return }
+    let actual = parent.descriptor.cid
+    guard actual != expected else { return }
+    if options.ignoreCIDMismatch { return }
+    let found = actual.map(Descriptor.formatCID) ?? "none"
+    throw VMDKError(
+      .cidMismatch,
+      "CID mismatch: \(child.path) has parentCID \(Descriptor.formatCID(expected)), but its parent \(parent.path) has CID \(found); the parent changed after the snapshot was taken (ignore the CID check to read anyway)",
+      file: child.path)
+  }
+
+  // MARK: Reading
+
+  /// Reads `buffer.count` bytes at byte `offset` of the virtual disk.
+  public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+    let count = UInt64(buffer.count)
+    guard offset <= capacityBytes, count <= capacityBytes - offset else {
+      throw VMDKError(
+        .outOfRange, "read of \(count) bytes at \(offset) goes past the end of the disk (\(capacityBytes) bytes)",
+        file: top.path, offset: offset)
+    }
+    guard count > 0 else { return }
+    if offset % 512 == 0 && count % 512 == 0 {
+      return try readSectors(level: 0, start: offset / 512, count: count / 512, into: buffer)
+    }
+    // Unaligned: read the covering sectors, then copy the part asked for.
+    let first = offset / 512
+    let last = (offset + count + 511) / 512
+    var tmp = [UInt8](repeating: 0, count: Int((last - first) * 512))
+    try tmp.withUnsafeMutableBytes { try readSectors(level: 0, start: first, count: last - first, into: $0) }
+    let skip = Int(offset - first * 512)
+    tmp.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[skip..<(skip + buffer.count)])) }
+  }
+
+  /// Reads `count` bytes at byte `offset`.
+  public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    try bytes.withUnsafeMutableBytes { try read(at: offset, into: $0) }
+    return bytes
+  }
+
+  private func readSectors(level: Int, start: UInt64, count: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
+  {
+    guard level < links.count else {
+      buffer.initializeMemory(as: UInt8.self, repeating: 0)
+      return
+    }
+    let link = links[level]
+    let inLink = start < link.capacitySectors ? min(count, link.capacitySectors - start) : 0
+    if inLink < count {
+      UnsafeMutableRawBufferPointer(rebasing: buffer[Int(inLink * 512)...]).initializeMemory(
+        as: UInt8.self, repeating: 0)
+    }
+    guard inLink > 0 else { return }
+    try link.mapRuns(start: start, count: inLink) { run in
+      let from = Int((run.start - start) * 512)
+      let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[from..<(from + Int(run.count * 512))])
+      switch run.status {
+      case .data, .dataZero: try link.read(run, into: slice)
+      case .zero: slice.initializeMemory(as: UInt8.self, repeating: 0)
+      case .unallocated: try readSectors(level: level + 1, start: run.start, count: run.count, into: slice)
+      }
+    }
+  }
+
+  // MARK: Block status
+
+  /// Calls `body` with the block status of `[offset, offset+length)` (whole sectors), merged
+  /// as qemu-img map merges: same depth and flags, and contiguous offsets in one file.
+  /// Computed from the grain tables and the file system's holes; no data is read.
+  public func blockStatus(offset: UInt64 = 0, length: UInt64? = nil, _ body: (BlockStatus) throws -> Void) throws {
+    let startSector = offset / 512
+    let endByte = min(capacityBytes, length.map { offset + $0 } ?? capacityBytes)
+    let endSector = (endByte + 511) / 512
+    guard endSector > startSector else { return }
+    var pending: BlockStatus? = nil
+    func push(_ s: BlockStatus) throws {
+      if var p = pending, p.depth == s.depth, p.present == s.present, p.zero == s.zero, p.data == s.data,
+        p.compressed == s.compressed, p.file == s.file,
+        (p.offset == nil && s.offset == nil) || (p.offset.map { $0 + p.length } == s.offset && s.offset != nil)
+      {
+        p.length += s.length
+        pending = p
+        return
+      }
+      if let p = pending { try body(p) }
+      pending = s
+    }
+    try status(level: 0, start: startSector, count: endSector - startSector, push)
+    if let p = pending { try body(p) }
+  }
+
+  /// Every block status run of the whole disk.
+  public func blockStatus() throws -> [BlockStatus] {
+    var out: [BlockStatus] = []
+    try blockStatus { out.append($0) }
+    return out
+  }
+
+  private func status(level: Int, start: UInt64, count: UInt64, _ emit: (BlockStatus) throws -> Void) throws {
+    let link = links[level]
+    let inLink = start < link.capacitySectors ? min(count, link.capacitySectors - start) : 0
+    func absent(_ s: UInt64, _ n: UInt64) throws {
+      if level + 1 < links.count {
+        try status(level: level + 1, start: s, count: n, emit)
+      } else {
+        try emit(
+          BlockStatus(
+            start: s * 512, length: n * 512, depth: level, present: false, zero: true, data: false, offset: nil,
+            file: nil, compressed: false))
+      }
+    }
+    if inLink > 0 {
+      try link.mapRuns(start: start, count: inLink) { run in
+        let bytes = run.count * 512
+        let path = link.extents[run.extent].path
+        switch run.status {
+        case .data:
+          try emit(
+            BlockStatus(
+              start: run.start * 512, length: bytes, depth: level, present: true, zero: false, data: true,
+              offset: run.extentRun.hostOffset, file: path, compressed: run.extentRun.compressedAt != nil))
+        case .dataZero:
+          try emit(
+            BlockStatus(
+              start: run.start * 512, length: bytes, depth: level, present: true, zero: true, data: true,
+              offset: run.extentRun.hostOffset, file: path, compressed: false))
+        case .zero:
+          try emit(
+            BlockStatus(
+              start: run.start * 512, length: bytes, depth: level, present: true, zero: true, data: false, offset: nil,
+              file: nil, compressed: false))
+        case .unallocated:
+          try absent(run.start, run.count)
+        }
+      }
+    }
+    if inLink < count { try absent(start + inLink, count - inLink) }
+  }
+}

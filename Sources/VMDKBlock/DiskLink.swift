@@ -1,0 +1,336 @@
+// DiskLink: one link of a snapshot chain, a descriptor and its extents mapped to one sector
+// address space. Opening recognises every VMDK form (embedded or separate descriptor, bare
+// sparse, COWD and seSparse extents) and raw images.
+
+import VMDKFormat
+import VMDKTransport
+
+/// Facts about one extent of a link, for `info`.
+public struct ExtentInfo: Sendable {
+  /// The descriptor's line.
+  public let line: ExtentDescription
+  /// The path opened, when the extent has a file.
+  public let path: String?
+  /// "sparse", "stream", "cowd", "sesparse", "flat", "zero", "device" or "noaccess".
+  public let format: String
+  /// First sector of this extent in the link.
+  public let startSector: UInt64
+  public let fileSize: UInt64?
+  public let sparseHeader: SparseExtentHeader?
+  public let cowdHeader: COWDHeader?
+  public let seSparseHeader: SESparseConstHeader?
+}
+
+/// What kind of link this is.
+public enum LinkKind: String, Sendable {
+  case vmdk
+  case raw
+}
+
+/// One VMDK (or raw image): a descriptor and its extents.
+public final class DiskLink: Sendable {
+  /// The path opened.
+  public let path: String
+  public let kind: LinkKind
+  /// The descriptor; for raw images and bare extents, one made up to describe them.
+  public let descriptor: Descriptor
+  /// Whether the descriptor was read from the image (false when it was made up).
+  public let hasDescriptor: Bool
+  /// Where the descriptor was found: "embedded", "file" or "none".
+  public let descriptorLocation: String
+  public let capacitySectors: UInt64
+  public let extents: [ExtentInfo]
+  let readers: [any Extent]
+  let starts: [UInt64]
+
+  init(
+    path: String, kind: LinkKind, descriptor: Descriptor, hasDescriptor: Bool, descriptorLocation: String,
+    readers: [any Extent], infos: [ExtentInfo]
+  ) {
+    self.path = path
+    self.kind = kind
+    self.descriptor = descriptor
+    self.hasDescriptor = hasDescriptor
+    self.descriptorLocation = descriptorLocation
+    self.readers = readers
+    self.extents = infos
+    var starts: [UInt64] = []
+    var total: UInt64 = 0
+    for r in readers {
+      starts.append(total)
+      total += r.sectors
+    }
+    self.starts = starts
+    self.capacitySectors = total
+  }
+
+  /// The first sparse header among the extents.
+  public var sparseHeader: SparseExtentHeader? { extents.lazy.compactMap(\.sparseHeader).first }
+  /// The create type the descriptor names ("raw" for raw images).
+  public var createType: String { kind == .raw ? "raw" : (descriptor.createType ?? "unknown") }
+
+  // MARK: Block status and reads (link-relative sectors)
+
+  /// A run of this link, with the extent it lies in.
+  struct Run {
+    var start: UInt64
+    var count: UInt64
+    var status: LayerStatus
+    var extent: Int
+    var extentRun: ExtentRun
+  }
+
+  /// Calls `body` with runs covering `[start, start+count)`; sectors past the capacity are
+  /// not reported.
+  func mapRuns(start: UInt64, count: UInt64, _ body: (Run) throws -> Void) throws {
+    guard start < capacitySectors else { return }
+    let end = min(capacitySectors, start + count)
+    var i = extentIndex(containing: start)
+    var s = start
+    while s < end && i < readers.count {
+      let base = starts[i]
+      let e = readers[i]
+      let localEnd = min(end - base, e.sectors)
+      if s - base < localEnd {
+        try e.mapRuns(start: s - base, count: localEnd - (s - base)) { r in
+          try body(Run(start: r.start + base, count: r.count, status: r.status, extent: i, extentRun: r))
+        }
+      }
+      s = base + e.sectors
+      i += 1
+    }
+  }
+
+  /// Reads a run reported by `mapRuns` (data or dataZero) into `buffer`.
+  func read(_ run: Run, into buffer: UnsafeMutableRawBufferPointer) throws {
+    try readers[run.extent].read(run.extentRun, into: buffer)
+  }
+
+  private func extentIndex(containing sector: UInt64) -> Int {
+    var lo = 0
+    var hi = starts.count - 1
+    while lo < hi {
+      let mid = (lo + hi + 1) / 2
+      if starts[mid] <= sector { lo = mid } else { hi = mid - 1 }
+    }
+    return lo
+  }
+}
+
+// MARK: Opening
+
+extension DiskLink {
+  /// Opens one link (no parents).
+  static func open(_ path: String, options: OpenOptions, cache: TableCache) throws -> DiskLink {
+    let file = try LocalFile(path: path)
+    let size = try file.size()
+    let head = try file.readUpTo(at: 0, count: 4096)
+    if options.format == .raw { return try raw(path, file: file, size: size) }
+    if SparseExtentHeader.hasMagic(head) {
+      return try openSparseFile(path, file: file, size: size, options: options, cache: cache)
+    }
+    if COWDHeader.hasMagic(head) {
+      let line = ExtentDescription(sectors: 0, kind: .vmfsSparse, fileName: PathResolver.baseName(path))
+      let (extent, h) = try COWDExtentOpener.open(line: line, file: file, cache: cache)
+      var fixed = line
+      fixed.sectors = UInt64(h.numSectors)
+      let e = COWDExtent(line: fixed, file: file, fileSize: extent.fileSize, scheme: extent.scheme, cache: cache)
+      return bare(
+        path, createType: "vmfsSparse", reader: e,
+        info: ExtentInfo(
+          line: fixed, path: path, format: "cowd", startSector: 0, fileSize: size, sparseHeader: nil, cowdHeader: h,
+          seSparseHeader: nil))
+    }
+    if SESparseConstHeader.hasMagic(head) {
+      let line = ExtentDescription(sectors: 0, kind: .seSparse, fileName: PathResolver.baseName(path))
+      let (extent, h) = try SESparseExtentOpener.open(line: line, file: file, cache: cache)
+      var fixed = line
+      fixed.sectors = h.capacitySectors
+      let e = SESparseExtent(line: fixed, file: file, fileSize: extent.fileSize, scheme: extent.scheme, cache: cache)
+      return bare(
+        path, createType: "seSparse", reader: e,
+        info: ExtentInfo(
+          line: fixed, path: path, format: "sesparse", startSector: 0, fileSize: size, sparseHeader: nil,
+          cowdHeader: nil, seSparseHeader: h))
+    }
+    if options.format == .vmdk || Descriptor.looksLikeDescriptor(head) {
+      guard size <= Limits.maxDescriptorBytes else {
+        throw VMDKError(
+          .descriptorTooLarge,
+          "descriptor file of \(size) bytes is larger than the cap of \(Limits.maxDescriptorBytes)",
+          file: path, offset: 0)
+      }
+      let bytes = try file.readUpTo(at: 0, count: Int(size))
+      let descriptor = try wrap(path) { try Descriptor(parsing: bytes) }
+      return try fromDescriptor(path, descriptor: descriptor, location: "file", options: options, cache: cache)
+    }
+    return try raw(path, file: file, size: size)
+  }
+
+  static func raw(_ path: String, file: LocalFile, size: UInt64) throws -> DiskLink {
+    // A raw image's last partial sector still belongs to the disk, as in qemu.
+    let sectors = (size + 511) / 512
+    let line = ExtentDescription(sectors: sectors, kind: .flat, fileName: PathResolver.baseName(path))
+    var d = Descriptor()
+    d.setHeader("createType", "raw", quoted: true)
+    d.setExtents([line])
+    let info = ExtentInfo(
+      line: line, path: path, format: "raw", startSector: 0, fileSize: size, sparseHeader: nil, cowdHeader: nil,
+      seSparseHeader: nil)
+    return DiskLink(
+      path: path, kind: .raw, descriptor: d, hasDescriptor: false, descriptorLocation: "none",
+      readers: [FlatExtent(line: line, file: file)], infos: [info])
+  }
+
+  static func bare(_ path: String, createType: String, reader: any Extent, info: ExtentInfo) -> DiskLink {
+    var d = Descriptor()
+    d.setHeader("version", "1")
+    d.setHeader("CID", "ffffffff")
+    d.setHeader("parentCID", "ffffffff")
+    d.setHeader("createType", createType, quoted: true)
+    d.setExtents([reader.line])
+    return DiskLink(
+      path: path, kind: .vmdk, descriptor: d, hasDescriptor: false, descriptorLocation: "none", readers: [reader],
+      infos: [info])
+  }
+
+  /// A KDMV file: monolithicSparse or streamOptimized with an embedded descriptor, a bare
+  /// sparse extent, or (capacity 0) a container for a descriptor.
+  static func openSparseFile(_ path: String, file: LocalFile, size: UInt64, options: OpenOptions, cache: TableCache)
+    throws -> DiskLink
+  {
+    let headBytes = try file.readUpTo(at: 0, count: SparseExtentHeader.size)
+    let atZero = try wrap(path) { try SparseExtentHeader(parsing: headBytes) }
+    var descriptor: Descriptor? = nil
+    if atZero.descriptorOffsetSectors != 0 {
+      let (start, o) = atZero.descriptorOffsetSectors.multipliedReportingOverflow(by: 512)
+      guard !o, start < size else {
+        throw VMDKError(
+          .offsetPastEnd,
+          "embedded descriptor at sector \(atZero.descriptorOffsetSectors) is past the end of the file (\(size) bytes)",
+          file: path, offset: 28)
+      }
+      guard atZero.descriptorSizeSectors <= Limits.maxDescriptorBytes / 512 else {
+        throw VMDKError(
+          .descriptorTooLarge,
+          "embedded descriptor of \(atZero.descriptorSizeSectors) sectors is larger than the cap of 1 MiB",
+          file: path, offset: 36)
+      }
+      let bytes = try file.readUpTo(at: start, count: Int(atZero.descriptorSizeSectors * 512))
+      if bytes.contains(where: { $0 != 0 }) {
+        let d = try wrap(path) { try Descriptor(parsing: bytes, baseOffset: start) }
+        guard d.createType != nil else {
+          throw VMDKError(.invalidDescriptor, "embedded descriptor has no createType", file: path, offset: start)
+        }
+        descriptor = d
+      }
+    }
+    if atZero.capacitySectors == 0, let descriptor, !descriptor.extents.isEmpty {
+      return try fromDescriptor(path, descriptor: descriptor, location: "embedded", options: options, cache: cache)
+    }
+    let (_, opened) = try SparseExtentOpener.open(
+      line: ExtentDescription(sectors: 0, kind: .sparse, fileName: nil), file: file, cache: cache)
+    let h = opened.header
+    let declared = descriptor?.extents.first
+    let line = ExtentDescription(
+      access: declared?.access ?? .readWrite, sectors: h.capacitySectors, kind: .sparse,
+      fileName: declared?.fileName ?? PathResolver.baseName(path))
+    let extent = SparseExtent(
+      line: line, file: file, fileSize: opened.fileSize, scheme: SparseScheme(header: h, layout: opened.layout),
+      cache: cache)
+    let info = ExtentInfo(
+      line: line, path: path, format: h.isCompressed ? "stream" : "sparse", startSector: 0, fileSize: size,
+      sparseHeader: h, cowdHeader: nil, seSparseHeader: nil)
+    guard let descriptor else {
+      return bare(path, createType: h.isCompressed ? "streamOptimized" : "monolithicSparse", reader: extent, info: info)
+    }
+    return DiskLink(
+      path: path, kind: .vmdk, descriptor: descriptor, hasDescriptor: true, descriptorLocation: "embedded",
+      readers: [extent], infos: [info])
+  }
+
+  /// A link whose extents a descriptor lists.
+  static func fromDescriptor(
+    _ path: String, descriptor: Descriptor, location: String, options: OpenOptions, cache: TableCache
+  ) throws -> DiskLink {
+    guard let createType = descriptor.createType else {
+      throw VMDKError(.invalidDescriptor, "descriptor has no createType", file: path)
+    }
+    guard descriptor.capacitySectors != nil else {
+      throw VMDKError(.capacityOverflow, "the extents' sectors add up past the largest disk", file: path)
+    }
+    let lines = descriptor.extents
+    guard !lines.isEmpty else {
+      throw VMDKError(.invalidDescriptor, "descriptor lists no extents", file: path)
+    }
+    let deviceType = [
+      "fullDevice", "partitionedDevice", "vmfsRDM", "vmfsRawDeviceMap", "vmfsRDMP", "vmfsPassthroughRawDeviceMap",
+      "vmfsRaw",
+    ]
+    .contains { $0.lowercased() == createType.lowercased() }
+    var readers: [any Extent] = []
+    var infos: [ExtentInfo] = []
+    var start: UInt64 = 0
+    for (n, line) in lines.enumerated() {
+      defer { start += line.sectors }
+      func info(
+        _ format: String, path: String? = nil, size: UInt64? = nil, sparse: SparseExtentHeader? = nil,
+        cowd: COWDHeader? = nil, se: SESparseConstHeader? = nil
+      ) -> ExtentInfo {
+        ExtentInfo(
+          line: line, path: path, format: format, startSector: start, fileSize: size, sparseHeader: sparse,
+          cowdHeader: cowd, seSparseHeader: se)
+      }
+      if line.kind == .zero {
+        readers.append(ZeroExtent(line: line))
+        infos.append(info("zero"))
+        continue
+      }
+      if line.kind.isDevice || deviceType {
+        let e = VMDKError(
+          .needsDevice,
+          "extent \(n + 1) (\(line.kind.rawValue) \"\(line.fileName ?? "")\") is a raw device mapping of a \(createType) disk; reading it needs the device",
+          file: path)
+        readers.append(UnreadableExtent(line: line, error: e))
+        infos.append(info("device"))
+        continue
+      }
+      if line.access == .noAccess {
+        let e = VMDKError(.extentNoAccess, "extent \(n + 1) (\"\(line.fileName ?? "")\") is NOACCESS", file: path)
+        readers.append(UnreadableExtent(line: line, error: e))
+        infos.append(info("noaccess"))
+        continue
+      }
+      let extentPath = try PathResolver.resolve(
+        line.fileName ?? "", from: path, allowExternal: options.allowExternalPaths, what: "extent")
+      let file = try LocalFile(path: extentPath)
+      let size = try file.size()
+      let magic = try file.readUpTo(at: 0, count: 8)
+      switch line.kind {
+      case .flat, .vmfs:
+        readers.append(FlatExtent(line: line, file: file))
+        infos.append(info("flat", path: extentPath, size: size))
+      case .sparse, .vmfsSparse, .seSparse:
+        if COWDHeader.hasMagic(magic) {
+          let (e, h) = try COWDExtentOpener.open(line: line, file: file, cache: cache)
+          readers.append(e)
+          infos.append(info("cowd", path: extentPath, size: size, cowd: h))
+        } else if SESparseConstHeader.hasMagic(magic) {
+          let (e, h) = try SESparseExtentOpener.open(line: line, file: file, cache: cache)
+          readers.append(e)
+          infos.append(info("sesparse", path: extentPath, size: size, se: h))
+        } else {
+          let (e, opened) = try SparseExtentOpener.open(line: line, file: file, cache: cache)
+          readers.append(e)
+          infos.append(
+            info(opened.header.isCompressed ? "stream" : "sparse", path: extentPath, size: size, sparse: opened.header))
+        }
+      case .zero, .vmfsRDM, .vmfsRaw:
+        break  // handled above
+      }
+    }
+    return DiskLink(
+      path: path, kind: .vmdk, descriptor: descriptor, hasDescriptor: true, descriptorLocation: location,
+      readers: readers, infos: infos)
+  }
+}

@@ -1,0 +1,105 @@
+// FLAT and VMFS extents (and raw images): the extent's sectors sit in a file from an offset
+// on. Block status comes from the file system's holes (SEEK_DATA/SEEK_HOLE), as qemu reports it.
+
+import VMDKFormat
+import VMDKTransport
+
+/// A flat extent: sectors at `offsetSectors` in a file.
+final class FlatExtent: Extent {
+  let line: ExtentDescription
+  let sectors: UInt64
+  let file: any ByteStore
+  let baseBytes: UInt64
+  var store: (any ByteStore)? { file }
+
+  init(line: ExtentDescription, file: any ByteStore) {
+    self.line = line
+    self.sectors = line.sectors
+    self.file = file
+    self.baseBytes = line.offsetSectors * 512
+  }
+
+  func mapRuns(start: UInt64, count: UInt64, _ body: (ExtentRun) throws -> Void) throws {
+    let end = start + count
+    var pos = start
+    func emit(_ s: UInt64, _ e: UInt64, _ status: LayerStatus) throws {
+      guard e > s else { return }
+      try body(ExtentRun(start: s, count: e - s, status: status, hostOffset: baseBytes + s * 512))
+    }
+    // Without hole information, everything is data.
+    guard try file.nextData(from: baseBytes + start * 512) != nil else {
+      return try emit(start, end, .data)
+    }
+    while pos < end {
+      let bytePos = baseBytes + pos * 512
+      let dataAt = try file.nextData(from: bytePos) ?? bytePos
+      // Holes: whole sectors only; a sector with any data is data.
+      let holeEndSector = min(end, dataAt <= bytePos ? pos : (dataAt - baseBytes) / 512)
+      if holeEndSector > pos {
+        try emit(pos, holeEndSector, .dataZero)
+        pos = holeEndSector
+        continue
+      }
+      let holeAt = try file.nextHole(from: bytePos) ?? UInt64.max
+      let dataEnd: UInt64 =
+        holeAt == UInt64.max ? end : min(end, max(pos + 1, (holeAt - baseBytes + 511) / 512))
+      try emit(pos, dataEnd, .data)
+      pos = dataEnd
+    }
+  }
+
+  func read(_ run: ExtentRun, into buffer: UnsafeMutableRawBufferPointer) throws {
+    if run.status == .dataZero {
+      buffer.initializeMemory(as: UInt8.self, repeating: 0)
+      return
+    }
+    let n = try file.read(at: baseBytes + run.start * 512, into: buffer)
+    // Past the end of a short flat file reads as zeros, as in qemu.
+    if n < buffer.count {
+      UnsafeMutableRawBufferPointer(rebasing: buffer[n...]).initializeMemory(as: UInt8.self, repeating: 0)
+    }
+  }
+}
+
+/// A ZERO extent: reads as zeros and has no file.
+final class ZeroExtent: Extent {
+  let line: ExtentDescription
+  let sectors: UInt64
+  var store: (any ByteStore)? { nil }
+
+  init(line: ExtentDescription) {
+    self.line = line
+    self.sectors = line.sectors
+  }
+
+  func mapRuns(start: UInt64, count: UInt64, _ body: (ExtentRun) throws -> Void) throws {
+    try body(ExtentRun(start: start, count: count, status: .zero))
+  }
+
+  func read(_ run: ExtentRun, into buffer: UnsafeMutableRawBufferPointer) throws {
+    buffer.initializeMemory(as: UInt8.self, repeating: 0)
+  }
+}
+
+/// An extent that cannot be read: a raw device mapping, or NOACCESS. Block status reports it
+/// as data; reading it throws the error it was made with.
+final class UnreadableExtent: Extent {
+  let line: ExtentDescription
+  let sectors: UInt64
+  let error: VMDKError
+  var store: (any ByteStore)? { nil }
+
+  init(line: ExtentDescription, error: VMDKError) {
+    self.line = line
+    self.sectors = line.sectors
+    self.error = error
+  }
+
+  func mapRuns(start: UInt64, count: UInt64, _ body: (ExtentRun) throws -> Void) throws {
+    try body(ExtentRun(start: start, count: count, status: .data))
+  }
+
+  func read(_ run: ExtentRun, into buffer: UnsafeMutableRawBufferPointer) throws {
+    throw error
+  }
+}

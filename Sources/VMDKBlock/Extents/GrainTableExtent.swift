@@ -1,0 +1,243 @@
+// The shared reader of every extent kind that maps grains through a grain directory and grain
+// tables: hosted sparse and streamOptimized (KDMV), ESX vmfsSparse (COWD) and seSparse. A
+// `GrainScheme` says how to decode one kind's entries; the walk, the bounded table cache,
+// the merging of runs and the reads (with inflation of compressed grains) live here once.
+
+import Synchronization
+import VMDKFormat
+import VMDKTransport
+
+/// Where a grain is, decoded from its grain table entry.
+enum GrainLocation: Equatable {
+  case unallocated
+  case zero
+  /// Uncompressed grain data at this byte offset in the file.
+  case data(UInt64)
+  /// A compressed grain whose marker (or zlib stream) starts at this byte offset.
+  case compressed(UInt64)
+}
+
+/// How one extent kind lays out and encodes its directory and tables.
+protocol GrainScheme: Sendable {
+  var grainSectors: UInt64 { get }
+  /// Entries in one grain table.
+  var entriesPerTable: UInt64 { get }
+  /// Entries in the grain directory.
+  var directoryEntries: UInt64 { get }
+  /// Byte offset of the grain directory in the file.
+  var directoryOffset: UInt64 { get }
+  /// Bytes per directory and table entry (4 or 8).
+  var entryBytes: Int { get }
+  /// Byte offset of the table that directory entry `gde` (at byte `at`) names, or nil.
+  func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64?
+  /// Decodes table entry `gte` found at byte `at`.
+  func grain(gte: UInt64, at: UInt64, fileSize: UInt64) throws -> GrainLocation
+  /// Whether compressed grains start with a 12-byte grain marker.
+  var hasMarkers: Bool { get }
+}
+
+/// An extent read through a grain directory and grain tables.
+final class GrainTableExtent<Scheme: GrainScheme>: Extent {
+  let line: ExtentDescription
+  let sectors: UInt64
+  let file: any ByteStore
+  let fileSize: UInt64
+  let scheme: Scheme
+  let cache: TableCache
+  var store: (any ByteStore)? { file }
+  let grainBytes: Int
+  private let sectorsPerTable: UInt64
+  /// The last inflated grain, so that small reads inside one grain inflate it once.
+  private let lastGrain = Mutex<(offset: UInt64, bytes: [UInt8])?>(nil)
+
+  init(line: ExtentDescription, file: any ByteStore, fileSize: UInt64, scheme: Scheme, cache: TableCache) {
+    self.line = line
+    self.sectors = line.sectors
+    self.file = file
+    self.fileSize = fileSize
+    self.scheme = scheme
+    self.cache = cache
+    self.grainBytes = Int(scheme.grainSectors * 512)
+    self.sectorsPerTable = scheme.entriesPerTable * scheme.grainSectors
+  }
+
+  private var id: ObjectIdentifier { ObjectIdentifier(self) }
+
+  /// Reads `count` little-endian entries at `offset`.
+  private func loadEntries(at offset: UInt64, count: Int, what: String) throws -> [UInt64] {
+    let width = scheme.entryBytes
+    let bytes = try file.readExactly(at: offset, count: count * width, what: what)
+    return bytes.withUnsafeBytes { raw in
+      (0..<count).map { i in
+        width == 4
+          ? UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+          : UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
+      }
+    }
+  }
+
+  /// Directory entry `index`, read in pages of 512 entries through the cache.
+  func directoryEntry(_ index: UInt64) throws -> UInt64 {
+    let page = index / 512
+    let pageOffset = scheme.directoryOffset + page * 512 * UInt64(scheme.entryBytes)
+    let entries = Int(min(512, scheme.directoryEntries - page * 512))
+    let table = try cache.table(TableCache.Key(extent: id, offset: pageOffset)) {
+      try loadEntries(at: pageOffset, count: entries, what: "grain directory")
+    }
+    return table[Int(index % 512)]
+  }
+
+  /// The grain table for directory entry `index`, or nil when the region is unallocated.
+  func grainTable(_ index: UInt64) throws -> (table: [UInt64], offset: UInt64)? {
+    let gde = try directoryEntry(index)
+    let at = scheme.directoryOffset + index * UInt64(scheme.entryBytes)
+    guard let offset = try scheme.tableOffset(gde: gde, at: at, fileSize: fileSize) else { return nil }
+    let table = try cache.table(TableCache.Key(extent: id, offset: offset)) {
+      try loadEntries(at: offset, count: Int(scheme.entriesPerTable), what: "grain table")
+    }
+    return (table, offset)
+  }
+
+  func mapRuns(start: UInt64, count: UInt64, _ body: (ExtentRun) throws -> Void) throws {
+    let end = start + count
+    var pending: ExtentRun? = nil
+    func push(_ run: ExtentRun) throws {
+      if var p = pending {
+        let merges: Bool
+        switch (p.status, run.status) {
+        case (.zero, .zero), (.unallocated, .unallocated): merges = true
+        case (.data, .data):
+          if let a = p.hostOffset, let b = run.hostOffset { merges = a + p.count * 512 == b } else { merges = false }
+        default: merges = false
+        }
+        if merges {
+          p.count += run.count
+          pending = p
+          return
+        }
+        try body(p)
+      }
+      pending = run
+    }
+    let grain = scheme.grainSectors
+    var s = start
+    while s < end {
+      let index = s / sectorsPerTable
+      let tableStart = index * sectorsPerTable
+      let tableEnd = min(end, tableStart + sectorsPerTable)
+      guard index < scheme.directoryEntries else {
+        // Past what the header's capacity covers: nothing is allocated there.
+        try push(ExtentRun(start: s, count: end - s, status: .unallocated))
+        break
+      }
+      guard let (table, tableOffset) = try wrap(file.name, { try grainTable(index) }) else {
+        try push(ExtentRun(start: s, count: tableEnd - s, status: .unallocated))
+        s = tableEnd
+        continue
+      }
+      while s < tableEnd {
+        let i = (s - tableStart) / grain
+        let grainStart = tableStart + i * grain
+        let grainEnd = min(tableEnd, grainStart + grain)
+        let n = grainEnd - s
+        let gte = table[Int(i)]
+        let location = try wrap(file.name) {
+          try scheme.grain(gte: gte, at: tableOffset + i * UInt64(scheme.entryBytes), fileSize: fileSize)
+        }
+        switch location {
+        case .unallocated: try push(ExtentRun(start: s, count: n, status: .unallocated))
+        case .zero: try push(ExtentRun(start: s, count: n, status: .zero))
+        case .data(let at):
+          try push(ExtentRun(start: s, count: n, status: .data, hostOffset: at + (s - grainStart) * 512))
+        case .compressed(let at):
+          try push(ExtentRun(start: s, count: n, status: .data, compressedAt: at))
+        }
+        s = grainEnd
+      }
+    }
+    if let p = pending { try body(p) }
+  }
+
+  func read(_ run: ExtentRun, into buffer: UnsafeMutableRawBufferPointer) throws {
+    if let at = run.hostOffset {
+      let n = try file.read(at: at, into: buffer)
+      if n < buffer.count {
+        UnsafeMutableRawBufferPointer(rebasing: buffer[n...]).initializeMemory(as: UInt8.self, repeating: 0)
+      }
+      return
+    }
+    guard let at = run.compressedAt else {
+      buffer.initializeMemory(as: UInt8.self, repeating: 0)
+      return
+    }
+    let grainStart = run.start / scheme.grainSectors * scheme.grainSectors
+    let within = Int(run.start - grainStart) * 512
+    // Bytes of this grain that lie inside the extent: the last grain may be partial.
+    let needed = Int(min(scheme.grainSectors, sectors - grainStart) * 512)
+    if within == 0 && buffer.count == grainBytes {
+      let n = try inflateGrain(at: at, into: buffer)
+      try checkInflated(n, needed: needed, at: at)
+      if n < buffer.count {
+        UnsafeMutableRawBufferPointer(rebasing: buffer[n...]).initializeMemory(as: UInt8.self, repeating: 0)
+      }
+      return
+    }
+    let cached = lastGrain.withLock { c -> [UInt8]? in c?.offset == at ? c!.bytes : nil }
+    let grainData: [UInt8]
+    if let cached {
+      grainData = cached
+    } else {
+      var g = [UInt8](repeating: 0, count: grainBytes)
+      let n = try g.withUnsafeMutableBytes { try inflateGrain(at: at, into: $0) }
+      try checkInflated(n, needed: needed, at: at)
+      grainData = g
+      lastGrain.withLock { $0 = (at, g) }
+    }
+    grainData.withUnsafeBytes { src in
+      buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[within..<(within + buffer.count)]))
+    }
+  }
+
+  private func checkInflated(_ n: Int, needed: Int, at: UInt64) throws {
+    guard n >= needed else {
+      throw VMDKError(
+        .corruptCompressedData, "compressed grain inflates to \(n) bytes; the grain needs \(needed)",
+        file: file.name, offset: at)
+    }
+  }
+
+  /// Inflates the compressed grain at byte `at` into `buffer` (one grain); returns its length.
+  func inflateGrain(at: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    var dataAt = at
+    var size: UInt64
+    let maxCompressed = UInt64(2 * grainBytes)
+    if scheme.hasMarkers {
+      let header = try file.readExactly(at: at, count: StreamMarker.grainHeaderBytes, what: "grain marker")
+      let marker = try wrap(file.name) { try StreamMarker(parsing: header, baseOffset: at) }
+      size = UInt64(marker.size)
+      guard size != 0 else {
+        throw VMDKError(
+          .invalidMarker, "grain table points at a metadata marker, not a grain", file: file.name, offset: at)
+      }
+      dataAt = at + UInt64(StreamMarker.grainHeaderBytes)
+      guard size <= maxCompressed else {
+        throw VMDKError(
+          .compressedGrainTooLarge,
+          "compressed grain claims \(size) bytes; at most \(maxCompressed) (two grains) are allowed",
+          file: file.name, offset: at)
+      }
+      guard dataAt + size <= fileSize else {
+        throw VMDKError(
+          .compressedGrainTooLarge,
+          "compressed grain claims \(size) bytes, but the file ends \(fileSize - min(dataAt, fileSize)) bytes after its start",
+          file: file.name, offset: at)
+      }
+    } else {
+      size = min(maxCompressed, fileSize - min(at, fileSize))
+    }
+    let compressed = try file.readExactly(at: dataAt, count: Int(size), what: "compressed grain")
+    return try compressed.withUnsafeBytes { src in
+      try wrap(file.name) { try GrainCompression.inflate(src, into: buffer, offset: dataAt) }
+    }
+  }
+}

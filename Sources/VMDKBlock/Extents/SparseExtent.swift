@@ -1,0 +1,80 @@
+// Hosted sparse and streamOptimized extents ("KDMV"): opening (header, footer, checks) and the
+// decoding of their 32-bit directory and table entries.
+
+import VMDKFormat
+import VMDKTransport
+
+/// The KDMV scheme: 512-entry tables of u32 sector numbers; entry 1 is a zeroed grain when the
+/// header says so; compressed grains point at grain markers.
+struct SparseScheme: GrainScheme {
+  let header: SparseExtentHeader
+  let layout: SparseLayout
+  var grainSectors: UInt64 { header.grainSectors }
+  var entriesPerTable: UInt64 { SparseLayout.entriesPerTable }
+  var directoryEntries: UInt64 { layout.grainTableCount }
+  var directoryOffset: UInt64 { header.gdOffsetSectors * 512 }
+  var entryBytes: Int { 4 }
+  var hasMarkers: Bool { header.hasMarkers }
+
+  func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64? {
+    guard gde != 0 else { return nil }
+    let offset = gde * 512
+    guard offset + SparseLayout.tableBytes <= fileSize else {
+      throw FormatError(
+        .offsetPastEnd, offset: at,
+        "grain directory entry says its grain table is at sector \(gde), past the end of the file (\(fileSize) bytes)")
+    }
+    return offset
+  }
+
+  func grain(gte: UInt64, at: UInt64, fileSize: UInt64) throws -> GrainLocation {
+    if gte == 0 { return .unallocated }
+    if gte == 1 && header.hasZeroedGrainEntries { return .zero }
+    let offset = gte * 512
+    guard offset < fileSize else {
+      throw FormatError(
+        .offsetPastEnd, offset: at,
+        "grain table entry says its grain is at sector \(gte), past the end of the file (\(fileSize) bytes)")
+    }
+    return header.isCompressed ? .compressed(offset) : .data(offset)
+  }
+}
+
+typealias SparseExtent = GrainTableExtent<SparseScheme>
+
+/// What opening a KDMV file found: the effective header (the footer when the header says the
+/// directory is at the end), the layout, and the header as it is at sector 0.
+struct OpenedSparseHeader {
+  let header: SparseExtentHeader
+  let headerAtZero: SparseExtentHeader
+  let layout: SparseLayout
+  let fileSize: UInt64
+}
+
+enum SparseExtentOpener {
+  /// Reads and checks the header (and footer) of a KDMV file.
+  static func readHeader(_ file: any ByteStore) throws -> OpenedSparseHeader {
+    let fileSize = try file.size()
+    let bytes = try file.readUpTo(at: 0, count: SparseExtentHeader.size)
+    return try wrap(file.name) {
+      let atZero = try SparseExtentHeader(parsing: bytes)
+      var effective = atZero
+      if atZero.grainDirectoryAtEnd {
+        let tailCount = Int(min(UInt64(StreamFooter.tailBytes), fileSize))
+        let tail = try file.readUpTo(at: fileSize - UInt64(tailCount), count: tailCount)
+        effective = try StreamFooter.parse(tail: tail, fileSize: fileSize)
+      }
+      let layout = try effective.validate(fileSize: fileSize)
+      return OpenedSparseHeader(header: effective, headerAtZero: atZero, layout: layout, fileSize: fileSize)
+    }
+  }
+
+  static func open(line: ExtentDescription, file: any ByteStore, cache: TableCache) throws -> (
+    SparseExtent, OpenedSparseHeader
+  ) {
+    let opened = try readHeader(file)
+    let scheme = SparseScheme(header: opened.header, layout: opened.layout)
+    let extent = SparseExtent(line: line, file: file, fileSize: opened.fileSize, scheme: scheme, cache: cache)
+    return (extent, opened)
+  }
+}

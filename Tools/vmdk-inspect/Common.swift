@@ -1,0 +1,169 @@
+// What every subcommand shares: how to open an image, how errors end the program, JSON output.
+
+import ArgumentParser
+import VMDKBlock
+import VMDKFormat
+import VMDKTransport
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+extension OpenOptions.Format: ExpressibleByArgument {}
+
+/// Options for opening an image, shared by every subcommand.
+struct OpenFlags: ParsableArguments {
+  @Option(help: "Image format: auto, vmdk or raw.")
+  var format: OpenOptions.Format = .auto
+
+  @Flag(help: "Allow extent and parent files outside the descriptor's folder (linked clones).")
+  var allowExternalPaths = false
+
+  @Flag(help: "Open a chain even when a child's parentCID differs from its parent's CID.")
+  var ignoreCIDMismatch = false
+
+  @Flag(help: "Open only the named link, not its parents.")
+  var singleLink = false
+
+  @Option(help: "Most links in a snapshot chain.")
+  var maxChainDepth: Int = 255
+
+  var options: OpenOptions {
+    var o = OpenOptions()
+    o.format = format
+    o.allowExternalPaths = allowExternalPaths
+    o.ignoreCIDMismatch = ignoreCIDMismatch
+    o.singleLink = singleLink
+    o.maxChainDepth = maxChainDepth
+    return o
+  }
+}
+
+/// Runs `body`; a VMDKError (or any other) becomes one line on stderr and exit status 2.
+func runReporting(_ body: () throws -> Void) throws {
+  do {
+    try body()
+  } catch let e as ExitCode {
+    throw e
+  } catch let e as VMDKError {
+    printError("vmdk-inspect: \(e)")
+    throw ExitCode(2)
+  } catch let e as CleanExit {
+    throw e
+  } catch {
+    printError("vmdk-inspect: \(error)")
+    throw ExitCode(2)
+  }
+}
+
+func printError(_ s: String) {
+  var line = s.replacingNewlines() + "\n"
+  line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+extension String {
+  func replacingNewlines() -> String { split(separator: "\n").joined(separator: " ") }
+}
+
+/// Writes all of `bytes` to standard output.
+func writeStdout(_ bytes: UnsafeRawBufferPointer) throws {
+  var done = 0
+  while done < bytes.count {
+    let n = write(1, bytes.baseAddress! + done, bytes.count - done)
+    if n < 0 {
+      if errno == EINTR { continue }
+      throw VMDKError(.fileAccess, "cannot write to standard output: \(String(cString: strerror(errno)))")
+    }
+    done += n
+  }
+}
+
+/// A JSON value with ordered keys, so that output is stable.
+indirect enum JSON {
+  case object([(String, JSON)])
+  case array([JSON])
+  case string(String)
+  case int(Int64)
+  case uint(UInt64)
+  case bool(Bool)
+  case null
+
+  func render(indent: Int = 0, pretty: Bool = true) -> String {
+    let pad = pretty ? String(repeating: "  ", count: indent + 1) : ""
+    let end = pretty ? String(repeating: "  ", count: indent) : ""
+    let nl = pretty ? "\n" : ""
+    switch self {
+    case .object(let kv):
+      if kv.isEmpty { return "{}" }
+      return "{" + nl
+        + kv.map { pad + JSON.quote($0.0) + (pretty ? ": " : ":") + $0.1.render(indent: indent + 1, pretty: pretty) }
+        .joined(separator: "," + nl) + nl + end + "}"
+    case .array(let a):
+      if a.isEmpty { return "[]" }
+      return "[" + nl + a.map { pad + $0.render(indent: indent + 1, pretty: pretty) }.joined(separator: "," + nl) + nl
+        + end + "]"
+    case .string(let s): return JSON.quote(s)
+    case .int(let i): return String(i)
+    case .uint(let u): return String(u)
+    case .bool(let b): return b ? "true" : "false"
+    case .null: return "null"
+    }
+  }
+
+  static func quote(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+      switch u {
+      case "\"": out += "\\\""
+      case "\\": out += "\\\\"
+      case "\n": out += "\\n"
+      case "\r": out += "\\r"
+      case "\t": out += "\\t"
+      default:
+        if u.value < 0x20 {
+          let h = String(u.value, radix: 16)
+          out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
+        } else {
+          out.unicodeScalars.append(u)
+        }
+      }
+    }
+    return out + "\""
+  }
+
+  static func opt(_ v: String?) -> JSON { v.map { .string($0) } ?? .null }
+  static func opt(_ v: UInt64?) -> JSON { v.map { .uint($0) } ?? .null }
+}
+
+func printJSON(_ j: JSON) { print(j.render()) }
+
+/// Bytes as a person reads them: "10 MiB".
+func humanSize(_ bytes: UInt64) -> String {
+  let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+  var v = Double(bytes)
+  var u = 0
+  while v >= 1024 && u < units.count - 1 {
+    v /= 1024
+    u += 1
+  }
+  if u == 0 { return "\(bytes) bytes" }
+  let rounded = (v * 100).rounded() / 100
+  return rounded == rounded.rounded() ? "\(Int(rounded)) \(units[u])" : "\(rounded) \(units[u])"
+}
+
+/// Parses a size with an optional K/M/G/T suffix (powers of 1024).
+func parseSize(_ s: String) -> UInt64? {
+  let units: [Character: UInt64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50]
+  var t = s.lowercased()
+  if t.hasSuffix("ib") {
+    t.removeLast(2)
+  } else if t.hasSuffix("b") && t.count > 1 && units[t[t.index(t.endIndex, offsetBy: -2)]] != nil {
+    t.removeLast()
+  }
+  if let last = t.last, let m = units[last] {
+    guard let n = UInt64(t.dropLast()) else { return nil }
+    let (r, o) = n.multipliedReportingOverflow(by: m)
+    return o ? nil : r
+  }
+  return UInt64(t)
+}
