@@ -28,7 +28,8 @@ let package = Package(
       name: "vmdk-inspect",
       dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-inspect"),
-    .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"]),
+    // Fixtures/ holds the fuzz findings; the tests read them by path.
+    .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
     .testTarget(name: "VMDKBlockTests", dependencies: ["VMDKBlock"]),
     .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect"]),
   ]

@@ -51,7 +51,7 @@ public struct Descriptor: Equatable, Sendable {
     var crlf = 0
     var lf = 0
     var offset = baseOffset
-    let rawLines = text.split(separator: "\n", omittingEmptySubsequences: false)
+    let rawLines = Descriptor.splitLines(text, omittingEmpty: false)
     for (index, rawLine) in rawLines.enumerated() {
       let lineNumber = index + 1
       let lineOffset = offset
@@ -94,7 +94,8 @@ public struct Descriptor: Equatable, Sendable {
     }
     self.lines = lines
     self.lineEnding = crlf > lf ? "\r\n" : "\n"
-    self.endsWithNewline = text.hasSuffix("\n")
+    // By scalar: `hasSuffix("\n")` is false for a CRLF text, whose last Character is "\r\n".
+    self.endsWithNewline = text.unicodeScalars.last == "\n"
     // Hex values must parse; a descriptor with a damaged CID is not a descriptor we trust.
     for key in ["CID", "parentCID"] {
       if let v = header(key), Descriptor.parseCID(v) == nil {
@@ -249,7 +250,7 @@ public struct Descriptor: Equatable, Sendable {
   /// signature `# Disk DescriptorFile`.
   public static func looksLikeDescriptor(_ bytes: [UInt8]) -> Bool {
     let head = decode(bytes.prefix(4096).prefix(while: { $0 != 0 }))
-    for line in head.split(separator: "\n").prefix(64) {
+    for line in splitLines(head, omittingEmpty: true).prefix(64) {
       let t = trim(line[...])
       if t.isEmpty { continue }
       if t.hasPrefix("#") {
@@ -267,11 +268,21 @@ public struct Descriptor: Equatable, Sendable {
     return false
   }
 
+  /// Splits `text` at every LF. `String.split(separator: "\n")` cannot do it: Swift reads CRLF
+  /// as one Character that is not "\n", so a CRLF descriptor came out as a single line.
+  static func splitLines(_ text: String, omittingEmpty: Bool) -> [Substring] {
+    text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: omittingEmpty).map { Substring($0) }
+  }
+
+  /// Drops leading and trailing blanks. By scalar: stepping back over a Substring's last
+  /// Character costs time proportional to the Substring, so trimming trailing blanks one
+  /// Character at a time was quadratic (1 MiB of spaces after "RW" took minutes).
   static func trim(_ s: Substring) -> Substring {
-    let ws: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\u{0C}" || $0 == "\u{0B}" }
-    var t = s.drop(while: ws)
-    while let last = t.last, ws(last) { t = t.dropLast() }
-    return t
+    let blank: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\u{0C}" || $0 == "\u{0B}" }
+    let scalars = s.unicodeScalars
+    guard let first = scalars.firstIndex(where: { !blank($0) }), let last = scalars.lastIndex(where: { !blank($0) })
+    else { return s[s.endIndex...] }
+    return Substring(scalars[first...last])
   }
 
   static func unquote(_ s: Substring) -> String {

@@ -83,8 +83,18 @@ public struct ExtentDescription: Equatable, Sendable {
       rest = rest.dropFirst(t.count)
       return t
     }
+    /// A decimal field; nil when it is not one. All digits but too big for 64 bits is an
+    /// overflow, not a syntax error: say so.
+    func number(_ t: Substring, _ what: String) throws -> UInt64? {
+      if let v = UInt64(t) { return v }
+      guard !t.isEmpty, t.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+      throw FormatError(
+        .capacityOverflow, offset: offset, "descriptor line \(lineNumber): \(what) \(t.prefix(40)) overflows 64 bits")
+    }
     guard let a = token(), let access = Access(rawValue: String(a)) else { throw fail("unknown access mode") }
-    guard let s = token(), let sectors = UInt64(s) else { throw fail("sector count is not a number") }
+    guard let s = token(), let sectors = try number(s, "sector count") else {
+      throw fail("sector count is not a number")
+    }
     guard sectors <= Limits.maxCapacitySectors else {
       throw FormatError(
         .capacityOverflow, offset: offset,
@@ -106,7 +116,7 @@ public struct ExtentDescription: Equatable, Sendable {
     var offsetSectors: UInt64 = 0
     var extra: [String] = []
     if let o = token() {
-      guard let v = UInt64(o) else { throw fail("offset is not a number") }
+      guard let v = try number(o, "offset") else { throw fail("offset is not a number") }
       guard v <= Limits.maxCapacitySectors else {
         throw FormatError(.capacityOverflow, offset: offset, "descriptor line \(lineNumber): offset \(v) overflows")
       }

@@ -60,8 +60,10 @@ public enum StreamFooter {
   /// Parses the last `tailBytes` of a file of `fileSize` bytes (qemu's rule: a footer marker
   /// of type 3, a KDMV header, then an end-of-stream marker) and returns the footer header.
   public static func parse(tail bytes: [UInt8], fileSize: UInt64) throws -> SparseExtentHeader {
-    let base = fileSize - UInt64(bytes.count)
-    guard bytes.count == tailBytes else {
+    // A caller's fileSize may be smaller than the bytes it passes (a file that shrank between
+    // stat and read); the subtraction must not trap.
+    let base = fileSize >= UInt64(bytes.count) ? fileSize - UInt64(bytes.count) : 0
+    guard bytes.count == tailBytes, fileSize >= UInt64(tailBytes) else {
       throw FormatError(
         .invalidMarker, offset: base,
         "the header says the grain directory is at the end, but the file (\(fileSize) bytes) is too short for a footer")

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer target for the VMDKFormat parsers and runs it.
+#
+#   Fuzz/run.sh [SECONDS]          fuzz for SECONDS (default 300), then print the stats
+#   Fuzz/run.sh reproduce FILE...  run the target once on each FILE (a finding, a fixture)
+#   Fuzz/run.sh build              only build .build-fuzz/fuzz-parsers
+#
+# The target is compiled with swiftc directly (SwiftPM has no fuzzer product): every source of
+# Sources/VMDKFormat plus Fuzz/FuzzParsers.swift as one module, with libFuzzer and
+# AddressSanitizer. The corpus grows in .build-fuzz/corpus (git-ignored), seeded from
+# Fuzz/seeds (pieces of the test builders' images, kept in git) and from the headers,
+# descriptors, tails and grains of TestImages/. Crashes, timeouts and out-of-memory inputs
+# go to Fuzz/findings/: turn each into a fixture and a regression test (see Fuzz/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=.build-fuzz
+bin=$out/fuzz-parsers
+findings=Fuzz/findings
+
+build() {
+  mkdir -p "$out"
+  local sources
+  sources=$(find Sources/VMDKFormat -name '*.swift' | sort)
+  # shellcheck disable=SC2086
+  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -module-name FuzzParsers \
+    $sources Fuzz/FuzzParsers.swift -I Sources/CZlib -lz -o "$bin"
+}
+
+# Little-endian unsigned integer of WIDTH bytes at OFFSET of FILE.
+le() { od -An -t "u$3" -j "$2" -N "$3" "$1" | tr -d ' \n'; }
+
+# Cuts COUNT bytes at OFFSET of FILE into the seed NAME (skipped when empty).
+cut_seed() {
+  local file=$1 offset=$2 count=$3 name=$4
+  dd if="$file" of="$out/seeds/$name" bs=1 skip="$offset" count="$count" status=none 2>/dev/null || true
+  [[ -s $out/seeds/$name ]] || rm -f "$out/seeds/$name"
+}
+
+# Seeds from TestImages (populated by another part of the project; absent files are fine).
+seed_test_images() {
+  rm -rf "$out/seeds"
+  mkdir -p "$out/seeds"
+  local f name size magic
+  while IFS= read -r -d '' f; do
+    name=$(echo "${f#TestImages/}" | tr '/' '_')
+    size=$(stat -c %s "$f")
+    magic=$(head -c 4 "$f" | od -An -t x1 | tr -d ' \n')
+    case $magic in
+      4b444d56)  # KDMV: header, embedded descriptor, stream tail, first grain marker and data
+        cut_seed "$f" 0 512 "$name.header"
+        local doff dsize over
+        doff=$(le "$f" 28 8)
+        dsize=$(le "$f" 36 8)
+        if ((doff > 0 && dsize > 0 && dsize <= 2048 && doff * 512 < size)); then
+          cut_seed "$f" $((doff * 512)) $((dsize * 512)) "$name.descriptor"
+        fi
+        ((size >= 1536)) && cut_seed "$f" $((size - 1536)) 1536 "$name.tail"
+        over=$(le "$f" 64 8)
+        if [[ $(le "$f" 77 2) == 1 ]] && ((over * 512 + 12 < size)); then
+          cut_seed "$f" $((over * 512)) 512 "$name.marker"
+          local gsize
+          gsize=$(le "$f" $((over * 512 + 8)) 4)
+          if ((gsize > 0 && gsize <= 131072)); then
+            cut_seed "$f" $((over * 512 + 12)) "$gsize" "$name.zlib"
+          fi
+        fi
+        ;;
+      434f5744)  # COWD
+        cut_seed "$f" 0 2048 "$name.header"
+        ;;
+      bebafeca)  # seSparse: const and volatile headers
+        cut_seed "$f" 0 512 "$name.header"
+        cut_seed "$f" 512 512 "$name.volatile"
+        ;;
+      *)
+        if [[ $f == *CompressedGrain.bin ]]; then
+          cut_seed "$f" 12 $((size - 12)) "$name.zlib"
+        elif ((size <= 65536)) && ! grep -qP '[^\x00\x09\x0a\x0d\x20-\x7e\x80-\xff]' "$f" 2>/dev/null; then
+          cp "$f" "$out/seeds/$name"  # a descriptor file
+        fi
+        ;;
+    esac
+  done < <(find TestImages -type f \( -name '*.vmdk' -o -name '*.cowd' -o -name '*.bin' \) -print0 2>/dev/null)
+}
+
+case ${1:-} in
+  build)
+    build
+    ;;
+  reproduce)
+    shift
+    build
+    # Runs each input once; exits non-zero on the first crash.
+    SWIFT_BACKTRACE=enable=no "$bin" -runs=1 "$@"
+    ;;
+  *)
+    seconds=${1:-300}
+    build
+    seed_test_images
+    mkdir -p "$out/corpus" "$findings"
+    echo "seeds: $(ls Fuzz/seeds | wc -l) from the builders, $(ls "$out/seeds" | wc -l) from TestImages"
+    # -malloc_limit_mb: any single allocation above 64 MiB is a finding (no header field may
+    # size an allocation); -timeout: one input taking over 5 s is a finding (a header must
+    # fail in milliseconds). New inputs go to the first corpus folder.
+    export SWIFT_BACKTRACE=enable=no  # the Swift backtracer trips ASan; libFuzzer prints the stack
+    "$bin" "$out/corpus" Fuzz/seeds "$out/seeds" \
+      -max_total_time="$seconds" -max_len=4096 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
+      -dict=Fuzz/vmdk.dict -artifact_prefix="$findings/" -print_final_stats=1
+    echo "corpus: $(ls "$out/corpus" | wc -l) inputs in $out/corpus; findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
+    ;;
+esac
