@@ -230,6 +230,16 @@ public final class Disk: Sendable {
         }
       }
     }
-    if inLink < count { try absent(start + inLink, count - inLink) }
+    guard inLink < count else { return }
+    if level == 0 {
+      try absent(start + inLink, count - inLink)
+    } else {
+      // Past the end of a shorter parent: reads as zeros, and qemu reports the range at the
+      // depth of the link above (the last one that covers it), not present.
+      try emit(
+        BlockStatus(
+          start: (start + inLink) * 512, length: (count - inLink) * 512, depth: level - 1, present: false,
+          zero: true, data: false, offset: nil, file: nil, compressed: false))
+    }
   }
 }

@@ -41,9 +41,10 @@ struct SESparseScheme: GrainScheme {
     case 1, 2: return .zero
     case 3:
       let index = ((gte & 0x0FFF_0000_0000_0000) >> 48) | ((gte & 0x0000_FFFF_FFFF_FFFF) << 12)
-      let (sector, o) = index.multipliedReportingOverflow(by: header.grainSectors)
-      let offset = (header.grainsOffset + sector) * 512
-      guard !o, sector <= Limits.maxCapacitySectors, offset < fileSize else {
+      let (sector, o1) = index.multipliedReportingOverflow(by: header.grainSectors)
+      let (absolute, o2) = header.grainsOffset.addingReportingOverflow(sector)
+      let (offset, o3) = absolute.multipliedReportingOverflow(by: 512)
+      guard !o1, !o2, !o3, offset < fileSize else {
         throw FormatError(
           .offsetPastEnd, offset: at, "seSparse grain \(index) is past the end of the file (\(fileSize) bytes)")
       }

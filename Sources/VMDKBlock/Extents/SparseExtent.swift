@@ -59,12 +59,15 @@ enum SparseExtentOpener {
     return try wrap(file.name) {
       let atZero = try SparseExtentHeader(parsing: bytes)
       var effective = atZero
+      var headerOffset: UInt64 = 0
       if atZero.grainDirectoryAtEnd {
         let tailCount = Int(min(UInt64(StreamFooter.tailBytes), fileSize))
         let tail = try file.readUpTo(at: fileSize - UInt64(tailCount), count: tailCount)
         effective = try StreamFooter.parse(tail: tail, fileSize: fileSize)
+        // The footer's header is the second-to-last sector (before the end-of-stream marker).
+        headerOffset = fileSize - 1024
       }
-      let layout = try effective.validate(fileSize: fileSize)
+      let layout = try effective.validate(fileSize: fileSize, baseOffset: headerOffset)
       return OpenedSparseHeader(header: effective, headerAtZero: atZero, layout: layout, fileSize: fileSize)
     }
   }
