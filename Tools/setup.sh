@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Tools/setup.sh — install the Debian packages the build and the tests need.
+#
+#   bash Tools/setup.sh && swift test
+#
+# Idempotent and quiet: when every package is already installed (checked with
+# dpkg-query) it does nothing and prints nothing. Otherwise it runs apt-get update and
+# apt-get install, as root directly or through password-less sudo. On systems without
+# dpkg it only prints the package list and exits 0; install the equivalents yourself.
+set -euo pipefail
+
+packages=(
+  qemu-utils     # qemu-img, qemu-io, qemu-nbd: make test images and decode reference data
+  libvmdk-utils  # vmdkinfo: a second, independent reader
+  zlib1g-dev     # CZlib
+  libssl-dev     # CCrypto (libcrypto)
+  libdeflate-dev
+  pkg-config     # SwiftPM finds zlib and libcrypto through pkg-config
+  gzip           # the flat test extent is stored gzipped
+)
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+  echo "setup.sh: no dpkg here; make sure these (or their equivalents) are installed: ${packages[*]}" >&2
+  exit 0
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+  [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done
+((${#missing[@]} == 0)) && exit 0
+
+if [[ "$(id -u)" == 0 ]]; then
+  run=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  run=(sudo)
+else
+  echo "setup.sh: missing packages ${missing[*]}; run as root or install them with apt-get" >&2
+  exit 1
+fi
+
+log="$(mktemp "${TMPDIR:-/tmp}/setup-apt.XXXXXX")"
+trap 'rm -f "$log"' EXIT
+echo "setup.sh: installing ${missing[*]}" >&2
+if ! { "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+       "${run[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "setup.sh: apt-get failed" >&2
+  exit 1
+fi
