@@ -85,21 +85,28 @@ extension GrainTableExtent where Scheme == SparseScheme {
       let r = rgdBytes.withUnsafeBytes {
         UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
       }
+      // The two directories point at different tables, so an entry is consistent when both
+      // are zero or both are set to different tables (VirtualBox's rule).
       if (g == 0) != (r == 0) || g == r && g != 0 {
+        let rAt = h.rgdOffsetSectors * 512 + UInt64(i * 4)
         report.problems.append(
           CheckProblem(
             kind: "redundant-directory-mismatch", file: file.name, offset: h.gdOffsetSectors * 512 + UInt64(i * 4),
-            message: "grain directory entry \(i) is \(g), its redundant copy \(r)"))
+            message: "grain directory entry \(i) is \(g), its redundant copy (at offset \(rAt)) is \(r)"))
         continue
       }
       guard g != 0, UInt64(g) * 512 + 2048 <= fileSize, UInt64(r) * 512 + 2048 <= fileSize else { continue }
       let gt = try file.readExactly(at: UInt64(g) * 512, count: 2048, what: "grain table")
       let rgt = try file.readExactly(at: UInt64(r) * 512, count: 2048, what: "redundant grain table")
       if gt != rgt {
+        let differing = stride(from: 0, to: 2048, by: 4).filter { gt[$0..<($0 + 4)] != rgt[$0..<($0 + 4)] }
+        let first = differing[0]
         report.problems.append(
           CheckProblem(
-            kind: "redundant-table-mismatch", file: file.name, offset: UInt64(g) * 512,
-            message: "grain table \(i) differs from its redundant copy at sector \(r)"))
+            kind: "redundant-table-mismatch", file: file.name, offset: UInt64(g) * 512 + UInt64(first),
+            message:
+              "grain table \(i) differs from its redundant copy in \(differing.count) entries, "
+              + "first at entry \(first / 4) (redundant copy at offset \(UInt64(r) * 512 + UInt64(first)))"))
       }
     }
   }

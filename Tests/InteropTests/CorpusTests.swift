@@ -72,6 +72,9 @@ struct CorpusEntry: Decodable, Sendable, CustomTestStringConvertible {
       // same offsets).
       let qemuImage = entry.verifiedVia.map { "\(testImagesFolder)/\($0)" } ?? image
       expectSameMap(try disk.blockStatus().map(MapRecord.init), try Qemu.map(qemuImage), entry.image)
+      // Images made by VMware and qemu are consistent: check finds nothing.
+      let report = try disk.check()
+      #expect(report.isClean, "\(entry.image): \(report.problems), \(report.leakedBytes) bytes leaked")
     }
   }
 
