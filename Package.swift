@@ -10,6 +10,7 @@ let package = Package(
     .library(name: "VMDKFormat", targets: ["VMDKFormat"]),
     .library(name: "VMDKTransport", targets: ["VMDKTransport"]),
     .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
+    .executable(name: "vmdk-convert", targets: ["vmdk-convert"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -21,16 +22,23 @@ let package = Package(
     .systemLibrary(
       name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
       providers: [.apt(["libssl-dev"])]),
+    // libdeflate (Debian libdeflate-dev; no pkg-config file on every release): fast zlib-format
+    // compression and decompression of grains.
+    .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
     .target(name: "VMDKFormat", dependencies: ["CZlib"]),
     .target(name: "VMDKTransport"),
-    .target(name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto"]),
+    .target(name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"]),
     .executableTarget(
       name: "vmdk-inspect",
       dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-inspect"),
+    .executableTarget(
+      name: "vmdk-convert",
+      dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/vmdk-convert"),
     // Fixtures/ holds the fuzz findings; the tests read them by path.
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
     .testTarget(name: "VMDKBlockTests", dependencies: ["VMDKBlock"]),
-    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect"]),
+    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert"]),
   ]
 )

@@ -18,6 +18,8 @@ public final class LocalFile: ByteStore {
   public let name: String
   public let isWritable: Bool
   private let fd: Int32
+  /// The file descriptor, for locks and advice; owned by this object.
+  public var fileDescriptor: Int32 { fd }
 
   /// Opens `path`. Throws `fileNotFound` or `fileAccess` naming the path.
   public init(path: String, writable: Bool = false) throws {
@@ -124,5 +126,26 @@ public final class LocalFile: ByteStore {
       return nil
     }
     return UInt64(r)
+  }
+}
+
+extension LocalFile {
+  /// Creates `path` for writing; fails with `fileExists` when it is there already.
+  public static func create(path: String) throws -> LocalFile {
+    let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    if fd < 0 {
+      let err = errno
+      if err == EEXIST { throw VMDKError(.fileExists, "cannot create: the file exists", file: path) }
+      throw LocalFile.error(errno: err, path: path, doing: "create")
+    }
+    close(fd)
+    return try LocalFile(path: path, writable: true)
+  }
+
+  /// Sets the file's size (a hole when it grows).
+  public func truncate(to size: UInt64) throws {
+    guard size <= UInt64(Int64.max), ftruncate(fd, off_t(size)) == 0 else {
+      throw LocalFile.error(errno: errno, path: name, doing: "set the size", offset: size)
+    }
   }
 }

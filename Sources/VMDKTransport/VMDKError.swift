@@ -24,6 +24,9 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
     public static let fileNotFound = Code(4, "file not found")
     public static let notSupported = Code(6, "not supported")
     public static let diskFull = Code(8, "disk full")
+    public static let cancelled = Code(10, "cancelled")
+    public static let fileReadOnly = Code(11, "file is read-only")
+    public static let fileExists = Code(12, "file already exists")
     public static let fileAccess = Code(13, "file access error")
     public static let alreadyLocked = Code(15, "file already locked")
     public static let invalidDisk = Code(16000, "invalid disk")
@@ -56,7 +59,8 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
 
     /// Every code, for documentation and tests.
     public static let all: [Code] = [
-      .failure, .invalidArgument, .fileNotFound, .notSupported, .diskFull, .fileAccess,
+      .failure, .invalidArgument, .fileNotFound, .notSupported, .diskFull, .cancelled, .fileReadOnly,
+      .fileExists, .fileAccess,
       .alreadyLocked, .invalidDisk, .partialChain, .needsRepair, .outOfRange, .cidMismatch,
       .cannotOpenParent, .truncated, .badMagic, .unsupportedVersion, .invalidGrainSize,
       .invalidTableSize, .offsetPastEnd, .capacityOverflow, .descriptorTooLarge,

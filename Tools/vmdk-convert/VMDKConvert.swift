@@ -1,0 +1,1 @@
+@main enum VMDKConvert { static func main() { print("vmdk-convert: not yet") } }
