@@ -1,0 +1,38 @@
+// The README's "library in 20 lines", compiled and run on a small image so that it stays true.
+
+import Testing
+import VMDKBlock
+
+@Suite struct ReadmeExampleTests {
+  @Test func libraryIn20Lines() throws {
+    var image = SparseImage()
+    image.fill([1, 5])
+    let folder = try TempFolder()
+    let path = try folder.write("disk.vmdk", image.build().bytes)
+    var lines: [String] = []
+
+    // --- README begins (with the path and print replaced) ---
+    var options = OpenOptions()
+    options.allowExternalPaths = false  // extents and parents must stay in the disk's folder
+    let disk = try Disk.open(path, options: options)  // the whole chain
+    lines.append("\(disk.capacityBytes) \(disk.links.count)")
+
+    // Read any range; unallocated ranges fall through to the parent, then read as zeros.
+    let firstMiB = try disk.read(at: 0, count: 1 << 20)
+
+    // What is allocated where, from the grain tables, without reading data.
+    try disk.blockStatus { run in
+      if run.data { lines.append("data at \(run.start), \(run.length) bytes, link \(run.depth)") }
+    }
+
+    // Digest of the whole disk, and a consistency check of the metadata.
+    lines.append("\(try disk.digest(.sha256)) \(try disk.check().isClean)")
+    // --- README ends ---
+
+    #expect(firstMiB.count == 1 << 20)
+    #expect(lines[0] == "2097152 1")
+    #expect(lines[1] == "data at 65536, 65536 bytes, link 0")
+    #expect(lines[2] == "data at 327680, 65536 bytes, link 0")
+    #expect(lines[3].hasSuffix(" true"))
+  }
+}
