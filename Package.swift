@@ -28,13 +28,18 @@ let package = Package(
     .target(name: "VMDKFormat", dependencies: ["CZlib"]),
     .target(name: "VMDKTransport"),
     .target(name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"]),
+    // What the tools share: opening flags, error reporting, JSON, sizes, progress.
+    .target(
+      name: "ToolSupport",
+      dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/ToolSupport"),
     .executableTarget(
       name: "vmdk-inspect",
-      dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-inspect"),
     .executableTarget(
       name: "vmdk-convert",
-      dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-convert"),
     // Fixtures/ holds the fuzz findings; the tests read them by path.
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),

@@ -266,17 +266,21 @@ let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().de
 let testImagesFolder = "\(packageRoot)/TestImages"
 
 /// The vmdk-inspect binary SwiftPM built next to the test bundle (the test target depends on
-/// it): walk up from the running test binary until a folder holds `vmdk-inspect`.
-func vmdkInspectPath() throws -> String {
+/// it).
+func vmdkInspectPath() throws -> String { try builtToolPath("vmdk-inspect") }
+
+/// A tool SwiftPM built next to the test bundle: walk up from the running test binary until a
+/// folder holds `name`.
+func builtToolPath(_ name: String) throws -> String {
   for start in [CommandLine.arguments[0], Bundle.main.bundlePath] {
     var folder = URL(fileURLWithPath: start).standardizedFileURL
     while folder.path != "/" {
-      let candidate = folder.appendingPathComponent("vmdk-inspect").path
+      let candidate = folder.appendingPathComponent(name).path
       if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
       folder.deleteLastPathComponent()
     }
   }
-  throw ToolFailure("vmdk-inspect not found above \(CommandLine.arguments[0])")
+  throw ToolFailure("\(name) not found above \(CommandLine.arguments[0])")
 }
 
 /// Runs vmdk-inspect, which must exit 0.

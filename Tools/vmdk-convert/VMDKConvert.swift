@@ -1,1 +1,187 @@
-@main enum VMDKConvert { static func main() { print("vmdk-convert: not yet") } }
+// vmdk-convert SRC DST: a new image from any readable one (a snapshot chain is flattened).
+// The output is written under temporary names and renamed into place only when complete and
+// flushed; after a failure or Ctrl-C neither a partial DST nor a temporary file is left.
+
+import ArgumentParser
+import Foundation
+import ToolSupport
+import VMDKBlock
+import VMDKFormat
+import VMDKTransport
+
+extension DiskType: ExpressibleByArgument {}
+extension AdapterType: ExpressibleByArgument {}
+
+@main
+struct VMDKConvert: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "vmdk-convert",
+    abstract: "Convert a disk image (any VMDK variant, a snapshot chain, raw) into a new image.",
+    discussion: """
+      TYPE is one of: \(DiskType.allCases.map(\.rawValue).joined(separator: ", ")).
+      The source's disk database (adapter type, geometry, hardware version, uuid) is kept
+      unless an option overrides it. Unallocated and all-zero ranges are neither read twice
+      nor written. Exit status: 0 done, 1 failed (one line on stderr; no output left),
+      130 interrupted.
+      """)
+
+  @Argument(help: "The source image (descriptor, sparse file, chain top or raw image).") var source: String
+  @Argument(help: "The new image.") var destination: String
+
+  @Option(name: [.short, .long], help: "Output type.") var type: DiskType = .monolithicSparse
+  @Option(help: "Adapter type (ide, buslogic, lsilogic, legacyESX, pvscsi); default: the source's.")
+  var adapterType: AdapterType?
+  @Option(help: "Virtual hardware version; default: the source's, or 4.") var hardwareVersion: String?
+  @Option(help: "Grain size of sparse outputs (e.g. 64K; a power of two from 4K to 4M).") var grainSize: String = "64K"
+  @Flag(help: "Zeroed-grain entries (header version 2) in sparse outputs.") var zeroedGrains = false
+  @Option(help: "Largest extent of the split types (e.g. 2G).") var splitSize: String = "2G"
+  @Option(help: "zlib level of streamOptimized grains, 1 (fastest) to 9 (smallest).") var compressionLevel: Int = 6
+  @Option(help: "ddb.uuid of the new image, e.g. 60 00 C2 9f ...; default: the source's.") var uuid: String?
+  @Flag(help: "Replace DST if it exists.") var force = false
+  @Flag(name: [.short, .long], help: "No progress bar.") var quiet = false
+  @Flag(help: "Read the result back and compare its digest with the source's.") var verify = false
+  @OptionGroup(title: "Opening the source") var open: OpenFlags
+
+  func run() throws {
+    // Past a file-size limit, write() must fail with EFBIG (a "disk full" error that cleans
+    // up) rather than kill the process with SIGXFSZ.
+    signal(SIGXFSZ, SIG_IGN)
+    let cancel = CancelFlag()
+    let signals = SignalWatch(cancel: cancel)
+    defer { signals.stop() }
+    do {
+      try convert(cancel: cancel)
+    } catch let e as VMDKError where e.code == .cancelled {
+      printError("\(toolName): interrupted; \(destination) was not written")
+      throw ExitCode(130)
+    } catch let e as ExitCode {
+      throw e
+    } catch {
+      printError("\(toolName): \(error)")
+      throw ExitCode(1)
+    }
+  }
+
+  private func convert(cancel: CancelFlag) throws {
+    let disk = try Disk.open(source, options: open.options)
+    var options = try createOptions(for: disk)
+    options.capacityBytes = disk.capacityBytes
+    if try sameFile(source, destination) {
+      throw VMDKError(.invalidArgument, "the destination is the source", file: destination)
+    }
+    let writer = try ImageCreator.create(path: destination, options: options, overwrite: force)
+    var committed = false
+    defer { if !committed { writer.abort() } }
+    let bar = ProgressBar(total: disk.capacityBytes, quiet: quiet)
+    var copy = CopyOptions()
+    copy.digest = verify ? .sha256 : nil
+    copy.zeroBlockBytes = Int(options.type.isSparse ? options.grainSectors * 512 : 64 << 10)
+    let result = try disk.copy(to: writer, options: copy, cancel: cancel) { bar.update($0) }
+    bar.finish()
+    if cancel.isCancelled { throw VMDKError(.cancelled, "stopped by the user") }
+    try writer.commit()
+    committed = true
+    if verify, let want = result.digest {
+      let got = try Disk.open(destination, options: outputOpenOptions()).digest(.sha256)
+      guard got == want else {
+        throw VMDKError(
+          .failure, "verification failed: the new image's sha256 is \(got), the source's \(want)", file: destination)
+      }
+      if !quiet { printError("verified: sha256 \(got)") }
+    }
+  }
+
+  /// Opening the output for --verify: raw outputs are raw; extents are next to it.
+  private func outputOpenOptions() -> OpenOptions {
+    var o = OpenOptions()
+    o.format = type == .raw ? .raw : .vmdk
+    return o
+  }
+
+  /// The new image's options: the command line's, else the source's disk database.
+  func createOptions(for disk: Disk) throws -> CreateOptions {
+    var o = CreateOptions(type: type, capacityBytes: disk.capacityBytes)
+    guard let grain = parseSize(grainSize), grain % 512 == 0 else {
+      throw VMDKError(.invalidArgument, "--grain-size \(grainSize): a size in bytes such as 64K")
+    }
+    o.grainSectors = grain / 512
+    guard let split = parseSize(splitSize) else {
+      throw VMDKError(.invalidArgument, "--split-size \(splitSize): a size in bytes such as 2G")
+    }
+    o.splitSizeBytes = split
+    o.zeroedGrains = zeroedGrains
+    o.compressionLevel = compressionLevel
+    let ddb = disk.diskDatabase
+    func value(_ key: String) -> String? { ddb.last { $0.key == key }?.value }
+    if let adapterType {
+      o.adapterType = adapterType
+    } else {
+      if let a = value("ddb.adapterType").flatMap(AdapterType.init(rawValue:)) { o.adapterType = a }
+      if let g = disk.geometry, g.heads > 0, g.sectors > 0, g.heads <= UInt64(UInt32.max),
+        g.sectors <= UInt64(UInt32.max)
+      {
+        o.geometry = DiskGeometry(cylinders: g.cylinders, heads: UInt32(g.heads), sectors: UInt32(g.sectors))
+      }
+    }
+    o.hardwareVersion = hardwareVersion ?? value("ddb.virtualHWVersion") ?? "4"
+    if let uuid {
+      guard let u = parseVMwareUUID(uuid) else {
+        throw VMDKError(.invalidArgument, "--uuid \(uuid): 16 bytes in hex, e.g. 60 00 c2 9f 48 66 ae a5-2f 18 ...")
+      }
+      o.uuid = u
+    } else {
+      o.uuid = value("ddb.uuid").flatMap(parseVMwareUUID)
+    }
+    // Keep the rest of the source's database, but not what names its parents or its
+    // change tracking: the new image is a whole disk of its own.
+    o.diskDatabase = ddb.filter { entry in
+      !entry.key.hasPrefix("ddb.uuid.parent") && entry.key != "ddb.uuid.modification" && entry.key != "ddb.deletable"
+        && !entry.key.lowercased().contains("changetrack")
+    }
+    try o.validate()
+    return o
+  }
+
+  private func sameFile(_ a: String, _ b: String) throws -> Bool {
+    var sa = stat()
+    var sb = stat()
+    guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
+  }
+}
+
+/// "60 00 C2 9f 48 66 ae a5-2f 18 d3 03 0b a9 14 ff" (VMware) or a standard UUID string.
+func parseVMwareUUID(_ text: String) -> UUID? {
+  let hex = text.filter { $0.isHexDigit }
+  guard hex.count == 32, text.allSatisfy({ $0.isHexDigit || $0 == " " || $0 == "-" }) else { return nil }
+  var bytes: [UInt8] = []
+  var i = hex.startIndex
+  while i < hex.endIndex {
+    let j = hex.index(i, offsetBy: 2)
+    bytes.append(UInt8(hex[i..<j], radix: 16)!)
+    i = j
+  }
+  return UUID(
+    uuid: (
+      bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8], bytes[9], bytes[10],
+      bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
+    ))
+}
+
+/// SIGINT and SIGTERM set the cancel flag; the copy loop stops at the next chunk, the writer
+/// removes its temporary files, and the tool exits with status 130.
+final class SignalWatch: @unchecked Sendable {
+  private var sources: [DispatchSourceSignal] = []
+
+  init(cancel: CancelFlag) {
+    for sig in [SIGINT, SIGTERM] {
+      signal(sig, SIG_IGN)
+      let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+      s.setEventHandler { cancel.cancel() }
+      s.resume()
+      sources.append(s)
+    }
+  }
+
+  func stop() { sources.forEach { $0.cancel() } }
+}

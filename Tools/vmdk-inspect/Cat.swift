@@ -1,6 +1,7 @@
 // `vmdk-inspect cat` and `vmdk-inspect digest`: the virtual disk's bytes.
 
 import ArgumentParser
+import ToolSupport
 import VMDKBlock
 import VMDKTransport
 

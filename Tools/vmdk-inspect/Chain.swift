@@ -1,6 +1,7 @@
 // `vmdk-inspect chain` and `vmdk-inspect metadata`.
 
 import ArgumentParser
+import ToolSupport
 import VMDKBlock
 import VMDKFormat
 
@@ -41,7 +42,7 @@ struct Metadata: ParsableCommand {
       let disk = try Disk.open(image, options: open.options)
       if let key {
         guard let v = disk.metadata(key) else {
-          printError("vmdk-inspect: \(image): no key \(key) in the disk database")
+          printError("\(toolName): \(image): no key \(key) in the disk database")
           missing = true
           return
         }

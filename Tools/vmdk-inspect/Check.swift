@@ -1,6 +1,7 @@
 // `vmdk-inspect check`: metadata consistency. Exit 0 clean, 1 problems found, 2 not readable.
 
 import ArgumentParser
+import ToolSupport
 import VMDKBlock
 
 struct Check: ParsableCommand {

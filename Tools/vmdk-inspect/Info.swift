@@ -1,6 +1,7 @@
 // `vmdk-inspect info`: the facts about an image and its chain.
 
 import ArgumentParser
+import ToolSupport
 import VMDKBlock
 import VMDKFormat
 

@@ -2,6 +2,7 @@
 // map's shape.
 
 import ArgumentParser
+import ToolSupport
 import VMDKBlock
 
 struct MapCommand: ParsableCommand {

@@ -3,6 +3,7 @@
 // cannot be opened or read (one line on stderr naming the file, the offset and the problem).
 
 import ArgumentParser
+import ToolSupport
 import VMDKBlock
 
 @main

@@ -1,4 +1,4 @@
-// What every subcommand shares: how to open an image, how errors end the program, JSON output.
+// What every tool shares: how to open an image, how errors end the program, JSON output, sizes.
 
 import ArgumentParser
 import VMDKBlock
@@ -12,23 +12,25 @@ import VMDKTransport
 extension OpenOptions.Format: ExpressibleByArgument {}
 
 /// Options for opening an image, shared by every subcommand.
-struct OpenFlags: ParsableArguments {
+public struct OpenFlags: ParsableArguments {
+  public init() {}
+
   @Option(help: "Image format: auto, vmdk or raw.")
-  var format: OpenOptions.Format = .auto
+  public var format: OpenOptions.Format = .auto
 
   @Flag(help: "Allow extent and parent files outside the descriptor's folder (linked clones).")
-  var allowExternalPaths = false
+  public var allowExternalPaths = false
 
   @Flag(help: "Open a chain even when a child's parentCID differs from its parent's CID.")
-  var ignoreCIDMismatch = false
+  public var ignoreCIDMismatch = false
 
   @Flag(help: "Open only the named link, not its parents.")
-  var singleLink = false
+  public var singleLink = false
 
   @Option(help: "Most links in a snapshot chain.")
-  var maxChainDepth: Int = 255
+  public var maxChainDepth: Int = 255
 
-  var options: OpenOptions {
+  public var options: OpenOptions {
     var o = OpenOptions()
     o.format = format
     o.allowExternalPaths = allowExternalPaths
@@ -39,34 +41,41 @@ struct OpenFlags: ParsableArguments {
   }
 }
 
-/// Runs `body`; a VMDKError (or any other) becomes one line on stderr and exit status 2.
-func runReporting(_ body: () throws -> Void) throws {
+/// The running tool's name, for messages.
+public let toolName: String = {
+  let arg0 = CommandLine.arguments.first ?? "vmdk"
+  return String(arg0.split(separator: "/").last ?? Substring(arg0))
+}()
+
+/// Runs `body`; a VMDKError (or any other) becomes one line on stderr, "TOOL: error", and
+/// exit status `status` (2 by default: cannot open or read).
+public func runReporting(status: Int32 = 2, _ body: () throws -> Void) throws {
   do {
     try body()
   } catch let e as ExitCode {
     throw e
   } catch let e as VMDKError {
-    printError("vmdk-inspect: \(e)")
-    throw ExitCode(2)
+    printError("\(toolName): \(e)")
+    throw ExitCode(status)
   } catch let e as CleanExit {
     throw e
   } catch {
-    printError("vmdk-inspect: \(error)")
-    throw ExitCode(2)
+    printError("\(toolName): \(error)")
+    throw ExitCode(status)
   }
 }
 
-func printError(_ s: String) {
+public func printError(_ s: String) {
   var line = s.replacingNewlines() + "\n"
   line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
 }
 
 extension String {
-  func replacingNewlines() -> String { split(separator: "\n").joined(separator: " ") }
+  public func replacingNewlines() -> String { split(separator: "\n").joined(separator: " ") }
 }
 
 /// Writes all of `bytes` to standard output.
-func writeStdout(_ bytes: UnsafeRawBufferPointer) throws {
+public func writeStdout(_ bytes: UnsafeRawBufferPointer) throws {
   var done = 0
   while done < bytes.count {
     let n = write(1, bytes.baseAddress! + done, bytes.count - done)
@@ -79,7 +88,7 @@ func writeStdout(_ bytes: UnsafeRawBufferPointer) throws {
 }
 
 /// A JSON value with ordered keys, so that output is stable.
-indirect enum JSON {
+public indirect enum JSON {
   case object([(String, JSON)])
   case array([JSON])
   case string(String)
@@ -88,7 +97,7 @@ indirect enum JSON {
   case bool(Bool)
   case null
 
-  func render(indent: Int = 0, pretty: Bool = true) -> String {
+  public func render(indent: Int = 0, pretty: Bool = true) -> String {
     let pad = pretty ? String(repeating: "  ", count: indent + 1) : ""
     let end = pretty ? String(repeating: "  ", count: indent) : ""
     let nl = pretty ? "\n" : ""
@@ -110,7 +119,7 @@ indirect enum JSON {
     }
   }
 
-  static func quote(_ s: String) -> String {
+  public static func quote(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
       switch u {
@@ -131,14 +140,14 @@ indirect enum JSON {
     return out + "\""
   }
 
-  static func opt(_ v: String?) -> JSON { v.map { .string($0) } ?? .null }
-  static func opt(_ v: UInt64?) -> JSON { v.map { .uint($0) } ?? .null }
+  public static func opt(_ v: String?) -> JSON { v.map { .string($0) } ?? .null }
+  public static func opt(_ v: UInt64?) -> JSON { v.map { .uint($0) } ?? .null }
 }
 
-func printJSON(_ j: JSON) { print(j.render()) }
+public func printJSON(_ j: JSON) { print(j.render()) }
 
 /// Bytes as a person reads them: "10 MiB".
-func humanSize(_ bytes: UInt64) -> String {
+public func humanSize(_ bytes: UInt64) -> String {
   let units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
   var v = Double(bytes)
   var u = 0
@@ -152,7 +161,7 @@ func humanSize(_ bytes: UInt64) -> String {
 }
 
 /// Parses a size with an optional K/M/G/T suffix (powers of 1024).
-func parseSize(_ s: String) -> UInt64? {
+public func parseSize(_ s: String) -> UInt64? {
   let units: [Character: UInt64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50]
   var t = s.lowercased()
   if t.hasSuffix("ib") {

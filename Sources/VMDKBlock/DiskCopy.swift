@@ -1,0 +1,269 @@
+// Copying a whole virtual disk into an ImageWriter: the convert path of the architecture.
+// Block status (from the grain tables) says which ranges hold data; only those are read, in
+// large chunks, on a read-ahead thread; all-zero grains inside them are dropped; what is left
+// goes to the writer in increasing offset order. Unallocated and zero ranges are neither
+// read nor written.
+
+import Foundation
+import VMDKTransport
+
+/// A flag another thread (a signal handler's queue) sets to stop a long operation.
+public final class CancelFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var set = false
+  public init() {}
+  public func cancel() { lock.withLock { set = true } }
+  public var isCancelled: Bool { lock.withLock { set } }
+}
+
+public struct CopyOptions: Sendable {
+  /// Bytes per read (and largest write).
+  public var chunkBytes = 4 << 20
+  /// Granularity of zero detection (a grain of 64 KiB by default).
+  public var zeroBlockBytes = 64 << 10
+  /// Also digest the source's bytes (zeros for holes) while copying, for `--verify`.
+  public var digest: DigestContext.Algorithm? = nil
+  public init() {}
+}
+
+public struct CopyResult: Sendable {
+  /// Bytes read from the source (its data ranges).
+  public var bytesRead: UInt64 = 0
+  /// Bytes handed to the writer (data that is not all zeros).
+  public var bytesWritten: UInt64 = 0
+  /// The source's digest, when asked for.
+  public var digest: String? = nil
+}
+
+extension Disk {
+  /// Copies the whole virtual disk into `writer` (which the caller then commits or aborts).
+  /// `progress` gets the virtual byte offset reached, from the reading thread's consumer,
+  /// at most once per chunk.
+  public func copy(
+    to writer: any ImageWriter, options: CopyOptions = CopyOptions(), cancel: CancelFlag? = nil,
+    progress: ((UInt64) -> Void)? = nil
+  ) throws -> CopyResult {
+    guard writer.capacityBytes >= capacityBytes else {
+      throw VMDKError(
+        .invalidArgument,
+        "the destination holds \(writer.capacityBytes) bytes; the source has \(capacityBytes)")
+    }
+    var result = CopyResult()
+    let ctx = options.digest.map { DigestContext($0) }
+    var digested: UInt64 = 0
+    func digestZeros(upTo end: UInt64) {
+      guard let ctx else { return }
+      while digested < end {
+        let n = Int(min(UInt64(zeroChunk.count), end - digested))
+        zeroChunk.withUnsafeBytes { ctx.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        digested += UInt64(n)
+      }
+    }
+    try readDataRanges(chunkBytes: options.chunkBytes, cancel: cancel) { at, chunk in
+      if let cancel, cancel.isCancelled {
+        throw VMDKError(.cancelled, "stopped by the user")
+      }
+      result.bytesRead += UInt64(chunk.count)
+      if let ctx {
+        digestZeros(upTo: at)
+        ctx.update(chunk)
+        digested = at + UInt64(chunk.count)
+      }
+      // Hand over the runs of non-zero blocks, each as one write.
+      let block = options.zeroBlockBytes
+      var runStart: Int? = nil
+      var i = 0
+      while i < chunk.count {
+        let n = min(block, chunk.count - i)
+        let zero = isAllZero(UnsafeRawBufferPointer(rebasing: chunk[i..<(i + n)]))
+        if zero, let s = runStart {
+          try writer.write(at: at + UInt64(s), UnsafeRawBufferPointer(rebasing: chunk[s..<i]))
+          result.bytesWritten += UInt64(i - s)
+          runStart = nil
+        } else if !zero && runStart == nil {
+          runStart = i
+        }
+        i += n
+      }
+      if let s = runStart {
+        try writer.write(at: at + UInt64(s), UnsafeRawBufferPointer(rebasing: chunk[s...]))
+        result.bytesWritten += UInt64(chunk.count - s)
+      }
+      progress?(at + UInt64(chunk.count))
+    }
+    if let ctx {
+      digestZeros(upTo: capacityBytes)
+      result.digest = ctx.finalHex()
+    }
+    progress?(capacityBytes)
+    return result
+  }
+
+  /// Calls `body(offset, bytes)` for the disk's data ranges (block status `data && !zero`),
+  /// in increasing order, in pieces of at most `chunkBytes`, read ahead on a second thread.
+  /// Memory: four chunks.
+  public func readDataRanges(
+    chunkBytes: Int = 4 << 20, cancel: CancelFlag? = nil, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Void
+  ) throws {
+    let slots = 4
+    let buffers = ChunkBuffers(
+      (0..<slots).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 4096) })
+    defer { buffers.list.forEach { $0.deallocate() } }
+    let queue = ChunkQueue(slots: slots)
+    let reader = Thread { [self] in
+      var slot = 0
+      do {
+        // Pieces of data ranges, merged across run boundaries when they touch.
+        var pendingStart: UInt64 = 0
+        var pendingEnd: UInt64 = 0
+        func flush() throws {
+          var at = pendingStart
+          while at < pendingEnd {
+            // The consumer stopped (it failed): end the walk.
+            guard queue.waitFree() else { throw CancellationError() }
+            if let cancel, cancel.isCancelled { throw VMDKError(.cancelled, "stopped by the user") }
+            let n = Int(min(UInt64(chunkBytes), pendingEnd - at))
+            let buffer = UnsafeMutableRawBufferPointer(rebasing: buffers.list[slot][0..<n])
+            try read(at: at, into: buffer)
+            queue.push(ChunkQueue.Item(slot: slot, offset: at, count: n))
+            slot = (slot + 1) % slots
+            at += UInt64(n)
+          }
+          pendingStart = pendingEnd
+        }
+        try blockStatus { run in
+          guard run.data && !run.zero else { return }
+          if run.start != pendingEnd {
+            try flush()
+            pendingStart = run.start
+          }
+          pendingEnd = run.start + run.length
+          // Keep reads large but do not let one huge run wait for its end.
+          if pendingEnd - pendingStart >= UInt64(chunkBytes) {
+            let whole = pendingStart + (pendingEnd - pendingStart) / UInt64(chunkBytes) * UInt64(chunkBytes)
+            let end = pendingEnd
+            pendingEnd = whole
+            try flush()
+            pendingEnd = end
+          }
+        }
+        try flush()
+        queue.finish(error: nil)
+      } catch {
+        queue.finish(error: error)
+      }
+    }
+    reader.stackSize = 1 << 20
+    reader.start()
+    var failure: (any Error)? = nil
+    while let item = queue.pop() {
+      do {
+        try body(item.offset, UnsafeRawBufferPointer(rebasing: buffers.list[item.slot][0..<item.count]))
+        queue.release()
+      } catch {
+        failure = error
+        queue.stop()
+        break
+      }
+    }
+    queue.waitForReader()
+    if let failure { throw failure }
+    if let e = queue.readerError { throw e }
+  }
+}
+
+/// The read-ahead queue between the reading thread and the consumer.
+final class ChunkQueue: @unchecked Sendable {
+  struct Item {
+    let slot: Int
+    let offset: UInt64
+    let count: Int
+  }
+  private let cond = NSCondition()
+  private var items: [Item] = []
+  private var free: Int
+  private var finished = false
+  private var stopped = false
+  private var readerDone = false
+  private(set) var readerError: (any Error)?
+
+  init(slots: Int) { free = slots }
+
+  /// Reader: waits for a free slot; false when the consumer stopped.
+  func waitFree() -> Bool {
+    cond.lock()
+    defer { cond.unlock() }
+    while free == 0 && !stopped { cond.wait() }
+    if stopped { return false }
+    free -= 1
+    return true
+  }
+
+  func push(_ item: Item) {
+    cond.lock()
+    items.append(item)
+    cond.broadcast()
+    cond.unlock()
+  }
+
+  func finish(error: (any Error)?) {
+    cond.lock()
+    finished = true
+    readerDone = true
+    if readerError == nil { readerError = error }
+    cond.broadcast()
+    cond.unlock()
+  }
+
+  /// Consumer: the next chunk, or nil at the end (or after a reader error).
+  func pop() -> Item? {
+    cond.lock()
+    defer { cond.unlock() }
+    while items.isEmpty && !finished { cond.wait() }
+    if items.isEmpty { return nil }
+    return items.removeFirst()
+  }
+
+  func release() {
+    cond.lock()
+    free += 1
+    cond.broadcast()
+    cond.unlock()
+  }
+
+  func stop() {
+    cond.lock()
+    stopped = true
+    cond.broadcast()
+    cond.unlock()
+  }
+
+  func waitForReader() {
+    cond.lock()
+    while !readerDone { cond.wait() }
+    cond.unlock()
+  }
+}
+
+private let zeroChunk = [UInt8](repeating: 0, count: 1 << 20)
+
+/// Whether every byte is zero, eight bytes at a time.
+public func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+  guard let base = bytes.baseAddress else { return true }
+  let n = bytes.count
+  var i = 0
+  // Unaligned 8-byte loads are fine on the platforms we build for.
+  while i + 32 <= n {
+    let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+    let b = base.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
+    let c = base.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
+    let d = base.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
+    if a | b | c | d != 0 { return false }
+    i += 32
+  }
+  while i < n {
+    if base.load(fromByteOffset: i, as: UInt8.self) != 0 { return false }
+    i += 1
+  }
+  return true
+}
