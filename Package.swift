@@ -26,7 +26,9 @@ let package = Package(
     // compression and decompression of grains.
     .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
     .target(name: "VMDKFormat", dependencies: ["CZlib"]),
-    .target(name: "VMDKTransport"),
+    // Linux calls behind _GNU_SOURCE (sync_file_range), wrapped in C.
+    .target(name: "CPlatform", path: "Sources/CPlatform"),
+    .target(name: "VMDKTransport", dependencies: ["CPlatform"]),
     .target(name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"]),
     // What the tools share: opening flags, error reporting, JSON, sizes, progress.
     .target(

@@ -1,6 +1,9 @@
 // LocalFile: a ByteStore over a local file with positional I/O (pread/pwrite), safe for
 // concurrent readers. One object owns one descriptor and closes it.
 
+import CPlatform
+import Synchronization
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Musl)
@@ -40,6 +43,24 @@ public final class LocalFile: ByteStore {
   }
 
   deinit { close(fd) }
+
+  /// For a new file written front to back: start the kernel's writeback every 32 MiB, so
+  /// that the final flush waits only for the tail instead of the whole file.
+  public var streamsWriteback: Bool {
+    get { writeback.withLock { $0.enabled } }
+    set { writeback.withLock { $0.enabled = newValue } }
+  }
+  private let writeback = Mutex<(enabled: Bool, pending: Int)>((false, 0))
+
+  private func noteWritten(_ count: Int) {
+    let kick = writeback.withLock { state -> Bool in
+      state.pending += count
+      guard state.pending >= 32 << 20 else { return false }
+      state.pending = 0
+      return true
+    }
+    if kick { _ = cplatform_start_writeback(fd, 0, 0) }
+  }
 
   static func error(errno err: Int32, path: String, doing: String, offset: UInt64? = nil)
     -> VMDKError
@@ -101,6 +122,7 @@ public final class LocalFile: ByteStore {
       }
       done += n
     }
+    if streamsWriteback { noteWritten(buffer.count) }
   }
 
   public func flush() throws {

@@ -50,6 +50,7 @@ public final class OutputFiles: @unchecked Sendable {
     let name = url.lastPathComponent
     let temp = "\(dir)/.\(name).tmp-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     let file = try LocalFile.create(path: temp)
+    file.streamsWriteback = true
     lock.withLock { entries.append(Entry(finalPath: finalPath, tempPath: temp, file: file)) }
     return file
   }
