@@ -80,6 +80,10 @@ run_job() {
   [[ "$type" == raw ]] && qemu_fmt=(-O raw)
   local ours=("$VMDK_CONVERT" "$src" "$ours_out" --type "$type" --quiet)
   local qemu=(qemu-img convert "${qemu_fmt[@]}" "$src" "$qemu_out")
+  # qemu-img convert does not flush its output (its default cache mode for the target is
+  # "unsafe"); we fsync before the rename. This third side is qemu-img followed by an fsync
+  # of its output (`sync FILE`), the same durability as ours.
+  local qemu_sync=(bash -c 'qemu-img convert "${@:3}" && sync "$2"' qemu-sync "$qemu_out" "${qemu_fmt[@]}" "$src" "$qemu_out")
 
   # Correctness first.
   clean_out
@@ -94,43 +98,50 @@ run_job() {
   qemu_size="$(out_size "$qemu_out")"
   log "[$name] outputs check out; sizes ours $ours_size, qemu $qemu_size"
 
-  local r res ot=() om=() qt=() qm=()
+  local r res ot=() om=() qt=() qm=() st=()
   clean_out; _measure res "${ours[@]}"
   clean_out; _measure res "${qemu[@]}"
   for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-    local order=(ours qemu)
-    ((r % 2 == 0)) && order=(qemu ours)
+    local order=(ours qemu sync)
+    ((r % 2 == 0)) && order=(sync qemu ours)
     for side in "${order[@]}"; do
       clean_out
-      if [[ "$side" == ours ]]; then
-        _measure res "${ours[@]}"; ot+=("${res% *}"); om+=("${res#* }")
-      else
-        _measure res "${qemu[@]}"; qt+=("${res% *}"); qm+=("${res#* }")
-      fi
+      sync
+      case "$side" in
+        ours) _measure res "${ours[@]}"; ot+=("${res% *}"); om+=("${res#* }") ;;
+        qemu) _measure res "${qemu[@]}"; qt+=("${res% *}"); qm+=("${res#* }") ;;
+        sync) _measure res "${qemu_sync[@]}"; st+=("${res% *}") ;;
+      esac
     done
-    log "[$name] round $r/$BENCH_ROUNDS: ours ${ot[-1]} s, qemu ${qt[-1]} s"
+    log "[$name] round $r/$BENCH_ROUNDS: ours ${ot[-1]} s, qemu ${qt[-1]} s, qemu+fsync ${st[-1]} s"
   done
   clean_out
-  local a b c d
+  local a b c d e
   a="$(printf '%s\n' "${ot[@]}" | _median)"; b="$(printf '%s\n' "${om[@]}" | _median)"
   c="$(printf '%s\n' "${qt[@]}" | _median)"; d="$(printf '%s\n' "${qm[@]}" | _median)"
-  ROWS+=("$(awk -v n="$name" -v a="$a" -v b="$b" -v c="$c" -v d="$d" -v os="$ours_size" -v qs="$qemu_size" \
-    -v floor="${FLOOR:-0}" 'BEGIN{
+  e="$(printf '%s\n' "${st[@]}" | _median)"
+  ROWS+=("$(awk -v n="$name" -v a="$a" -v b="$b" -v c="$c" -v d="$d" -v e="$e" -v os="$ours_size" -v qs="$qemu_size" \
+    -v floor="${FLOOR:-0}" -v fs="${FLOOR_SYNC:-0}" 'BEGIN{
       fl = (floor > 0) ? sprintf("%.2f", a/floor) : "n/a";
-      printf "| %s | %.2f | %.2f | %.2f | %s | %.0f | %.0f | %.2f | %.1f | %.1f |",
-        n, a, c, a/c, fl, os/1048576, qs/1048576, os/qs, b/1024, d/1024 }')")
+      fls = (fs > 0) ? sprintf("%.2f", a/fs) : "n/a";
+      printf "| %s | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %s | %.0f | %.0f | %.2f | %.1f | %.1f |",
+        n, a, c, a/c, e, a/e, fl, fls, os/1048576, qs/1048576, os/qs, b/1024, d/1024 }')")
 }
 
-# The floor: cp --sparse=always of the raw disk.
+# The floor: cp --sparse=always of the raw disk, and the same followed by an fsync.
 floor_cp() {
-  local r res t=()
+  local r res t=() ts=()
   clean_out; _measure res cp --sparse=always "$disk_raw" "$out/cp.raw"
   for ((r = 1; r <= BENCH_ROUNDS; r++)); do
-    clean_out; _measure res cp --sparse=always "$disk_raw" "$out/cp.raw"; t+=("${res% *}")
+    clean_out; sync; _measure res cp --sparse=always "$disk_raw" "$out/cp.raw"; t+=("${res% *}")
+    clean_out; sync
+    _measure res bash -c 'cp --sparse=always "$1" "$2" && sync "$2"' cp-sync "$disk_raw" "$out/cp.raw"
+    ts+=("${res% *}")
   done
   clean_out
   FLOOR="$(printf '%s\n' "${t[@]}" | _median)"
-  log "floor: cp --sparse=always disk.raw: $FLOOR s"
+  FLOOR_SYNC="$(printf '%s\n' "${ts[@]}" | _median)"
+  log "floor: cp --sparse=always disk.raw: $FLOOR s; with fsync: $FLOOR_SYNC s"
 }
 
 floor_cp
@@ -152,11 +163,12 @@ results="$WORK/results-convert.md"
   bash "$here/machine.sh"
   # shellcheck disable=SC1090,SC2154
   (source "$disk_raw.info" && echo "- Test disk: $((disk_size >> 30)) GiB GPT + ext4 holding $data_bytes bytes of files: $data_selection")
-  echo "- Floor: \`cp --sparse=always disk.raw\` takes $FLOOR s (median)"
+  echo "- Floor: \`cp --sparse=always disk.raw\` takes $FLOOR s; followed by an fsync of the copy, $FLOOR_SYNC s (medians)"
+  echo "- qemu-img convert does not flush its output; we fsync before renaming into place. \"qemu+fsync\" is qemu-img followed by \`sync FILE\`"
   echo "- Medians of $BENCH_ROUNDS alternating rounds after one warm-up run each (warm page cache)"
   echo
-  echo "| job | ours (s) | qemu-img (s) | time ours/qemu | ours/cp floor | our output MiB | qemu output MiB | size ours/qemu | our peak RSS MiB | qemu peak RSS MiB |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| job | ours (s) | qemu-img (s) | ours/qemu | qemu+fsync (s) | ours/(qemu+fsync) | ours/cp | ours/(cp+fsync) | our output MiB | qemu output MiB | size ours/qemu | our peak RSS MiB | qemu peak RSS MiB |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${ROWS[@]}"
 } | tee "$results"
 log "table saved to $results; every timed run is in $BENCH_LOG.runs"
