@@ -1,0 +1,52 @@
+// FileLock: the exclusive lock a writer holds on each file of the link it writes, so that a
+// second writer (in this process or another) is refused with "already locked". Open file
+// description locks (F_OFD_SETLK) belong to one open of the file, not to the process, so two
+// Disk handles in one process exclude each other too; readers take no lock.
+
+import VMDKTransport
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#endif
+
+/// An exclusive whole-file lock, held until the object goes away.
+final class FileLock: Sendable {
+  let path: String
+  private let fd: Int32
+
+  /// F_OFD_SETLK on Linux (<bits/fcntl-linux.h>, behind _GNU_SOURCE in glibc's headers).
+  private static let ofdSetLock: Int32 = 37
+
+  /// Opens `path` and takes an exclusive lock on all of it; throws `alreadyLocked` naming the
+  /// file when another open of it holds a lock.
+  init(path: String) throws {
+    let fd = open(path, O_RDWR | O_CLOEXEC)
+    guard fd >= 0 else {
+      let err = errno
+      throw VMDKError(
+        .fileAccess, "cannot open for locking: \(String(cString: strerror(err)))", file: path)
+    }
+    var lock = flock()
+    lock.l_type = Int16(F_WRLCK)
+    lock.l_whence = Int16(SEEK_SET)
+    lock.l_start = 0
+    lock.l_len = 0  // to the end of the file, however far it grows
+    lock.l_pid = 0  // required by OFD locks
+    if fcntl(fd, FileLock.ofdSetLock, &lock) != 0 {
+      let err = errno
+      close(fd)
+      if err == EAGAIN || err == EACCES {
+        throw VMDKError(
+          .alreadyLocked, "the disk is open for writing elsewhere: the file is locked by another writer",
+          file: path)
+      }
+      throw VMDKError(.fileAccess, "cannot lock: \(String(cString: strerror(err)))", file: path)
+    }
+    self.fd = fd
+    self.path = path
+  }
+
+  deinit { close(fd) }
+}
