@@ -9,6 +9,8 @@ import VMDKTransport
   import Glibc
 #elseif canImport(Musl)
   import Musl
+#elseif canImport(Darwin)
+  import Darwin
 #endif
 
 /// An exclusive whole-file lock, held until the object goes away.
@@ -28,13 +30,7 @@ final class FileLock: Sendable {
       throw VMDKError(
         .fileAccess, "cannot open for locking: \(String(cString: strerror(err)))", file: path)
     }
-    var lock = flock()
-    lock.l_type = Int16(F_WRLCK)
-    lock.l_whence = Int16(SEEK_SET)
-    lock.l_start = 0
-    lock.l_len = 0  // to the end of the file, however far it grows
-    lock.l_pid = 0  // required by OFD locks
-    if fcntl(fd, FileLock.ofdSetLock, &lock) != 0 {
+    if !FileLock.lockExclusive(fd) {
       let err = errno
       close(fd)
       if err == EAGAIN || err == EACCES {
@@ -49,4 +45,22 @@ final class FileLock: Sendable {
   }
 
   deinit { close(fd) }
+
+  /// Takes the lock without waiting; false with errno set when it cannot.
+  private static func lockExclusive(_ fd: Int32) -> Bool {
+    #if os(Linux)
+      var lock = flock()
+      lock.l_type = Int16(F_WRLCK)
+      lock.l_whence = Int16(SEEK_SET)
+      lock.l_start = 0
+      lock.l_len = 0  // to the end of the file, however far it grows
+      lock.l_pid = 0  // required by OFD locks
+      return fcntl(fd, ofdSetLock, &lock) == 0
+    #else
+      // No OFD locks: flock(2) locks also belong to the open file description on BSDs.
+      if flock(fd, LOCK_EX | LOCK_NB) == 0 { return true }
+      if errno == EWOULDBLOCK { errno = EAGAIN }
+      return false
+    #endif
+  }
 }

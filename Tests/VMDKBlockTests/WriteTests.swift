@@ -337,6 +337,39 @@ func cidOnDisk(_ path: String) throws -> UInt32? {
     try expectRefused(.outOfRange, p, at: UInt64.max - 10, count: 1)
   }
 
+  /// A raw image is written in place; it has no descriptor, so no CID.
+  @Test func rawImageInPlace() throws {
+    let folder = try TempFolder()
+    let original = Pattern.bytes(startingAt: 0, count: 64 * 512)
+    let path = try folder.write("disk.img", original)
+    var model = original
+    do {
+      let disk = try Disk.open(path, options: writableOptions())
+      try disk.write(at: 511, [1, 2, 3])
+      try disk.write(at: 64 * 512 - 1, [4])
+      model.replaceSubrange(511..<514, with: [1, 2, 3])
+      model[64 * 512 - 1] = 4
+      try disk.flush()
+    }
+    #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(model))
+  }
+
+  /// A descriptor reached through a symbolic link: the CID goes into the file it names, and
+  /// the link stays a link.
+  @Test func descriptorThroughSymlink() throws {
+    let scenario = try WriteImages.twoFlatExtents()
+    let folder = scenario.folder.folder
+    let link = try folder.symlink("alias.vmdk", to: scenario.path)
+    let before = try cidOnDisk(scenario.path)
+    do {
+      let disk = try Disk.open(link, options: writableOptions())
+      try disk.write(at: 0, [1])
+    }
+    #expect(try cidOnDisk(scenario.path) != before)
+    let attributes = try FileManager.default.attributesOfItem(atPath: link)
+    #expect(attributes[.type] as? FileAttributeType == .typeSymbolicLink)
+  }
+
   // MARK: Locking
 
   @Test func secondWriterInThisProcessIsLocked() throws {
