@@ -70,9 +70,23 @@ extension GrainTableExtent where Scheme == SparseScheme {
     if h.flags.contains(.useRedundantGrainDirectory) && h.rgdOffsetSectors != 0 && !h.isCompressed {
       try compareRedundant(h, into: &report)
     }
+    // Tables a writer added after the metadata (for a region that had none) are not leaks.
+    var tables: [(start: UInt64, end: UInt64)] = []
+    if !h.isCompressed && h.rgdOffsetSectors != 0 && h.flags.contains(.useRedundantGrainDirectory) {
+      let n = Int(scheme.directoryEntries)
+      if let rgd = try? file.readExactly(at: h.rgdOffsetSectors * 512, count: n * 4, what: "redundant grain directory")
+      {
+        for i in 0..<n {
+          let r = rgd.withUnsafeBytes {
+            UInt64(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+          }
+          if r * 512 >= h.overheadSectors * 512 { tables.append((r * 512, r * 512 + SparseLayout.tableBytes)) }
+        }
+      }
+    }
     try checkTables(
       metadataEnd: h.overheadSectors * 512, compressedEnd: h.isCompressed ? fileSize : nil, into: &report,
-      countLeaks: !h.isCompressed)
+      countLeaks: !h.isCompressed, otherUsed: tables)
   }
 
   /// Compares the grain directory and tables with their redundant copies.
@@ -115,10 +129,11 @@ extension GrainTableExtent where Scheme == SparseScheme {
 extension GrainTableExtent {
   /// Walks every table: entries inside the file, outside the metadata, not overlapping; then
   /// counts leaked space after the metadata. `compressedEnd` is set for compressed extents.
-  func checkTables(metadataEnd: UInt64, compressedEnd: UInt64?, into report: inout CheckReport, countLeaks: Bool = true)
-    throws
-  {
-    var used: [(start: UInt64, end: UInt64, at: UInt64)] = []
+  func checkTables(
+    metadataEnd: UInt64, compressedEnd: UInt64?, into report: inout CheckReport, countLeaks: Bool = true,
+    otherUsed: [(start: UInt64, end: UInt64)] = []
+  ) throws {
+    var used: [(start: UInt64, end: UInt64, at: UInt64)] = otherUsed.map { ($0.start, $0.end, $0.start) }
     let width = UInt64(scheme.entryBytes)
     // Only the entries that cover the extent's sectors matter; writers leave the rest as they like.
     let tablesNeeded = min(
@@ -133,6 +148,9 @@ extension GrainTableExtent {
         continue
       }
       guard let (entries, tableOffset) = table else { continue }
+      if tableOffset >= metadataEnd {
+        used.append((tableOffset, tableOffset + scheme.entriesPerTable * width, at))
+      }
       let firstSector = index * sectorsPerTableForCheck
       let entriesNeeded = Int(
         min(UInt64(entries.count), (sectors - firstSector + scheme.grainSectors - 1) / scheme.grainSectors))

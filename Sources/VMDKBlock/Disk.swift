@@ -36,10 +36,13 @@ public final class Disk: Sendable {
   /// The links, top (the file opened) first.
   public let links: [DiskLink]
   public let options: OpenOptions
+  /// The write side of a disk opened writable (locks, CID state); nil when read-only.
+  let writer: LinkWriter?
 
-  init(links: [DiskLink], options: OpenOptions) {
+  init(links: [DiskLink], options: OpenOptions, writer: LinkWriter? = nil) {
     self.links = links
     self.options = options
+    self.writer = writer
   }
 
   /// Capacity in sectors (the top link's).
@@ -66,7 +69,7 @@ public final class Disk: Sendable {
           .chainTooDeep, "snapshot chain is deeper than \(options.maxChainDepth) links", file: path)
       }
       seen[real] = current
-      let link = try DiskLink.open(current, options: options, cache: cache)
+      let link = try DiskLink.open(current, options: options, cache: cache, writable: options.writable && links.isEmpty)
       if let child = links.last {
         try checkCID(child: child, parent: link, options: options)
       }
@@ -89,7 +92,8 @@ public final class Disk: Sendable {
         throw e
       }
     }
-    return Disk(links: links, options: options)
+    let writer = options.writable ? try LinkWriter(link: links[0]) : nil
+    return Disk(links: links, options: options, writer: writer)
   }
 
   static func checkCID(child: DiskLink, parent: DiskLink, options: OpenOptions) throws {
@@ -134,8 +138,7 @@ public final class Disk: Sendable {
     return bytes
   }
 
-  private func readSectors(level: Int, start: UInt64, count: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
-  {
+  func readSectors(level: Int, start: UInt64, count: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
     guard level < links.count else {
       buffer.initializeMemory(as: UInt8.self, repeating: 0)
       return

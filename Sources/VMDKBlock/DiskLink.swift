@@ -121,13 +121,14 @@ public final class DiskLink: Sendable {
 
 extension DiskLink {
   /// Opens one link (no parents).
-  static func open(_ path: String, options: OpenOptions, cache: TableCache) throws -> DiskLink {
-    let file = try LocalFile(path: path)
+  /// With `writable`, the link's files are opened read-write (the top link of a writable disk).
+  static func open(_ path: String, options: OpenOptions, cache: TableCache, writable: Bool = false) throws -> DiskLink {
+    let file = try LocalFile(path: path, writable: writable)
     let size = try file.size()
     let head = try file.readUpTo(at: 0, count: 4096)
     if options.format == .raw { return try raw(path, file: file, size: size) }
     if SparseExtentHeader.hasMagic(head) {
-      return try openSparseFile(path, file: file, size: size, options: options, cache: cache)
+      return try openSparseFile(path, file: file, size: size, options: options, cache: cache, writable: writable)
     }
     if COWDHeader.hasMagic(head) {
       let line = ExtentDescription(sectors: 0, kind: .vmfsSparse, fileName: PathResolver.baseName(path))
@@ -162,7 +163,8 @@ extension DiskLink {
       }
       let bytes = try file.readUpTo(at: 0, count: Int(size))
       let descriptor = try wrap(path) { try Descriptor(parsing: bytes) }
-      return try fromDescriptor(path, descriptor: descriptor, location: "file", options: options, cache: cache)
+      return try fromDescriptor(
+        path, descriptor: descriptor, location: "file", options: options, cache: cache, writable: writable)
     }
     return try raw(path, file: file, size: size)
   }
@@ -196,9 +198,9 @@ extension DiskLink {
 
   /// A KDMV file: monolithicSparse or streamOptimized with an embedded descriptor, a bare
   /// sparse extent, or (capacity 0) a container for a descriptor.
-  static func openSparseFile(_ path: String, file: LocalFile, size: UInt64, options: OpenOptions, cache: TableCache)
-    throws -> DiskLink
-  {
+  static func openSparseFile(
+    _ path: String, file: LocalFile, size: UInt64, options: OpenOptions, cache: TableCache, writable: Bool = false
+  ) throws -> DiskLink {
     let headBytes = try file.readUpTo(at: 0, count: SparseExtentHeader.size)
     let atZero = try wrap(path) { try SparseExtentHeader(parsing: headBytes) }
     var descriptor: Descriptor? = nil
@@ -226,7 +228,8 @@ extension DiskLink {
       }
     }
     if atZero.capacitySectors == 0, let descriptor, !descriptor.extents.isEmpty {
-      return try fromDescriptor(path, descriptor: descriptor, location: "embedded", options: options, cache: cache)
+      return try fromDescriptor(
+        path, descriptor: descriptor, location: "embedded", options: options, cache: cache, writable: writable)
     }
     let (_, opened) = try SparseExtentOpener.open(
       line: ExtentDescription(sectors: 0, kind: .sparse, fileName: nil), file: file, cache: cache)
@@ -251,7 +254,8 @@ extension DiskLink {
 
   /// A link whose extents a descriptor lists.
   static func fromDescriptor(
-    _ path: String, descriptor: Descriptor, location: String, options: OpenOptions, cache: TableCache
+    _ path: String, descriptor: Descriptor, location: String, options: OpenOptions, cache: TableCache,
+    writable: Bool = false
   ) throws -> DiskLink {
     guard let createType = descriptor.createType else {
       throw VMDKError(.invalidDescriptor, "descriptor has no createType", file: path)
@@ -303,7 +307,7 @@ extension DiskLink {
       }
       let extentPath = try PathResolver.resolve(
         line.fileName ?? "", from: path, allowExternal: options.allowExternalPaths, what: "extent")
-      let file = try LocalFile(path: extentPath)
+      let file = try LocalFile(path: extentPath, writable: writable && line.access == .readWrite)
       let size = try file.size()
       let magic = try file.readUpTo(at: 0, count: 8)
       switch line.kind {

@@ -27,6 +27,9 @@ public struct OpenOptions: Sendable {
   public var maxChainDepth = Limits.defaultMaxChainDepth
   /// Bytes of grain directory and grain table pages kept in memory for the whole disk.
   public var tableCacheBytes = 16 << 20
+  /// Open the top link for writing: its descriptor and extent files read-write and locked
+  /// against a second writer (parents stay read-only). See `Disk.write(at:_:)`.
+  public var writable = false
 
   public init() {}
 }

@@ -17,6 +17,9 @@ final class TableCache: Sendable {
     var entries: [Key: Entry] = [:]
     var bytes = 0
     var clock: UInt64 = 0
+    /// Bumped by every `replace`: a table loaded while a writer changed one is not kept,
+    /// since it may have been read from the file before the change.
+    var generation: UInt64 = 0
   }
 
   /// Bytes of tables kept before the least recently used half is dropped.
@@ -42,9 +45,12 @@ final class TableCache: Sendable {
       return nil
     }
     if let hit { return hit }
+    let generation = state.withLock { $0.generation }
     let t = try load()
     state.withLock { s in
+      guard s.generation == generation else { return }
       s.clock += 1
+      if let old = s.entries[key] { s.bytes -= old.table.count * 8 }
       s.entries[key] = Entry(table: t, lastUse: s.clock)
       s.bytes += t.count * 8
       if s.bytes > budgetBytes { evictHalf(&s) }
@@ -60,9 +66,23 @@ final class TableCache: Sendable {
     }
   }
 
+  /// Stores `table` at `key` after a writer changed it in the file (the file first, then the
+  /// cache, so a reader sees the new entry only once its grain is there).
+  func replace(_ key: Key, with table: [UInt64]) {
+    state.withLock { s in
+      s.generation += 1
+      s.clock += 1
+      if let old = s.entries[key] { s.bytes -= old.table.count * 8 }
+      s.entries[key] = Entry(table: table, lastUse: s.clock)
+      s.bytes += table.count * 8
+      if s.bytes > budgetBytes { evictHalf(&s) }
+    }
+  }
+
   /// Forgets every table of `extent` (after it was rewritten).
   func invalidate(extent: ObjectIdentifier) {
     state.withLock { s in
+      s.generation += 1
       for (k, e) in s.entries where k.extent == extent {
         s.entries[k] = nil
         s.bytes -= e.table.count * 8

@@ -41,7 +41,9 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
   let line: ExtentDescription
   let sectors: UInt64
   let file: any ByteStore
-  let fileSize: UInt64
+  /// The file's size as last known: grows when a writer appends grains and tables.
+  var fileSize: UInt64 { knownFileSize.load(ordering: .acquiring) }
+  let knownFileSize: Atomic<UInt64>
   let scheme: Scheme
   let cache: TableCache
   var store: (any ByteStore)? { file }
@@ -50,7 +52,7 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
   /// A byte range of the file known to be a hole (SEEK_HOLE): tables inside it are all zeros
   /// and are neither read nor cached. Hosted sparse files preallocate every table, so on a
   /// large, mostly empty disk this turns millions of table reads into one lseek.
-  private let knownHole = Mutex<(start: UInt64, end: UInt64)>((0, 0))
+  let knownHole = Mutex<(start: UInt64, end: UInt64, generation: UInt64)>((0, 0, 0))
   /// The last inflated grain, so that small reads inside one grain inflate it once.
   private let lastGrain = Mutex<(offset: UInt64, bytes: [UInt8])?>(nil)
 
@@ -58,7 +60,7 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
     self.line = line
     self.sectors = line.sectors
     self.file = file
-    self.fileSize = fileSize
+    self.knownFileSize = Atomic(fileSize)
     self.scheme = scheme
     self.cache = cache
     self.grainBytes = Int(scheme.grainSectors * 512)
@@ -95,7 +97,7 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
   func grainTable(_ index: UInt64) throws -> (table: [UInt64], offset: UInt64)? {
     let gde = try directoryEntry(index)
     let at = scheme.directoryOffset + index * UInt64(scheme.entryBytes)
-    guard let offset = try scheme.tableOffset(gde: gde, at: at, fileSize: fileSize) else { return nil }
+    guard let offset = try decodeTable(gde: gde, at: at) else { return nil }
     let tableEnd = offset + scheme.entriesPerTable * UInt64(scheme.entryBytes)
     if try isHole(offset, tableEnd) { return nil }
     let table = try cache.table(TableCache.Key(extent: id, offset: offset)) {
@@ -110,7 +112,8 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
     if start >= hole.start && end <= hole.end { return true }
     guard let data = try file.nextData(from: start) else { return false }
     guard data >= end else { return false }
-    knownHole.withLock { $0 = (start, data) }
+    // A writer that filled the hole meanwhile bumped the generation: keep nothing then.
+    knownHole.withLock { if $0.generation == hole.generation { $0 = (start, data, hole.generation) } }
     return true
   }
 
@@ -158,7 +161,7 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
         let n = grainEnd - s
         let gte = table[Int(i)]
         let location = try wrap(file.name) {
-          try scheme.grain(gte: gte, at: tableOffset + i * UInt64(scheme.entryBytes), fileSize: fileSize)
+          try decodeGrain(gte: gte, at: tableOffset + i * UInt64(scheme.entryBytes))
         }
         switch location {
         case .unallocated: try push(ExtentRun(start: s, count: n, status: .unallocated))

@@ -1,0 +1,265 @@
+// Writing in place: `Disk.write` sends bytes to the top link only. Flat extents are written
+// where their sectors are; hosted sparse extents allocate grains (SparseExtent+Write.swift).
+// The first write after open gives the top link a new CID, as VMware and qemu do. A disk
+// opened writable holds an exclusive lock on each file of its top link (FileLock.swift).
+
+import Foundation
+import Synchronization
+import VMDKFormat
+import VMDKTransport
+
+/// The write side of a disk opened writable: the locks on the top link's files, and the
+/// state that writers share (serialized by one mutex per link).
+final class LinkWriter: Sendable {
+  let link: DiskLink
+  struct State {
+    var locks: [FileLock]
+    /// The CID written on the first write of this open, once written.
+    var newCID: UInt32? = nil
+    var closed = false
+    /// For tests: stop a sparse write between the grain data and the tables.
+    var stop: SparseWriteStop = .never
+  }
+  let state: Mutex<State>
+
+  /// Locks the descriptor file and every read-write extent file of `link`.
+  init(link: DiskLink) throws {
+    self.link = link
+    var paths: [String] = [link.path]
+    for info in link.extents where info.line.access == .readWrite {
+      if let p = info.path { paths.append(p) }
+    }
+    var seen = Set<String>()
+    var locks: [FileLock] = []
+    for p in paths {
+      let real = PathResolver.realPath(p) ?? p
+      guard seen.insert(real).inserted else { continue }
+      locks.append(try FileLock(path: p))
+    }
+    state = Mutex(State(locks: locks))
+  }
+
+  /// A CID for the first write: random, not the one there, never ffffffff or fffffffe.
+  static func freshCID(replacing old: UInt32?) -> UInt32 {
+    while true {
+      let c = UInt32.random(in: 0...UInt32.max)
+      if c != 0xFFFF_FFFF && c != 0xFFFF_FFFE && c != old { return c }
+    }
+  }
+
+  /// Writes `cid` into the link's descriptor: in place when embedded (inside its sectors),
+  /// else a temporary file in the same folder, synced, then renamed over the descriptor.
+  func writeCID(_ cid: UInt32, locks: inout [FileLock]) throws {
+    guard link.hasDescriptor else { return }
+    var d = link.descriptor
+    d.setHeader("CID", Descriptor.formatCID(cid))
+    let text = Array(d.serialized().utf8)
+    if link.descriptorLocation == "embedded" {
+      let file =
+        try link.readers.lazy.compactMap { $0.store }.first { $0.name == link.path && $0.isWritable }
+        ?? LocalFile(path: link.path, writable: true)
+      let head = try file.readExactly(at: 0, count: SparseExtentHeader.size, what: "sparse header")
+      let h = try wrap(link.path) { try SparseExtentHeader(parsing: head) }
+      let room = h.descriptorSizeSectors * 512
+      guard h.descriptorOffsetSectors != 0, UInt64(text.count) <= room else {
+        throw VMDKError(
+          .notSupported,
+          "the descriptor with a new CID needs \(text.count) bytes; the embedded descriptor has room for \(room)",
+          file: link.path, offset: h.descriptorOffsetSectors * 512)
+      }
+      var area = text
+      area.append(contentsOf: repeatElement(0, count: Int(room) - text.count))
+      try file.write(at: h.descriptorOffsetSectors * 512, from: area)
+      return
+    }
+    // Through a symbolic link, the file it names is replaced, not the link.
+    let target = PathResolver.realPath(link.path) ?? link.path
+    let folder = (target as NSString).deletingLastPathComponent
+    let base = (target as NSString).lastPathComponent
+    let temp = (folder.isEmpty ? "." : folder) + "/.\(base).cid-\(UInt32.random(in: 0...UInt32.max)).tmp"
+    do {
+      let out = try LocalFile.create(path: temp)
+      var st = stat()
+      if stat(target, &st) == 0 { _ = fchmod(out.fileDescriptor, st.st_mode & 0o7777) }
+      try out.write(at: 0, from: text)
+      try out.flush()
+    }
+    if rename(temp, target) != 0 {
+      let err = errno
+      unlink(temp)
+      throw VMDKError(
+        .fileAccess, "cannot replace the descriptor: \(String(cString: strerror(err)))", file: link.path)
+    }
+    // The lock held belongs to the file that was replaced; lock the new one too.
+    locks.append(try FileLock(path: target))
+  }
+}
+
+extension Disk {
+  /// Whether the disk was opened for writing and is not closed.
+  public var isWritable: Bool { writer?.state.withLock { !$0.closed } ?? false }
+
+  /// The top link's CID as it is now: the one written on the first write of this open, or
+  /// the one read at open.
+  public var currentCID: UInt32? { writer?.state.withLock { $0.newCID } ?? top.descriptor.cid }
+
+  /// Writes `data` at byte `offset` of the virtual disk, into the top link.
+  ///
+  /// Any offset and length: partial sectors are read (through the chain), changed and written
+  /// back. Flat extents are written in place; hosted sparse extents allocate grains as they
+  /// need them (the data, then the grain table and its redundant copy, then the directories).
+  /// streamOptimized, vmfsSparse, seSparse and ZERO extents refuse with `notSupported`,
+  /// RDONLY and NOACCESS extents with `fileReadOnly`, before anything is written.
+  public func write(at offset: UInt64, _ data: UnsafeRawBufferPointer) throws {
+    guard let writer else {
+      throw VMDKError(
+        .fileReadOnly, "the disk was opened read-only; open it with OpenOptions.writable to write", file: top.path)
+    }
+    let count = UInt64(data.count)
+    guard offset <= capacityBytes, count <= capacityBytes - offset else {
+      throw VMDKError(
+        .outOfRange, "write of \(count) bytes at \(offset) goes past the end of the disk (\(capacityBytes) bytes)",
+        file: top.path, offset: offset)
+    }
+    guard count > 0 else { return }
+    try writer.state.withLock { state in
+      guard !state.closed else {
+        throw VMDKError(.invalidArgument, "the disk was closed", file: top.path)
+      }
+      let first = offset / 512
+      let last = (offset + count + 511) / 512
+      try checkWritable(start: first, count: last - first)
+      if state.newCID == nil {
+        let cid = LinkWriter.freshCID(replacing: top.descriptor.cid)
+        try writer.writeCID(cid, locks: &state.locks)
+        state.newCID = cid
+      }
+      if offset % 512 == 0 && count % 512 == 0 {
+        return try writeSectors(start: first, data, stop: state.stop)
+      }
+      // Unaligned: the covering sectors, their first and last read as they are now.
+      var buffer = [UInt8](repeating: 0, count: Int((last - first) * 512))
+      try buffer.withUnsafeMutableBytes { buf in
+        try readSectors(level: 0, start: first, count: 1, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<512]))
+        if last - first > 1 {
+          try readSectors(
+            level: 0, start: last - 1, count: 1,
+            into: UnsafeMutableRawBufferPointer(rebasing: buf[(buf.count - 512)...]))
+        }
+        let skip = Int(offset - first * 512)
+        UnsafeMutableRawBufferPointer(rebasing: buf[skip..<(skip + data.count)]).copyMemory(from: data)
+        try writeSectors(start: first, UnsafeRawBufferPointer(buf), stop: state.stop)
+      }
+    }
+  }
+
+  /// Writes `bytes` at byte `offset` of the virtual disk.
+  public func write(at offset: UInt64, _ bytes: [UInt8]) throws {
+    try bytes.withUnsafeBytes { try write(at: offset, $0) }
+  }
+
+  /// Makes everything written so far durable (fsync of the top link's files).
+  public func flush() throws {
+    guard let writer else { return }
+    try writer.state.withLock { _ in
+      var seen = Set<ObjectIdentifier>()
+      for reader in top.readers {
+        guard let store = reader.store, store.isWritable, seen.insert(ObjectIdentifier(store)).inserted else {
+          continue
+        }
+        try store.flush()
+      }
+    }
+  }
+
+  /// Flushes and lets go of the write locks; later writes fail. Reads still work. Also done
+  /// when the disk goes away (without the flush).
+  public func close() throws {
+    guard let writer else { return }
+    let closed = writer.state.withLock { $0.closed }
+    guard !closed else { return }
+    try flush()
+    writer.state.withLock {
+      $0.closed = true
+      $0.locks = []
+    }
+  }
+
+  /// For tests: where sparse writes stop, to stand for a crash.
+  func setWriteStop(_ stop: SparseWriteStop) {
+    writer?.state.withLock { $0.stop = stop }
+  }
+
+  /// Throws unless every extent that `[start, start+count)` touches can be written.
+  private func checkWritable(start: UInt64, count: UInt64) throws {
+    try forEachExtent(start: start, count: count) { i, _, _ in
+      let reader = top.readers[i]
+      let info = top.extents[i]
+      let name = info.path ?? top.path
+      switch info.line.access {
+      case .readOnly:
+        throw VMDKError(.fileReadOnly, "extent \(i + 1) is RDONLY and cannot be written", file: name)
+      case .noAccess:
+        throw VMDKError(.fileReadOnly, "extent \(i + 1) is NOACCESS and cannot be written", file: name)
+      case .readWrite: break
+      }
+      if let sparse = reader as? SparseExtent {
+        guard sparse.acceptsInPlaceWrites else {
+          throw VMDKError(
+            .notSupported,
+            "streamOptimized disks accept only sequential appends, and this toolkit does not append to them yet: "
+              + "no write to a streamOptimized disk is accepted (convert it to monolithicSparse to change it)",
+            file: name)
+        }
+      } else if reader is FlatExtent {
+      } else if reader is COWDExtent {
+        throw VMDKError(.notSupported, "vmfsSparse (COWD) extents cannot be written by this toolkit", file: name)
+      } else if reader is SESparseExtent {
+        throw VMDKError(.notSupported, "seSparse extents cannot be written by this toolkit", file: name)
+      } else if reader is ZeroExtent {
+        throw VMDKError(.notSupported, "extent \(i + 1) is a ZERO extent and has no file to write", file: name)
+      } else {
+        throw VMDKError(.notSupported, "extent \(i + 1) (\(info.format)) cannot be written", file: name)
+      }
+      guard reader.store?.isWritable ?? false else {
+        throw VMDKError(.fileReadOnly, "extent \(i + 1) was opened read-only", file: name)
+      }
+    }
+  }
+
+  /// Calls `body(extent index, extent-relative start, count)` for the top link's extents
+  /// that `[start, start+count)` covers.
+  private func forEachExtent(start: UInt64, count: UInt64, _ body: (Int, UInt64, UInt64) throws -> Void) throws {
+    let end = start + count
+    var base: UInt64 = 0
+    for (i, reader) in top.readers.enumerated() {
+      defer { base += reader.sectors }
+      let lo = max(start, base)
+      let hi = min(end, base + reader.sectors)
+      if lo < hi { try body(i, lo - base, hi - lo) }
+    }
+  }
+
+  /// Writes whole sectors at sector `start` of the top link (checked writable).
+  private func writeSectors(start: UInt64, _ data: UnsafeRawBufferPointer, stop: SparseWriteStop) throws {
+    var base: UInt64 = 0
+    var bases: [UInt64] = []
+    for r in top.readers {
+      bases.append(base)
+      base += r.sectors
+    }
+    try forEachExtent(start: start, count: UInt64(data.count / 512)) { i, s, n in
+      let from = Int(bases[i] + s - start) * 512
+      let piece = UnsafeRawBufferPointer(rebasing: data[from..<(from + Int(n) * 512)])
+      let reader = top.readers[i]
+      if let flat = reader as? FlatExtent {
+        try flat.file.write(at: flat.baseBytes + s * 512, from: piece)
+      } else if let sparse = reader as? SparseExtent {
+        let extentBase = bases[i]
+        try sparse.writeSectors(start: s, piece, stop: stop) { gs, gn, into in
+          try readSectors(level: 1, start: extentBase + gs, count: gn, into: into)
+        }
+      }
+    }
+  }
+}
