@@ -162,6 +162,7 @@ func folderContents(_ folder: String) throws -> [String] {
     #expect(try extents("ts.vmdk").count == 3)
     #expect(try String(contentsOfFile: folder.path("v.vmdk"), encoding: .utf8).contains("createType=\"vmfs\""))
     #expect(try String(contentsOfFile: folder.path("vt.vmdk"), encoding: .utf8).contains("createType=\"vmfsThin\""))
+    #expect(try String(contentsOfFile: folder.path("vt.vmdk"), encoding: .utf8).contains("ddb.thinProvisioned = \"1\""))
     #expect(try FileManager.default.attributesOfItem(atPath: folder.path("r.img"))[.size] as? UInt64 == 3 << 20)
     #expect(
       try FileManager.default.attributesOfItem(atPath: folder.path("tf-f003.vmdk"))[.size] as? UInt64 == 1025 * 512)
