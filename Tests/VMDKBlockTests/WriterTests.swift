@@ -142,6 +142,16 @@ func folderContents(_ folder: String) throws -> [String] {
     try make(.monolithicSparse, "ms.vmdk")
     try make(.twoGbMaxExtentSparse, "ts.vmdk")
     try make(.monolithicFlat, "noext")
+    // A dot in a folder's name is not an extension; a leading dot in the file's name neither.
+    try FileManager.default.createDirectory(atPath: folder.path("dir.v"), withIntermediateDirectories: false)
+    try make(.twoGbMaxExtentSparse, "dir.v/plain")
+    try make(.monolithicFlat, "dir.v/.hidden")
+    #expect(
+      try folderContents(folder.path("dir.v")) == [
+        ".hidden", ".hidden-flat", "plain", "plain-s001", "plain-s002", "plain-s003",
+      ])
+    #expect(try Disk.open(folder.path("dir.v/plain")).capacityBytes == 3 << 20)
+    try FileManager.default.removeItem(atPath: folder.path("dir.v"))
     #expect(
       try folderContents(folder.path) == [
         "mf-flat.vmdk", "mf.vmdk", "ms.vmdk", "noext", "noext-flat", "r.img", "tf-f001.vmdk", "tf-f002.vmdk",
