@@ -178,6 +178,30 @@ func folderContents(_ folder: String) throws -> [String] {
       try FileManager.default.attributesOfItem(atPath: folder.path("tf-f003.vmdk"))[.size] as? UInt64 == 1025 * 512)
   }
 
+  /// vmfs is preallocated (fallocate), the other flat types are holes but for their data.
+  @Test func flatAllocation() throws {
+    let folder = try TempFolder()
+    func allocated(_ name: String) throws -> UInt64 {
+      var st = stat()
+      guard stat(folder.path(name), &st) == 0 else { throw VMDKError(.fileNotFound, "no \(name)") }
+      return UInt64(st.st_blocks) * 512
+    }
+    for type in [DiskType.vmfs, .vmfsThin, .monolithicFlat] {
+      let writer = try ImageCreator.create(
+        path: folder.path("\(type.rawValue).vmdk"), options: CreateOptions(type: type, capacityBytes: 16 << 20))
+      var plan = WritePlan(capacityBytes: 16 << 20)
+      plan.add(1 << 20, count: 65536)
+      plan.add(2 << 20, [UInt8](repeating: 0, count: 1 << 20))
+      try plan.run(writer)
+      #expect(try Disk.open(folder.path("\(type.rawValue).vmdk")).read(at: 0, count: 16 << 20) == plan.expected.bytes)
+    }
+    #if os(Linux)
+      #expect(try allocated("vmfs-flat.vmdk") >= 16 << 20)
+    #endif
+    #expect(try allocated("vmfsThin-flat.vmdk") < 1 << 20)
+    #expect(try allocated("monolithicFlat-flat.vmdk") < 1 << 20)
+  }
+
   /// The sparse header matches qemu's numbers for 1 GiB (notes Appendix A) and VMware's split
   /// layout (no descriptor fields, RGD at sector 1).
   @Test func sparseHeaders() throws {
