@@ -18,7 +18,7 @@ public final class SparseWriter: ImageWriter {
   /// One KDMV file and where its tables go.
   private struct Extent {
     let file: LocalFile
-    var header: SparseExtentHeader
+    let header: SparseExtentHeader
     let layout: SparseLayout
     /// Sector of the first redundant grain table (right after the RGD).
     let redundantTablesSector: UInt64
@@ -44,7 +44,7 @@ public final class SparseWriter: ImageWriter {
   private var tableExtent = 0
   private var tableIndex: UInt64 = 0
   private var tableUsed = false
-  private let table = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: Int(SparseLayout.entriesPerTable))
+  private let table: UnsafeMutableBufferPointer<UInt32>
 
   /// The grain being filled by writes smaller than a grain: its global index and bytes.
   private var pendingGrain: UInt64? = nil
@@ -68,7 +68,9 @@ public final class SparseWriter: ImageWriter {
     capacityBytes = capacitySectors * 512
     sequence = SequentialWrites(limitBytes: capacityBytes)
     files = OutputFiles(overwrite: overwrite)
+    // Allocated once the options passed, so that a refusal leaks nothing.
     pending = UnsafeMutableRawPointer.allocate(byteCount: Int(options.grainSectors * 512), alignment: 4096)
+    table = .allocate(capacity: Int(SparseLayout.entriesPerTable))
     table.initialize(repeating: 0)
     let split = options.type == .twoGbMaxExtentSparse
     grainsPerExtent =
