@@ -142,6 +142,16 @@ func folderContents(_ folder: String) throws -> [String] {
     try make(.monolithicSparse, "ms.vmdk")
     try make(.twoGbMaxExtentSparse, "ts.vmdk")
     try make(.monolithicFlat, "noext")
+    // A dot in a folder's name is not an extension; a leading dot in the file's name neither.
+    try FileManager.default.createDirectory(atPath: folder.path("dir.v"), withIntermediateDirectories: false)
+    try make(.twoGbMaxExtentSparse, "dir.v/plain")
+    try make(.monolithicFlat, "dir.v/.hidden")
+    #expect(
+      try folderContents(folder.path("dir.v")) == [
+        ".hidden", ".hidden-flat", "plain", "plain-s001", "plain-s002", "plain-s003",
+      ])
+    #expect(try Disk.open(folder.path("dir.v/plain")).capacityBytes == 3 << 20)
+    try FileManager.default.removeItem(atPath: folder.path("dir.v"))
     #expect(
       try folderContents(folder.path) == [
         "mf-flat.vmdk", "mf.vmdk", "ms.vmdk", "noext", "noext-flat", "r.img", "tf-f001.vmdk", "tf-f002.vmdk",
@@ -162,9 +172,34 @@ func folderContents(_ folder: String) throws -> [String] {
     #expect(try extents("ts.vmdk").count == 3)
     #expect(try String(contentsOfFile: folder.path("v.vmdk"), encoding: .utf8).contains("createType=\"vmfs\""))
     #expect(try String(contentsOfFile: folder.path("vt.vmdk"), encoding: .utf8).contains("createType=\"vmfsThin\""))
+    #expect(try String(contentsOfFile: folder.path("vt.vmdk"), encoding: .utf8).contains("ddb.thinProvisioned = \"1\""))
     #expect(try FileManager.default.attributesOfItem(atPath: folder.path("r.img"))[.size] as? UInt64 == 3 << 20)
     #expect(
       try FileManager.default.attributesOfItem(atPath: folder.path("tf-f003.vmdk"))[.size] as? UInt64 == 1025 * 512)
+  }
+
+  /// vmfs is preallocated (fallocate), the other flat types are holes but for their data.
+  @Test func flatAllocation() throws {
+    let folder = try TempFolder()
+    func allocated(_ name: String) throws -> UInt64 {
+      var st = stat()
+      guard stat(folder.path(name), &st) == 0 else { throw VMDKError(.fileNotFound, "no \(name)") }
+      return UInt64(st.st_blocks) * 512
+    }
+    for type in [DiskType.vmfs, .vmfsThin, .monolithicFlat] {
+      let writer = try ImageCreator.create(
+        path: folder.path("\(type.rawValue).vmdk"), options: CreateOptions(type: type, capacityBytes: 16 << 20))
+      var plan = WritePlan(capacityBytes: 16 << 20)
+      plan.add(1 << 20, count: 65536)
+      plan.add(2 << 20, [UInt8](repeating: 0, count: 1 << 20))
+      try plan.run(writer)
+      #expect(try Disk.open(folder.path("\(type.rawValue).vmdk")).read(at: 0, count: 16 << 20) == plan.expected.bytes)
+    }
+    #if os(Linux)
+      #expect(try allocated("vmfs-flat.vmdk") >= 16 << 20)
+    #endif
+    #expect(try allocated("vmfsThin-flat.vmdk") < 1 << 20)
+    #expect(try allocated("monolithicFlat-flat.vmdk") < 1 << 20)
   }
 
   /// The sparse header matches qemu's numbers for 1 GiB (notes Appendix A) and VMware's split

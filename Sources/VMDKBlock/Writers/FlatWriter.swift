@@ -87,6 +87,11 @@ public final class FlatWriter: ImageWriter {
       ExtentDescription(
         sectors: e.sizeBytes / 512, kind: kind, fileName: OutputName.baseName(p.path), hasOffset: kind == .flat)
     }
+    var options = options
+    if type == .vmfsThin && !options.diskDatabase.contains(where: { $0.key == "ddb.thinProvisioned" }) {
+      // ESXi marks its thin disks so (with createType "vmfs"); say it for readers that look.
+      options.diskDatabase.append((key: "ddb.thinProvisioned", value: "1"))
+    }
     let text = options.descriptor(
       createType: type.rawValue, extents: lines, cid: options.cid ?? CreateOptions.randomCID()
     ).serialized()
@@ -104,18 +109,24 @@ public final class FlatWriter: ImageWriter {
     try sequence.accept(offset: offset, count: data.count, file: extents[0].file.name)
     guard let base = data.baseAddress else { return }
     do {
-      var pos = offset
+      // Blocks (grain-aligned, clipped to the data) that are all zeros are skipped; each run
+      // of other blocks goes out in one piece.
       var done = 0
+      var runStart = 0
       while done < data.count {
-        // The block containing `pos`, clipped to the data: all-zero pieces are skipped.
-        let blockEnd = (pos / blockBytes + 1) * blockBytes
-        let n = Int(min(blockEnd - pos, UInt64(data.count - done)))
-        let p = base + done
-        if !isAllZero(p, n) {
-          try store(at: pos, UnsafeRawBufferPointer(start: p, count: n))
+        let pos = offset + UInt64(done)
+        let n = Int(min((pos / blockBytes + 1) * blockBytes - pos, UInt64(data.count - done)))
+        if isAllZero(base + done, n) {
+          if runStart < done {
+            try store(
+              at: offset + UInt64(runStart), UnsafeRawBufferPointer(start: base + runStart, count: done - runStart))
+          }
+          runStart = done + n
         }
-        pos += UInt64(n)
         done += n
+      }
+      if runStart < done {
+        try store(at: offset + UInt64(runStart), UnsafeRawBufferPointer(start: base + runStart, count: done - runStart))
       }
     } catch {
       failed = true

@@ -18,7 +18,7 @@ public final class SparseWriter: ImageWriter {
   /// One KDMV file and where its tables go.
   private struct Extent {
     let file: LocalFile
-    var header: SparseExtentHeader
+    let header: SparseExtentHeader
     let layout: SparseLayout
     /// Sector of the first redundant grain table (right after the RGD).
     let redundantTablesSector: UInt64
@@ -33,7 +33,7 @@ public final class SparseWriter: ImageWriter {
   private var extents: [Extent] = []
   private let grainSectors: UInt64
   private let grainBytes: Int
-  /// Grains in every extent but the last (a split type's extent size); `.max` for one extent.
+  /// Grains in every extent but the last: a split type's extent size, or all the disk's grains.
   private let grainsPerExtent: UInt64
   /// The embedded descriptor (monolithicSparse), written at sector 1 of the only extent.
   private var embeddedDescriptor: [UInt8] = []
@@ -44,7 +44,7 @@ public final class SparseWriter: ImageWriter {
   private var tableExtent = 0
   private var tableIndex: UInt64 = 0
   private var tableUsed = false
-  private let table = UnsafeMutableBufferPointer<UInt32>.allocate(capacity: Int(SparseLayout.entriesPerTable))
+  private let table: UnsafeMutableBufferPointer<UInt32>
 
   /// The grain being filled by writes smaller than a grain: its global index and bytes.
   private var pendingGrain: UInt64? = nil
@@ -68,10 +68,15 @@ public final class SparseWriter: ImageWriter {
     capacityBytes = capacitySectors * 512
     sequence = SequentialWrites(limitBytes: capacityBytes)
     files = OutputFiles(overwrite: overwrite)
+    // Allocated once the options passed, so that a refusal leaks nothing.
     pending = UnsafeMutableRawPointer.allocate(byteCount: Int(options.grainSectors * 512), alignment: 4096)
+    table = .allocate(capacity: Int(SparseLayout.entriesPerTable))
     table.initialize(repeating: 0)
     let split = options.type == .twoGbMaxExtentSparse
-    grainsPerExtent = split ? options.splitSizeBytes / 512 / options.grainSectors : .max
+    grainsPerExtent =
+      split
+      ? options.splitSizeBytes / 512 / options.grainSectors
+      : SparseLayout(capacitySectors: capacitySectors, grainSectors: options.grainSectors).grainCount
     do {
       try makeFiles(path: path, options: options, split: split)
     } catch {
@@ -186,15 +191,18 @@ public final class SparseWriter: ImageWriter {
           // Whole grains straight from the caller's buffer, in runs of non-zero grains.
           try flushPendingGrain()
           let n = left / grainBytes
-          var i = 0
-          while i < n {
-            while i < n && isAllZero(base + done + i * grainBytes, grainBytes) { i += 1 }
-            let first = i
-            while i < n && !isAllZero(base + done + i * grainBytes, grainBytes) { i += 1 }
-            if i > first {
-              try storeGrains(
-                from: grain + UInt64(first), count: UInt64(i - first), base + done + first * grainBytes)
+          var runStart: Int? = nil
+          for i in 0..<n {
+            let zero = isAllZero(base + done + i * grainBytes, grainBytes)
+            if zero, let first = runStart {
+              try storeGrains(from: grain + UInt64(first), count: UInt64(i - first), base + done + first * grainBytes)
+              runStart = nil
+            } else if !zero && runStart == nil {
+              runStart = i
             }
+          }
+          if let first = runStart {
+            try storeGrains(from: grain + UInt64(first), count: UInt64(n - first), base + done + first * grainBytes)
           }
           pos += UInt64(n * grainBytes)
           done += n * grainBytes
@@ -234,9 +242,9 @@ public final class SparseWriter: ImageWriter {
     var left = count
     var p = bytes
     while left > 0 {
-      let k = grainsPerExtent == .max ? 0 : Int(grain / grainsPerExtent)
-      let local = grain - UInt64(k) * (grainsPerExtent == .max ? 0 : grainsPerExtent)
-      let n = grainsPerExtent == .max ? left : min(left, grainsPerExtent - local)
+      let k = Int(grain / grainsPerExtent)
+      let local = grain - UInt64(k) * grainsPerExtent
+      let n = min(left, grainsPerExtent - local)
       let sector = extents[k].nextGrainSector
       // Entries are u32 sectors: an extent file cannot pass 2 TiB.
       guard sector + n * grainSectors <= UInt64(UInt32.max) + 1 else {
