@@ -396,7 +396,8 @@ extension String {
       _ = try? Descriptor(parsing: input.value)
     }
     // Linear parsing of 1 MiB takes well under a second even in a debug build; the
-    // quadratic trim took minutes.
-    #expect(elapsed < .seconds(3), "took \(elapsed)")
+    // quadratic trim took minutes. The bound is loose so that a loaded machine passes: this
+    // guards the complexity, it does not measure speed.
+    #expect(elapsed < .seconds(20), "took \(elapsed)")
   }
 }

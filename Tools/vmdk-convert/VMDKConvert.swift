@@ -32,7 +32,7 @@ struct VMDKConvert: ParsableCommand {
   @Option(help: "Adapter type (ide, buslogic, lsilogic, legacyESX, pvscsi); default: the source's.")
   var adapterType: AdapterType?
   @Option(help: "Virtual hardware version; default: the source's, or 4.") var hardwareVersion: String?
-  @Option(help: "Grain size of sparse outputs (e.g. 64K; a power of two from 4K to 4M).") var grainSize: String = "64K"
+  @Option(help: "Grain size of sparse outputs (e.g. 64K; a power of two from 8K to 4M).") var grainSize: String = "64K"
   @Flag(help: "Zeroed-grain entries (header version 2) in sparse outputs.") var zeroedGrains = false
   @Option(help: "Largest extent of the split types (e.g. 2G).") var splitSize: String = "2G"
   @Option(help: "zlib level of streamOptimized grains, 1 (fastest) to 9 (smallest).") var compressionLevel: Int = 6

@@ -36,7 +36,7 @@ public struct CreateOptions: Sendable {
   public var hardwareVersion: String = "4"
   /// Computed as VMware does (`DiskGeometry.vmware`) when nil.
   public var geometry: DiskGeometry? = nil
-  /// Sectors per grain for sparse types: a power of two from 8 (4 KiB) to 8192 (4 MiB).
+  /// Sectors per grain for sparse types: a power of two from 16 (8 KiB) to 8192 (4 MiB).
   public var grainSectors: UInt64 = 128
   /// Header version 2 with zeroed-grain entries (qemu's `zeroed_grain`); off by default,
   /// because VirtualBox refuses it and libvmdk misreads it.
@@ -71,8 +71,11 @@ public struct CreateOptions: Sendable {
     func bad(_ message: String) -> VMDKError { VMDKError(.invalidArgument, message) }
     guard capacityBytes > 0 else { throw bad("capacity must be more than 0 bytes") }
     guard capacitySectors <= Limits.maxCapacitySectors else { throw bad("capacity \(capacityBytes) is too large") }
-    guard grainSectors >= 8, grainSectors <= UInt64(Limits.maxGrainSectors), grainSectors & (grainSectors - 1) == 0
-    else { throw bad("grain size \(grainSectors) sectors: must be a power of two from 8 to \(Limits.maxGrainSectors)") }
+    // libvmdk refuses grains of 8 sectors, so 16 (8 KiB) is the smallest we write.
+    guard grainSectors >= 16, grainSectors <= UInt64(Limits.maxGrainSectors), grainSectors & (grainSectors - 1) == 0
+    else {
+      throw bad("grain size \(grainSectors) sectors: must be a power of two from 16 to \(Limits.maxGrainSectors)")
+    }
     guard (1...9).contains(compressionLevel) else { throw bad("compression level \(compressionLevel): 1 to 9") }
     if type.isSplit {
       guard splitSizeBytes >= 1 << 20, splitSizeBytes % (grainSectors * 512) == 0 else {
