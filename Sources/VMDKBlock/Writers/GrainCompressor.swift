@@ -15,6 +15,13 @@
 //   level 9 (/usr/bin):         zlib  9.3 MB/s 41.42 %, libdeflate  24.1 MB/s 40.99 %.
 // libdeflate is 2 to 2.6 times faster at every level and its output is slightly smaller;
 // zlib's inflate reads it (zlib format with Adler-32), and qemu-img reads it.
+// Whole writer, first 1 GiB of a 4 GiB ext4 disk holding /usr (release build, same loaded
+// machine): StreamWriter 2 threads 14.2 s wall, 11.1 s CPU, 341.6 MB; 1 thread 17.3 s;
+// `qemu-img convert -O vmdk -o subformat=streamOptimized` 39.7 s wall, 28.1 s CPU, 343.7 MB.
+//
+// Memory: the batch buffers stay within `poolBudgetBytes` (24 MiB; 4 batches of 4.1 MiB on a
+// 2-core machine), plus one libdeflate compressor per worker (672 KB at levels 5 to 9, 205 KB
+// at level 1). Peak RSS of a whole conversion was 43 MB for 1 GiB and for 4 GiB alike.
 
 import CDeflate
 import Foundation
@@ -86,7 +93,7 @@ final class GrainCompressor: @unchecked Sendable {
   /// pool stays a few tens of MiB.
   static let batchInputBytes = 2 << 20
   /// Memory for all batch buffers together (input and output).
-  static let poolBudgetBytes = 32 << 20
+  static let poolBudgetBytes = 24 << 20
   /// At most this many workers: beyond it the writer's single thread is the limit anyway,
   /// and every worker holds a compressor's tables.
   static let maxThreads = 16
