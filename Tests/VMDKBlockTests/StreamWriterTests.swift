@@ -241,3 +241,24 @@ func writeStream(_ c: StreamCase, to path: String, threads: Int? = nil, cid: UIn
     writer.abort()
   }
 }
+
+@Suite struct StreamWriterGrainSizeTests {
+  /// A grain of 8 KiB instead of 64 KiB: the batches hold more grains, the tables cover less.
+  @Test func smallGrains() throws {
+    let folder = try TempFolder()
+    let path = folder.path("g.vmdk")
+    var options = CreateOptions(type: .streamOptimized, capacityBytes: (5 << 20) + 512)
+    options.grainSectors = 16
+    let writer = try StreamWriter(path: path, options: options, files: OutputFiles())
+    var expected = ExpectedDisk(sectors: options.capacitySectors)
+    for (offset, length) in StreamCase.chunks(0..<((5 << 20) + 512), sizes: [7, 33, 1]) where offset % 3 != 0 {
+      let data = StreamContent().bytes(at: offset, count: length)
+      try data.withUnsafeBytes { try writer.write(at: offset, $0) }
+      expected.place(data, at: offset)
+    }
+    try writer.commit()
+    try expectReads(path, as: expected)
+    #expect(try Disk.open(path).check().problems.isEmpty)
+    #expect(try Disk.open(path).top.sparseHeader?.grainSectors == 16)
+  }
+}
