@@ -4,24 +4,26 @@
 // to a sector); the batches come back to the writer's thread strictly in submission order.
 // A small fixed pool of batch buffers bounds memory whatever the disk size.
 //
-// Why libdeflate: measured per core on 64 KiB grains at level 6 (libdeflate 1.14, zlib
-// 1.2.13, Debian; a 2-core machine shared with other builds, so absolute figures are low,
-// the ratios are what counts; /tmp/stream-bench/cmp.c, not committed):
-//   /usr/bin files, 128 MiB:    zlib compress2 20.7 MB/s, output 39.61 % of input;
-//                               libdeflate     52.8 MB/s, output 39.16 %.
-//   ext4 disk holding /usr,     zlib compress2 41.3 MB/s, 19.03 %;
-//   128 MiB at 256 MiB:         libdeflate     84.6 MB/s, 19.00 %.
-//   level 1 (/usr/bin):         zlib 76.9 MB/s 45.10 %, libdeflate 162.6 MB/s 44.51 %.
-//   level 9 (/usr/bin):         zlib  9.3 MB/s 41.42 %, libdeflate  24.1 MB/s 40.99 %.
-// libdeflate is 2 to 2.6 times faster at every level and its output is slightly smaller;
-// zlib's inflate reads it (zlib format with Adler-32), and qemu-img reads it.
-// Whole writer, first 1 GiB of a 4 GiB ext4 disk holding /usr (release build, same loaded
-// machine): StreamWriter 2 threads 14.2 s wall, 11.1 s CPU, 341.6 MB; 1 thread 17.3 s;
-// `qemu-img convert -O vmdk -o subformat=streamOptimized` 39.7 s wall, 28.1 s CPU, 343.7 MB.
+// Why libdeflate: measured per core on 64 KiB grains (libdeflate 1.14, zlib 1.2.13, Debian 12;
+// a 2-core machine shared with other jobs, load about 2.5; single-threaded C loop over the
+// same grains, /tmp/stream-bench/cmp.c, not committed):
+//   level 6, /usr/bin files, 128 MiB:  zlib compress2 31.3 MB/s, output 39.61 % of input;
+//                                      libdeflate     86.3 MB/s, output 39.16 %.
+//   level 6, ext4 disk holding /usr,   zlib compress2 62.9 MB/s, 19.03 %;
+//   128 MiB at 256 MiB:                libdeflate    128.9 MB/s, 19.00 %.
+//   level 1 (/usr/bin):                zlib 76.3 MB/s 45.10 %, libdeflate 170.3 MB/s 44.51 %.
+//   level 9 (/usr/bin):                zlib  9.6 MB/s 41.42 %, libdeflate  23.6 MB/s 40.99 %.
+// libdeflate is 2 to 2.8 times faster at every level and its output is slightly smaller;
+// zlib's inflate reads it (zlib format with Adler-32), and so does qemu-img.
+// Whole writer, first 1 GiB of the 4 GiB ext4 benchmark disk (release build, warm cache):
+// StreamWriter, 2 threads: 5.8 s wall, 10.7 s CPU, 341,591,552 bytes; 1 thread: 11.1 s;
+// `qemu-img convert -O vmdk -o subformat=streamOptimized` (zlib level 6, one thread):
+// 29.0 s wall, 26.8 s CPU, 343,746,048 bytes.
 //
 // Memory: the batch buffers stay within `poolBudgetBytes` (24 MiB; 4 batches of 4.1 MiB on a
 // 2-core machine), plus one libdeflate compressor per worker (672 KB at levels 5 to 9, 205 KB
-// at level 1). Peak RSS of a whole conversion was 43 MB for 1 GiB and for 4 GiB alike.
+// at level 1). Peak RSS of a whole conversion was 43 MB for 1 GiB and for 4 GiB alike, of
+// which about 25 MB is the process itself (a 1 MiB conversion peaks at 27 MB).
 
 import CDeflate
 import Foundation
