@@ -69,5 +69,12 @@ import VMDKTransport
     #expect(error?.code == .diskFull)
     c.shutdown()
     c.shutdown()
+    // With the workers gone, more work is refused rather than waited for.
+    if threads > 0 {
+      #expect(throws: VMDKError.self) {
+        Self.fill(try c.slot(for: 1000), grain: 1000)
+        try c.finish()
+      }
+    }
   }
 }

@@ -230,6 +230,10 @@ final class GrainCompressor: @unchecked Sendable {
       return
     }
     condition.lock()
+    guard !stopping else {
+      condition.unlock()
+      throw VMDKError(.failure, "grain compressor: a batch was submitted after shutdown")
+    }
     queue.append(b)
     condition.broadcast()
     condition.unlock()
