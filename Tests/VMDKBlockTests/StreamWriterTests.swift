@@ -262,3 +262,41 @@ func writeStream(_ c: StreamCase, to path: String, threads: Int? = nil, cid: UIn
     #expect(try Disk.open(path).top.sparseHeader?.grainSectors == 16)
   }
 }
+
+@Suite(.timeLimit(.minutes(1))) struct StreamWriterLargeDiskTests {
+  /// A 64 TiB disk with three small pieces of data: the grain directory (2 Mi entries, 8 MiB)
+  /// is written in pieces, the file stays small, and the pieces read back.
+  @Test func sparse64TiB() throws {
+    let folder = try TempFolder()
+    let path = folder.path("big.vmdk")
+    let capacity: UInt64 = 64 << 40
+    let writer = try StreamWriter(
+      path: path, options: CreateOptions(type: .streamOptimized, capacityBytes: capacity), files: OutputFiles())
+    let pieces: [(UInt64, Int)] = [(0, 1 << 20), ((40 << 40) + 4096, 300 * 512), (capacity - 4096, 4096)]
+    for (offset, length) in pieces {
+      let data = StreamContent().bytes(at: offset, count: length)
+      try data.withUnsafeBytes { try writer.write(at: offset, $0) }
+    }
+    try writer.commit()
+    let size = try LocalFile(path: path).size()
+    #expect(size < 12 << 20, "\(size) bytes")
+    let disk = try Disk.open(path)
+    #expect(disk.capacityBytes == capacity)
+    for (offset, length) in pieces {
+      #expect(try disk.read(at: offset, count: length) == StreamContent().bytes(at: offset, count: length))
+    }
+    #expect(try disk.read(at: 32 << 40, count: 65536) == [UInt8](repeating: 0, count: 65536))
+    #expect(try disk.read(at: (40 << 40), count: 4096) == [UInt8](repeating: 0, count: 4096))
+  }
+
+  @Test func refusesCapacitiesReadersRefuse() throws {
+    let folder = try TempFolder()
+    let e = #expect(throws: VMDKError.self) {
+      _ = try StreamWriter(
+        path: folder.path("huge.vmdk"), options: CreateOptions(type: .streamOptimized, capacityBytes: 2 << 50),
+        files: OutputFiles())
+    }
+    #expect(e?.code == .invalidArgument)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+  }
+}

@@ -25,8 +25,9 @@ public final class StreamWriter: ImageWriter {
   private var writtenUpTo: UInt64 = 0
   /// Next free sector of the file.
   private var fileSectors: UInt64
-  /// Grain directory: sector of each grain table, 0 for regions without grains.
-  private var directory: [UInt32]
+  /// The non-zero grain directory entries, in increasing index order (tables are written in
+  /// region order): memory follows the regions that hold data, not the capacity.
+  private var directory: [(index: UInt64, sector: UInt32)] = []
   /// The grain table of region `tableIndex`, while its grains are written.
   private var table = [UInt32](repeating: 0, count: Int(SparseLayout.entriesPerTable))
   private var tableIndex: UInt64?
@@ -48,7 +49,12 @@ public final class StreamWriter: ImageWriter {
     let sectors = options.capacitySectors
     layout = SparseLayout(capacitySectors: sectors, grainSectors: options.grainSectors)
     grainBytes = options.grainSectors * 512
-    directory = [UInt32](repeating: 0, count: Int(layout.grainTableCount))
+    guard layout.grainTableCount <= Limits.maxGrainDirectoryEntries else {
+      throw VMDKError(
+        .invalidArgument,
+        "capacity \(options.capacityBytes) bytes needs \(layout.grainTableCount) grain directory entries; readers accept at most \(Limits.maxGrainDirectoryEntries)",
+        file: path)
+    }
 
     let name = URL(fileURLWithPath: path).lastPathComponent
     let extent = ExtentDescription(access: .readWrite, sectors: sectors, kind: .sparse, fileName: name)
@@ -199,26 +205,53 @@ public final class StreamWriter: ImageWriter {
       throw VMDKError(
         .diskFull, "the stream reaches sector \(fileSectors): past what a grain directory can name", file: file.name)
     }
-    directory[Int(index)] = UInt32(fileSectors + 1)
+    directory.append((index, UInt32(fileSectors + 1)))
     try bytes.withUnsafeBytes { try file.write(at: fileSectors * 512, from: $0) }
     fileSectors += 1 + tableSectors
     for i in table.indices { table[i] = 0 }
     tableIndex = nil
   }
 
-  /// GD marker + grain directory, footer marker + footer, end-of-stream marker.
+  /// GD marker + grain directory, footer marker + footer, end-of-stream marker. The
+  /// directory goes out in pieces of at most `tailChunkBytes` (a 1 PiB disk has a 128 MiB one).
   private func writeTail() throws {
     let gdSectors = layout.grainDirectorySectors
+    let gdStart = fileSectors + 1
     var bytes = StreamMarker(value: gdSectors, size: 0, type: StreamMarker.MetadataType.grainDirectory.rawValue)
       .serialized()
-    for e in directory { withUnsafeBytes(of: e.littleEndian) { bytes.append(contentsOf: $0) } }
-    bytes += [UInt8](repeating: 0, count: Int(gdSectors * 512) - directory.count * 4)
+    let entries = layout.grainTableCount
+    let chunkEntries = UInt64(StreamWriter.tailChunkBytes / 4)
+    var next = directory.startIndex
+    var first: UInt64 = 0
+    var at = fileSectors * 512
+    while first < entries {
+      let count = min(chunkEntries, entries - first)
+      var chunk = [UInt8](repeating: 0, count: Int(count) * 4)
+      while next < directory.endIndex, directory[next].index < first + count {
+        let (index, sector) = directory[next]
+        let o = Int(index - first) * 4
+        withUnsafeBytes(of: sector.littleEndian) { chunk.replaceSubrange(o..<(o + 4), with: $0) }
+        next += 1
+      }
+      bytes += chunk
+      if first + count == entries {
+        bytes += [UInt8](repeating: 0, count: Int(gdSectors * 512 - entries * 4))
+      } else {
+        try bytes.withUnsafeBytes { try file.write(at: at, from: $0) }
+        at += UInt64(bytes.count)
+        bytes = []
+      }
+      first += count
+    }
     var footer = header
-    footer.gdOffsetSectors = fileSectors + 1
+    footer.gdOffsetSectors = gdStart
     bytes += StreamMarker(value: 1, size: 0, type: StreamMarker.MetadataType.footer.rawValue).serialized()
     bytes += footer.serialized()
     bytes += StreamMarker(value: 0, size: 0, type: StreamMarker.MetadataType.endOfStream.rawValue).serialized()
-    try bytes.withUnsafeBytes { try file.write(at: fileSectors * 512, from: $0) }
-    fileSectors += UInt64(bytes.count / 512)
+    try bytes.withUnsafeBytes { try file.write(at: at, from: $0) }
+    fileSectors = (at + UInt64(bytes.count)) / 512
   }
+
+  /// Largest single write of the grain directory.
+  static let tailChunkBytes = 1 << 20
 }
