@@ -185,4 +185,28 @@ import VMDKTransport
       #expect(tables.count == 2 && entries == [tables[0], 0, tables[1]], "GD \(entries), tables at \(tables)")
     }
   }
+
+  /// A 64 TiB disk: its 8 MiB grain directory is written in pieces; qemu-img must find no
+  /// error and read the data near the end back.
+  @Test func largeSparseDisk() throws {
+    try withTemporaryFolder { folder in
+      let path = folder + "/big.vmdk"
+      let capacity: UInt64 = 64 << 40
+      let writer = try StreamWriter(
+        path: path, options: CreateOptions(type: .streamOptimized, capacityBytes: capacity), files: OutputFiles())
+      let tail = [UInt8](repeating: 0x5A, count: 65536)
+      try tail.withUnsafeBytes { try writer.write(at: capacity - 65536, $0) }
+      try writer.commit()
+      let check = try runProcess(try requireTool("qemu-img"), ["check", "-f", "vmdk", path])
+      #expect(
+        check.status == 0 && check.output.contains("No errors were found"), "\(check.output) \(check.errorOutput)")
+      let info =
+        try JSONSerialization.jsonObject(
+          with: try Qemu.img("info", "--output=json", path).stdout) as? [String: Any]
+      #expect((info?["virtual-size"] as? NSNumber)?.uint64Value == capacity)
+      let io = try runProcess(
+        try requireTool("qemu-io"), ["-f", "vmdk", "-c", "read -P 0x5a \(capacity - 65536) 65536", path])
+      #expect(io.status == 0 && !io.output.contains("Pattern verification failed"), "\(io.output) \(io.errorOutput)")
+    }
+  }
 }
