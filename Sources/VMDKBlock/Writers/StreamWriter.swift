@@ -34,7 +34,9 @@ public final class StreamWriter: ImageWriter {
   private var failure: (any Error)?
   private var done = false
 
-  /// Makes the image's file through `files` (a temporary name until `commit`).
+  /// Makes the image's file through `files` (a temporary name until `commit`), and writes the
+  /// header, the descriptor and the rest of the first `overHead` sectors at once. When this
+  /// throws after the file was made, `files.abort()` removes it.
   /// - Parameter threads: compression threads; nil for every core, 0 for the calling thread only.
   public init(
     path: String, options: CreateOptions, files: OutputFiles, threads: Int? = nil,
