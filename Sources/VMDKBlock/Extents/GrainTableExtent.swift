@@ -256,7 +256,7 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
     }
     let compressed = try file.readExactly(at: dataAt, count: Int(size), what: "compressed grain")
     return try compressed.withUnsafeBytes { src in
-      try wrap(file.name) { try GrainCompression.inflate(src, into: buffer, offset: dataAt) }
+      try wrap(file.name) { try GrainInflater.inflate(src, into: buffer, offset: dataAt) }
     }
   }
 }
