@@ -325,14 +325,19 @@ func folderContents(_ folder: String) throws -> [String] {
     #expect(try folderContents(folder.path) == [])
   }
 
-  @Test func streamOptimizedNotYet() throws {
+  @Test func streamOptimizedThroughTheCreator() throws {
     let folder = try TempFolder()
-    let e = #expect(throws: VMDKError.self) {
-      _ = try ImageCreator.create(
-        path: folder.path("s.vmdk"), options: CreateOptions(type: .streamOptimized, capacityBytes: 1 << 20))
-    }
-    #expect(e?.code == .notSupported)
-    #expect(try folderContents(folder.path) == [])
+    let path = folder.path("s.vmdk")
+    let writer = try ImageCreator.create(
+      path: path, options: CreateOptions(type: .streamOptimized, capacityBytes: 1 << 20))
+    let data = Pattern.bytes(startingAt: 65536, count: 65536)
+    try data.withUnsafeBytes { try writer.write(at: 65536, $0) }
+    try writer.commit()
+    let disk = try Disk.open(path)
+    #expect(disk.top.createType == "streamOptimized")
+    #expect(try disk.read(at: 65536, count: 65536) == data)
+    #expect(try disk.read(at: 0, count: 65536) == [UInt8](repeating: 0, count: 65536))
+    #expect(try folderContents(folder.path) == ["s.vmdk"])
   }
 
   @Test func badOptionsRefused() throws {

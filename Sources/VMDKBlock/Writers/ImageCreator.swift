@@ -9,7 +9,7 @@ public enum ImageCreator {
   /// Creates the files of a new image of `options.type` at `path` (the descriptor's path, or
   /// the only file's) and returns the writer that fills it. Nothing appears under the final
   /// names until `commit()`. Throws `invalidArgument` for bad options, `fileExists` when an
-  /// output exists and `overwrite` is off, `notSupported` for streamOptimized (not yet here).
+  /// output exists and `overwrite` is off.
   public static func create(path: String, options: CreateOptions, overwrite: Bool = false) throws -> any ImageWriter {
     try options.validate()
     switch options.type {
@@ -18,7 +18,13 @@ public enum ImageCreator {
     case .monolithicSparse, .twoGbMaxExtentSparse:
       return try SparseWriter(path: path, options: options, overwrite: overwrite)
     case .streamOptimized:
-      throw VMDKError(.notSupported, "writing streamOptimized images is not supported yet", file: path)
+      let files = OutputFiles(overwrite: overwrite)
+      do {
+        return try StreamWriter(path: path, options: options, files: files)
+      } catch {
+        files.abort()
+        throw error
+      }
     }
   }
 }
