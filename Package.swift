@@ -11,6 +11,7 @@ let package = Package(
     .library(name: "VMDKTransport", targets: ["VMDKTransport"]),
     .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
     .executable(name: "vmdk-convert", targets: ["vmdk-convert"]),
+    .executable(name: "vmdk-disk", targets: ["vmdk-disk"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -44,8 +45,12 @@ let package = Package(
       dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-convert"),
     // Fixtures/ holds the fuzz findings; the tests read them by path.
+    .executableTarget(
+      name: "vmdk-disk",
+      dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/vmdk-disk"),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
     .testTarget(name: "VMDKBlockTests", dependencies: ["VMDKBlock"]),
-    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert"]),
+    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
   ]
 )

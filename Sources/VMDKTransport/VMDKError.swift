@@ -56,6 +56,8 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
     public static let extentNoAccess = Code(20017, "extent is NOACCESS")
     public static let invalidHeader = Code(20018, "invalid header field")
     public static let invalidTable = Code(20019, "invalid grain table entry")
+    public static let trackingReset = Code(20020, "tracking was reset: a full backup is needed")
+    public static let hasSnapshots = Code(20021, "the disk has snapshots on top of it")
 
     /// Every code, for documentation and tests.
     public static let all: [Code] = [
@@ -66,7 +68,7 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
       .invalidTableSize, .offsetPastEnd, .capacityOverflow, .descriptorTooLarge,
       .invalidDescriptor, .pathOutsideFolder, .corruptCompressedData, .compressedGrainTooLarge,
       .invalidMarker, .chainLoop, .chainTooDeep, .needsDevice, .extentNoAccess, .invalidHeader,
-      .invalidTable,
+      .invalidTable, .trackingReset, .hasSnapshots,
     ]
   }
 

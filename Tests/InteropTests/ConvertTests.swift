@@ -158,6 +158,24 @@ func makeSource(_ folder: String, capacity: UInt64 = 3 * (1 << 20) + 1536 + 64 *
     }
   }
 
+  /// Piped, the tool prints nothing on success; on a terminal it draws a progress bar with
+  /// the rate and the time left (run under `script`, which gives it a pseudo-terminal).
+  @Test func progressOnlyOnATerminal() throws {
+    try withTemporaryFolder { folder in
+      let src = try makeSource(folder)
+      let piped = try Convert.checked([src, "\(folder)/a.vmdk"])
+      #expect(piped.errorOutput.isEmpty && piped.output.isEmpty, "\(piped.errorOutput)")
+      let tool = try Convert.path()
+      let command = "'\(tool)' '\(src)' '\(folder)/b.vmdk' 2>&1"
+      let tty = try runChecked(try requireTool("script"), ["-qefc", command, "/dev/null"])
+      #expect(tty.output.contains("100%") && tty.output.contains("/s") && tty.output.contains("left"), "\(tty.output)")
+      let quiet = try runChecked(
+        try requireTool("script"),
+        ["-qefc", command.replacingOccurrences(of: "b.vmdk", with: "c.vmdk") + " --quiet", "/dev/null"])
+      #expect(!quiet.output.contains("%"), "\(quiet.output)")
+    }
+  }
+
   @Test func verifyReportsTheDigest() throws {
     try withTemporaryFolder { folder in
       let src = try makeSource(folder)

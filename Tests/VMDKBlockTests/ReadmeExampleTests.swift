@@ -1,4 +1,5 @@
-// The README's "library in 20 lines", compiled and run on a small image so that it stays true.
+// The README's "library in 20 lines" and its writing example, compiled and run on small
+// images so that they stay true.
 
 import Testing
 import VMDKBlock
@@ -29,6 +30,27 @@ import VMDKBlock
     lines.append("\(try disk.digest(.sha256)) \(try disk.check().isClean)")
     // --- README ends ---
 
+    let restore = try folder.write("restore.vmdk", SparseImage().build().bytes)
+    let new = folder.path("new.vmdk")
+
+    // --- README, writing (with the paths replaced) ---
+    var create = CreateOptions(type: .streamOptimized, capacityBytes: 8 << 30)
+    create.adapterType = .pvscsi
+    let writer = try ImageCreator.create(path: new, options: create)
+    _ = try disk.copy(to: writer)  // or writer.write(at:_:) in increasing offsets
+    try writer.commit()  // flush, then rename into place; writer.abort() removes it all
+
+    options.writable = true  // locks the top link against a second writer
+    let rw = try Disk.open(restore, options: options)
+    try rw.write(at: 1 << 20, firstMiB)
+    try rw.close()
+    // --- README ends ---
+
+    let written = try Disk.open(new)
+    #expect(written.capacityBytes == 8 << 30)
+    #expect(try written.read(at: 0, count: 2 << 20) == disk.read(at: 0, count: 2 << 20))
+    #expect(written.metadata("ddb.adapterType") == "pvscsi")
+    #expect(try Disk.open(restore).read(at: 1 << 20, count: 1 << 20) == firstMiB)
     #expect(firstMiB.count == 1 << 20)
     #expect(lines[0] == "2097152 1")
     #expect(lines[1] == "data at 65536, 65536 bytes, link 0")

@@ -45,6 +45,9 @@ public struct CreateOptions: Sendable {
   public var splitSizeBytes: UInt64 = 2 << 30
   /// zlib level for streamOptimized grains (1 fastest .. 9 smallest; qemu uses 6).
   public var compressionLevel = 6
+  /// Flush every file to stable storage before renaming it into place (the default; see
+  /// `OutputFiles.flush`).
+  public var flushBeforeRename = true
   /// `ddb.uuid`; a random one when nil.
   public var uuid: UUID? = nil
   /// The CID; random (never ffffffff or fffffffe) when nil.

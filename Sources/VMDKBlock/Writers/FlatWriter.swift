@@ -43,7 +43,7 @@ public final class FlatWriter: ImageWriter {
     capacityBytes = capacity
     blockBytes = options.grainSectors * 512
     sequence = SequentialWrites(limitBytes: capacity)
-    files = OutputFiles(overwrite: overwrite)
+    files = OutputFiles(overwrite: overwrite, flush: options.flushBeforeRename)
     do {
       try makeFiles(path: path, options: options)
     } catch {

@@ -18,7 +18,7 @@ public enum ImageCreator {
     case .monolithicSparse, .twoGbMaxExtentSparse:
       return try SparseWriter(path: path, options: options, overwrite: overwrite)
     case .streamOptimized:
-      let files = OutputFiles(overwrite: overwrite)
+      let files = OutputFiles(overwrite: overwrite, flush: options.flushBeforeRename)
       do {
         return try StreamWriter(path: path, options: options, files: files)
       } catch {

@@ -35,7 +35,15 @@ public final class OutputFiles: @unchecked Sendable {
   /// Replace existing files (`--force`); otherwise an existing final name is refused.
   public let overwrite: Bool
 
-  public init(overwrite: Bool = false) { self.overwrite = overwrite }
+  /// Flush each file to stable storage before the rename (the default). Off, a power cut
+  /// soon after the rename can leave a complete-looking image with missing data, which is
+  /// what `qemu-img convert` risks by default (its target cache mode is "unsafe").
+  public let flush: Bool
+
+  public init(overwrite: Bool = false, flush: Bool = true) {
+    self.overwrite = overwrite
+    self.flush = flush
+  }
 
   /// Every temporary path made so far (for a signal handler that must clean up).
   public var temporaryPaths: [String] { lock.withLock { entries.map(\.tempPath) } }
@@ -50,7 +58,7 @@ public final class OutputFiles: @unchecked Sendable {
     let name = url.lastPathComponent
     let temp = "\(dir)/.\(name).tmp-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     let file = try LocalFile.create(path: temp)
-    file.streamsWriteback = true
+    file.streamsWriteback = flush
     lock.withLock { entries.append(Entry(finalPath: finalPath, tempPath: temp, file: file)) }
     return file
   }
@@ -59,7 +67,7 @@ public final class OutputFiles: @unchecked Sendable {
   /// descriptor's file last so that it appears only when its extents are there.
   public func commit() throws {
     let list = lock.withLock { entries }
-    for e in list { try e.file.flush() }
+    if flush { for e in list { try e.file.flush() } }
     for e in list {
       if !overwrite && FileManager.default.fileExists(atPath: e.finalPath) {
         throw VMDKError(.fileExists, "the output appeared while it was written; not replaced", file: e.finalPath)
@@ -70,7 +78,8 @@ public final class OutputFiles: @unchecked Sendable {
       }
     }
     // Make the renames durable: fsync the folders.
-    for dir in Set(list.map { URL(fileURLWithPath: $0.finalPath).deletingLastPathComponent().path }) {
+    let folders = flush ? Set(list.map { URL(fileURLWithPath: $0.finalPath).deletingLastPathComponent().path }) : []
+    for dir in folders {
       let fd = open(dir, O_RDONLY | O_DIRECTORY)
       if fd >= 0 {
         fsync(fd)

@@ -67,7 +67,7 @@ public final class SparseWriter: ImageWriter {
     let capacitySectors = options.capacitySectors
     capacityBytes = capacitySectors * 512
     sequence = SequentialWrites(limitBytes: capacityBytes)
-    files = OutputFiles(overwrite: overwrite)
+    files = OutputFiles(overwrite: overwrite, flush: options.flushBeforeRename)
     // Allocated once the options passed, so that a refusal leaks nothing.
     pending = UnsafeMutableRawPointer.allocate(byteCount: Int(options.grainSectors * 512), alignment: 4096)
     table = .allocate(capacity: Int(SparseLayout.entriesPerTable))
