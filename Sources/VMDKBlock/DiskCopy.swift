@@ -246,24 +246,3 @@ final class ChunkQueue: @unchecked Sendable {
 }
 
 private let zeroChunk = [UInt8](repeating: 0, count: 1 << 20)
-
-/// Whether every byte is zero, eight bytes at a time.
-public func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-  guard let base = bytes.baseAddress else { return true }
-  let n = bytes.count
-  var i = 0
-  // Unaligned 8-byte loads are fine on the platforms we build for.
-  while i + 32 <= n {
-    let a = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-    let b = base.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
-    let c = base.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
-    let d = base.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
-    if a | b | c | d != 0 { return false }
-    i += 32
-  }
-  while i < n {
-    if base.load(fromByteOffset: i, as: UInt8.self) != 0 { return false }
-    i += 1
-  }
-  return true
-}

@@ -334,18 +334,4 @@ final class GrainCompressor: @unchecked Sendable {
     b.recordBytes[i] = padded
     return nil
   }
-
-  /// Whether every byte is zero; reads 64 bytes per step.
-  static func isAllZero(_ p: UnsafeRawBufferPointer) -> Bool {
-    let words = p.count / 8
-    var i = 0
-    while i + 8 <= words {
-      var acc: UInt64 = 0
-      for k in 0..<8 { acc |= p.loadUnaligned(fromByteOffset: (i + k) * 8, as: UInt64.self) }
-      if acc != 0 { return false }
-      i += 8
-    }
-    for k in (i * 8)..<p.count where p[k] != 0 { return false }
-    return true
-  }
 }
