@@ -253,6 +253,39 @@ private func apply(_ model: inout [UInt8], _ writes: [(UInt64, [UInt8])]) {
     expectError(.invalidArgument) { try Disk.setMetadata(path: path, key: "bad key", value: "x") }
   }
 
+  /// Hand-written children: hints that leave the folder, symbolic links and stale CIDs do
+  /// not count; a hint spelled with ./ or through the folder's own name does.
+  @Test func restoreGuardHints() throws {
+    let f = try TempFolder()
+    let base = f.path("base.vmdk")
+    try ChainOps.make(base)
+    let cid = Descriptor.formatCID(try #require(Disk.open(base).top.descriptor.cid))
+    let folderName = (f.path as NSString).lastPathComponent
+    func child(_ hint: String, parentCID: String = cid) -> String {
+      """
+      # Disk DescriptorFile
+      version=1
+      CID=12345678
+      parentCID=\(parentCID)
+      createType="monolithicSparse"
+      parentFileNameHint="\(hint)"
+
+      # Extent description
+      RW 8192 SPARSE "missing.vmdk"
+
+      """
+    }
+    try f.write("a.vmdk", text: child("./base.vmdk"))
+    try f.write("b.vmdk", text: child("../\(folderName)/base.vmdk"))
+    try f.write("c.vmdk", text: child(base))
+    try f.write("d.vmdk", text: child("../base.vmdk"))
+    try f.write("e.vmdk", text: child("base.vmdk", parentCID: "00000001"))
+    try f.write("f.txt", text: child("base.vmdk"))
+    try f.symlink("g.vmdk", to: f.path("a.vmdk"))
+    #expect(
+      try RestoreGuard.snapshots(of: base).map { ($0 as NSString).lastPathComponent } == ["a.vmdk", "b.vmdk", "c.vmdk"])
+  }
+
   @Test func intervals() {
     #expect(Intervals.union([(5, 10), (0, 3), (3, 4), (9, 12)]).map { [$0.0, $0.1] } == [[0, 4], [5, 12]])
     #expect(
