@@ -16,6 +16,8 @@ final class LinkWriter: Sendable {
     var locks: [FileLock]
     /// The CID written on the first write of this open, once written.
     var newCID: UInt32? = nil
+    /// The descriptor as last written by this open (a CID or a rewrite), when it changed.
+    var descriptor: Descriptor? = nil
     var closed = false
     /// For tests: stop a sparse write between the grain data and the tables.
     var stop: SparseWriteStop = .never
@@ -47,12 +49,18 @@ final class LinkWriter: Sendable {
     }
   }
 
-  /// Writes `cid` into the link's descriptor: in place when embedded (inside its sectors),
-  /// else a temporary file in the same folder, synced, then renamed over the descriptor.
-  func writeCID(_ cid: UInt32, locks: inout [FileLock]) throws {
+  /// Writes `cid` into the link's descriptor (see `writeDescriptor`).
+  func writeCID(_ cid: UInt32, state: inout State) throws {
     guard link.hasDescriptor else { return }
-    var d = link.descriptor
+    var d = state.descriptor ?? link.descriptor
     d.setHeader("CID", Descriptor.formatCID(cid))
+    try writeDescriptor(d, locks: &state.locks)
+    state.descriptor = d
+  }
+
+  /// Writes `d` as the link's descriptor: in place when embedded (inside its sectors), else a
+  /// temporary file in the same folder, synced, then renamed over the descriptor.
+  func writeDescriptor(_ d: Descriptor, locks: inout [FileLock]) throws {
     let text = Array(d.serialized().utf8)
     if link.descriptorLocation == "embedded" {
       let file =
@@ -64,7 +72,7 @@ final class LinkWriter: Sendable {
       guard h.descriptorOffsetSectors != 0, UInt64(text.count) <= room else {
         throw VMDKError(
           .notSupported,
-          "the descriptor with a new CID needs \(text.count) bytes; the embedded descriptor has room for \(room)",
+          "the new descriptor needs \(text.count) bytes; the embedded descriptor has room for \(room)",
           file: link.path, offset: h.descriptorOffsetSectors * 512)
       }
       var area = text
@@ -131,7 +139,7 @@ extension Disk {
       try checkWritable(start: first, count: last - first)
       if state.newCID == nil {
         let cid = LinkWriter.freshCID(replacing: top.descriptor.cid)
-        try writer.writeCID(cid, locks: &state.locks)
+        try writer.writeCID(cid, state: &state)
         state.newCID = cid
       }
       if offset % 512 == 0 && count % 512 == 0 {

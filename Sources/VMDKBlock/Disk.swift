@@ -93,6 +93,11 @@ public final class Disk: Sendable {
       }
     }
     let writer = options.writable ? try LinkWriter(link: links[0]) : nil
+    // Checked with the locks held: a snapshot is made under the parent's lock, so none can
+    // appear between this check and the first write.
+    if writer != nil && !options.allowWritingUnderSnapshots {
+      try RestoreGuard.refuseIfSnapshots(of: links[0])
+    }
     return Disk(links: links, options: options, writer: writer)
   }
 

@@ -30,6 +30,10 @@ public struct OpenOptions: Sendable {
   /// Open the top link for writing: its descriptor and extent files read-write and locked
   /// against a second writer (parents stay read-only). See `Disk.write(at:_:)`.
   public var writable = false
+  /// With `writable`: open even when snapshots in the disk's folder name it as their parent
+  /// (with its CID). Off by default, because a write changes the disk under its snapshots
+  /// (`hasSnapshots`, see `RestoreGuard`); commit uses it to write into the parent it merges into.
+  public var allowWritingUnderSnapshots = false
 
   public init() {}
 }

@@ -78,6 +78,8 @@ struct VMDKConvert: ParsableCommand {
     if try sameFile(source, destination) {
       throw VMDKError(.invalidArgument, "the destination is the source", file: destination)
     }
+    // Replacing a disk that snapshots sit on would change what they read (restore guard).
+    if force { try RestoreGuard.refuseIfSnapshots(of: destination, doing: "replacing it") }
     let writer = try ImageCreator.create(path: destination, options: options, overwrite: force)
     var committed = false
     defer { if !committed { writer.abort() } }

@@ -56,6 +56,9 @@ public struct CreateOptions: Sendable {
   /// adapterType, geometry, virtualHWVersion and uuid are set from the fields above and
   /// override entries of the same key here.
   public var diskDatabase: [(key: String, value: String)] = []
+  /// Makes the image a snapshot (a child): `parentCID` = `cid` and `parentFileNameHint` =
+  /// `hint` (the parent's path, relative to the child's folder). Hosted sparse types only.
+  public var parent: (cid: UInt32, hint: String)? = nil
 
   public init(type: DiskType, capacityBytes: UInt64) {
     self.type = type
@@ -85,6 +88,14 @@ public struct CreateOptions: Sendable {
         throw bad("split size \(splitSizeBytes): at least 1 MiB and a multiple of the grain size")
       }
     }
+    if let parent {
+      guard type == .monolithicSparse || type == .twoGbMaxExtentSparse else {
+        throw bad("a snapshot (a disk with a parent) must be monolithicSparse or twoGbMaxExtentSparse")
+      }
+      guard !parent.hint.isEmpty, !parent.hint.contains(where: { $0 == "\"" || $0.isNewline || $0 == "\0" }) else {
+        throw bad("parent file name \(parent.hint.debugDescription): must be non-empty, without quotes or line ends")
+      }
+    }
     if zeroedGrains && !(type == .monolithicSparse || type == .twoGbMaxExtentSparse) {
       throw bad("zeroed-grain entries apply to monolithicSparse and twoGbMaxExtentSparse only")
     }
@@ -102,7 +113,11 @@ public struct CreateOptions: Sendable {
   /// lines libvmdk needs, `ddb.key = "value"` entries).
   public func descriptor(createType: String, extents: [ExtentDescription], cid: UInt32) -> Descriptor {
     var text = "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\n"
-    text += "CID=\(Descriptor.formatCID(cid))\nparentCID=ffffffff\ncreateType=\"\(createType)\"\n\n"
+    let parentCID = parent.map { Descriptor.formatCID($0.cid) } ?? "ffffffff"
+    text += "CID=\(Descriptor.formatCID(cid))\nparentCID=\(parentCID)\ncreateType=\"\(createType)\"\n"
+    // VMware's and qemu's order: the hint right after createType (notes §3.3, §7.2).
+    if let parent { text += "parentFileNameHint=\"\(parent.hint)\"\n" }
+    text += "\n"
     text += "# Extent description\n"
     for e in extents { text += e.line + "\n" }
     text += "\n# The Disk Data Base\n#DDB\n\n"
