@@ -90,10 +90,11 @@ extension Disk {
   /// The byte ranges written since the snapshot that made link `ancestor` the parent of the
   /// link above it: every range some link above it (index `0..<ancestor`) has, whether as
   /// data, as zeros (a zeroed grain, a ZERO extent) or as a hole of a flat file: each of them
-  /// hides what the ancestor and its parents say. Exact to the grain (no chunks), merged.
+  /// hides what the ancestor and its parents say. Exact (grains, or sectors in flat extents;
+  /// no chunks), merged.
   ///
-  /// Ranges past the end of a shorter ancestor that no link above has are not reported: they
-  /// read as zeros before and after.
+  /// Ranges past the end of a shorter ancestor (a disk grown after the snapshot) that no link
+  /// above has are not reported: nothing was written there; they read as zeros.
   ///
   /// - Parameter ancestor: the index of a link below the top (`1..<links.count`).
   /// - Throws: `invalidArgument` for any other index, and any error reading the grain tables.
