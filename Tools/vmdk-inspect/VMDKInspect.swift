@@ -15,6 +15,9 @@ struct VMDKInspect: ParsableCommand {
       Exit status: 0 success; 1 problems found (check) or key not found (metadata);
       2 the image cannot be opened or read.
       """,
-    subcommands: [Info.self, MapCommand.self, Chain.self, Metadata.self, Check.self, Cat.self, Digest.self]
+    subcommands: [
+      Info.self, MapCommand.self, Chain.self, Metadata.self, Check.self, Cat.self, Digest.self, Allocated.self,
+      Changed.self,
+    ]
   )
 }

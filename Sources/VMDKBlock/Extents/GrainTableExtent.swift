@@ -154,14 +154,29 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
         s = tableEnd
         continue
       }
+      let lastEntry = Int((tableEnd - 1 - tableStart) / grain)
       while s < tableEnd {
         let i = (s - tableStart) / grain
+        let gte = table[Int(i)]
+        if gte == 0 {
+          // Entry 0 is "no grain" in every scheme. Most entries of a table in use on a sparse
+          // disk are 0: take the whole run of them at once instead of decoding each.
+          var j = Int(i) + 1
+          while j <= lastEntry && table[j] == 0 { j += 1 }
+          let runEnd = min(tableEnd, tableStart + UInt64(j) * grain)
+          try push(ExtentRun(start: s, count: runEnd - s, status: .unallocated))
+          s = runEnd
+          continue
+        }
         let grainStart = tableStart + i * grain
         let grainEnd = min(tableEnd, grainStart + grain)
         let n = grainEnd - s
-        let gte = table[Int(i)]
-        let location = try wrap(file.name) {
-          try decodeGrain(gte: gte, at: tableOffset + i * UInt64(scheme.entryBytes))
+        let location: GrainLocation
+        do {
+          location = try decodeGrain(gte: gte, at: tableOffset + i * UInt64(scheme.entryBytes))
+        } catch let e as FormatError {
+          // The file's name only on failure: getting it per grain costs a retain and release.
+          throw VMDKError(e, file: file.name)
         }
         switch location {
         case .unallocated: try push(ExtentRun(start: s, count: n, status: .unallocated))
