@@ -93,7 +93,10 @@ public final class Disk: Sendable {
       }
     }
     let writer = options.writable ? try LinkWriter(link: links[0]) : nil
-    return Disk(links: links, options: options, writer: writer)
+    let disk = Disk(links: links, options: options, writer: writer)
+    // A tracked disk opened for writing checks (or restarts) its tracking before any write.
+    try disk.startChangeTracking()
+    return disk
   }
 
   static func checkCID(child: DiskLink, parent: DiskLink, options: OpenOptions) throws {
