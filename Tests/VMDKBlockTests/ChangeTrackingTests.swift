@@ -357,6 +357,56 @@ func expectAnswerCovers(
     #expect(try Disk.open(path).queryChangedDiskAreas(since: id).changedArea == [ChangedArea(start: 0, length: 65536)])
   }
 
+  /// A damaged sidecar is "damaged", whatever is cut or changed: truncated at every header
+  /// field boundary and inside the map, or claiming a map larger than the cap (refused before
+  /// anything is allocated).
+  @Test func hostileSidecars() throws {
+    let folder = try TempFolder()
+    var state = TrackingState.fresh(
+      capacityBytes: 2 << 20, epochStart: 1000, cid: 0x1234_5678, uuid: TrackedDisk.uuid, reason: .enabled)
+    state.map[3] = 0
+    let path = folder.path("x-changes.vtrack")
+    try TrackingFile.create(state, at: path)
+    let good = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+    guard case .ok(let back) = try TrackingFile.load(path) else {
+      Issue.record("a valid sidecar does not load")
+      return
+    }
+    #expect(
+      back.header
+        == {
+          var h = state.header
+          h.mapCRC = back.header.mapCRC
+          return h
+        }())
+    for cut in [0, 4, 8, 12, 16, 20, 24, 32, 40, 48, 56, 64, 68, 72, 80, 144, 508, 511, 512, 513, good.count - 1] {
+      try folder.write("x-changes.vtrack", Array(good.prefix(cut)))
+      guard case .damaged = try TrackingFile.load(path) else {
+        Issue.record("truncated at \(cut): not damaged")
+        continue
+      }
+    }
+    // A header that claims 2^40 blocks, with a correct checksum: damaged, nothing allocated.
+    var huge = state.header
+    huge.capacityBytes = 1 << 56
+    huge.blockCount = 1 << 40
+    try folder.write("x-changes.vtrack", huge.serialized())
+    guard case .damaged(let why) = try TrackingFile.load(path) else {
+      Issue.record("a huge map was accepted")
+      return
+    }
+    #expect(why.contains("block size"))
+    // A map entry past the current sequence.
+    var ahead = state
+    ahead.map[5] = 7
+    try FileManager.default.removeItem(atPath: path)
+    try TrackingFile.create(ahead, at: path)
+    guard case .damaged = try TrackingFile.load(path) else {
+      Issue.record("an entry after the current sequence was accepted")
+      return
+    }
+  }
+
   /// The sidecar holds the block map in a bounded file: 512 bytes of header and 4 bytes a block.
   @Test func sidecarSize() throws {
     let folder = try TempFolder()
