@@ -30,7 +30,9 @@ let package = Package(
     // Linux calls behind _GNU_SOURCE (sync_file_range), wrapped in C.
     .target(name: "CPlatform", path: "Sources/CPlatform"),
     .target(name: "VMDKTransport", dependencies: ["CPlatform"]),
-    .target(name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"]),
+    .target(
+      name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"],
+      exclude: ["ChangeTracking/FORMAT.md"]),
     // What the tools share: opening flags, error reporting, JSON, sizes, progress.
     .target(
       name: "ToolSupport",

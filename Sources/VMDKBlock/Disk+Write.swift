@@ -21,6 +21,8 @@ final class LinkWriter: Sendable {
     var closed = false
     /// For tests: stop a sparse write between the grain data and the tables.
     var stop: SparseWriteStop = .never
+    /// Change tracking, when the top link has a tracking sidecar (ChangeTracking/).
+    var tracking: TrackingSession? = nil
   }
   let state: Mutex<State>
 
@@ -137,6 +139,8 @@ extension Disk {
       let first = offset / 512
       let last = (offset + count + 511) / 512
       try checkWritable(start: first, count: last - first)
+      // The sidecar is marked dirty and the blocks recorded before anything changes on disk.
+      try state.tracking?.willWrite(offset: offset, count: count)
       if state.newCID == nil {
         let cid = LinkWriter.freshCID(replacing: top.descriptor.cid)
         try writer.writeCID(cid, state: &state)
@@ -166,10 +170,11 @@ extension Disk {
     try bytes.withUnsafeBytes { try write(at: offset, $0) }
   }
 
-  /// Makes everything written so far durable (fsync of the top link's files).
+  /// Makes everything written so far durable (fsync of the top link's files), then writes
+  /// the change-tracking map clean with the disk's CID, when the disk is tracked.
   public func flush() throws {
     guard let writer else { return }
-    try writer.state.withLock { _ in
+    try writer.state.withLock { state in
       var seen = Set<ObjectIdentifier>()
       for reader in top.readers {
         guard let store = reader.store, store.isWritable, seen.insert(ObjectIdentifier(store)).inserted else {
@@ -177,6 +182,7 @@ extension Disk {
         }
         try store.flush()
       }
+      try state.tracking?.persist(cid: state.newCID ?? top.descriptor.cid ?? Descriptor.noParentCID)
     }
   }
 
@@ -190,6 +196,7 @@ extension Disk {
     writer.state.withLock {
       $0.closed = true
       $0.locks = []
+      $0.tracking = nil
     }
   }
 

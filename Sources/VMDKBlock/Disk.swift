@@ -98,7 +98,10 @@ public final class Disk: Sendable {
     if writer != nil && !options.allowWritingUnderSnapshots {
       try RestoreGuard.refuseIfSnapshots(of: links[0])
     }
-    return Disk(links: links, options: options, writer: writer)
+    let disk = Disk(links: links, options: options, writer: writer)
+    // A tracked disk opened for writing checks (or restarts) its tracking before any write.
+    try disk.startChangeTracking()
+    return disk
   }
 
   static func checkCID(child: DiskLink, parent: DiskLink, options: OpenOptions) throws {

@@ -20,6 +20,7 @@ struct Info: ParsableCommand {
       let d = top.descriptor
       let allocated = try disk.allocatedHostBytes()
       let geometry = disk.geometry
+      let tracking = Result { try disk.changeTrackingStatus() }
       if json {
         var obj: [(String, JSON)] = [
           ("image", .string(image)),
@@ -47,6 +48,7 @@ struct Info: ParsableCommand {
               .object([("cylinders", .uint($0.cylinders)), ("heads", .uint($0.heads)), ("sectors", .uint($0.sectors))])
             } ?? .null
           ))
+        obj.append(("changeTracking", trackingJSON(tracking)))
         obj.append(("extents", .array(top.extents.map(extentJSON))))
         obj.append(("chain", .array(disk.links.enumerated().map { linkJSON($0.offset, $0.element) })))
         obj.append(("sparseHeader", top.sparseHeader.map(headerJSON) ?? .null))
@@ -72,6 +74,7 @@ struct Info: ParsableCommand {
       if let g = geometry { print("geometry: \(g.cylinders) cylinders, \(g.heads) heads, \(g.sectors) sectors") }
       if let h = disk.metadata("virtualHWVersion") { print("hardware version: \(h)") }
       if let u = disk.metadata("uuid") { print("uuid: \(u)") }
+      print("change tracking: \(trackingLine(tracking))")
       print("extents:")
       for (i, e) in top.extents.enumerated() {
         print("  \(i + 1). \(e.line.line)  [\(e.format)\(e.fileSize.map { ", file \($0) bytes" } ?? "")]")
@@ -87,6 +90,28 @@ struct Info: ParsableCommand {
         for (k, v) in headerFields(h) { print("  \(k): \(v)") }
       }
     }
+  }
+}
+
+/// "on, change ID: U/N", "off", or why it cannot be trusted or read.
+func trackingLine(_ r: Result<ChangeTrackingStatus, any Error>) -> String {
+  switch r {
+  case .failure(let e): return "unknown (\(e))"
+  case .success(let s) where !s.enabled: return "off"
+  case .success(let s):
+    if let id = s.changeID { return "on, change ID: \(id)" }
+    return "on, needs a restart (\(s.problem ?? "?")); older change IDs answer \"tracking was reset\""
+  }
+}
+
+func trackingJSON(_ r: Result<ChangeTrackingStatus, any Error>) -> JSON {
+  switch r {
+  case .failure(let e): return .object([("enabled", .null), ("error", .string("\(e)"))])
+  case .success(let s):
+    return .object([
+      ("enabled", .bool(s.enabled)), ("changeID", .opt(s.changeID)), ("problem", .opt(s.problem)),
+      ("blockSize", .opt(s.blockBytes)), ("file", .string(s.sidecarPath)),
+    ])
   }
 }
 
