@@ -70,15 +70,30 @@ extension Disk {
       // CANTSHRINK: data stored past the new end (zeroed grains and holes in flat files read
       // as zeros and may go).
       var allocatedAt: UInt64? = nil
+      var flatRuns: [(UInt64, UInt64)] = []
       try link.mapRuns(start: newSectors, count: old - newSectors) { run in
-        if allocatedAt == nil && run.status == .data {
+        guard run.status == .data else { return }
+        // A flat file's data ranges come from the file system's blocks, larger than a
+        // sector: what counts there is a non-zero byte.
+        if link.readers[run.extent] is FlatExtent {
+          flatRuns.append((run.start, run.count))
+        } else if allocatedAt == nil {
           allocatedAt = run.start
+        }
+      }
+      for (start, count) in flatRuns where allocatedAt == nil {
+        var s = start
+        while s < start + count, allocatedAt == nil {
+          let n = min(2048, start + count - s)
+          let bytes = try read(at: s * 512, count: Int(n * 512))
+          if let i = bytes.firstIndex(where: { $0 != 0 }) { allocatedAt = s + UInt64(i / 512) }
+          s += n
         }
       }
       if let at = allocatedAt {
         throw VMDKError(
           .invalidArgument,
-          "cannot shrink to \(newSectors * 512) bytes: data is allocated at byte \(at * 512), past the new end",
+          "cannot shrink to \(newSectors * 512) bytes: data is stored at byte \(at * 512), past the new end",
           file: link.path, offset: at * 512)
       }
     }
