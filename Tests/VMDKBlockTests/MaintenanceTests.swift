@@ -116,9 +116,15 @@ private func sparseImage(
     try expectClean(scenario.path)
   }
 
-  @Test func shrinkingAChildIsRefused() throws {
+  @Test func chainsResizeTheTopOnly() throws {
     let scenario = try WriteImages.chain()
     expectCode(.invalidArgument) { _ = try Disk.resize(scenario.path, to: 2048 * 512, allowShrink: true) }
+    // Growing the child is fine: past the parent's end it reads zeros.
+    _ = try Disk.resize(scenario.path, to: 8192 * 512)
+    #expect(try content(scenario.path) == scenario.expected + [UInt8](repeating: 0, count: 4096 * 512))
+    // The parent, named by the child, is not resized.
+    let base = (scenario.path as NSString).deletingLastPathComponent + "/base.vmdk"
+    expectCode(.hasSnapshots) { _ = try Disk.resize(base, to: 8192 * 512) }
   }
 
   // MARK: Compact and defragment

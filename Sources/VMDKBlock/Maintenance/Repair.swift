@@ -222,7 +222,7 @@ private struct SparseRepair {
         rgd[i] = 0
         report.fixed.append(
           "\(name): grain directory entry \(i) cleared: neither copy (\(g), \(r)) points at a table inside the file")
-        if g != 0 && r != 0 {
+        if g != 0 || r != 0 {
           report.lost.append("\(name): grain table \(i) was lost: its grains now read from the parent or as zeros")
         }
       }

@@ -1,5 +1,5 @@
 // Resize (vmware-vdiskmanager -x, qemu-img resize): the top link's capacity changes; the
-// parents are not touched. Growing a child leaves the area past its parent's end reading as
+// parents are not touched, and a disk that a child in its folder names as parent is refused. Growing a child leaves the area past its parent's end reading as
 // zeros; shrinking a link that has a parent is refused (its parent still holds data past the
 // new end, which a later commit would have to drop).
 //
@@ -52,6 +52,14 @@ extension Disk {
     guard newSectors != old else { return result }
     guard link.kind == .vmdk, link.hasDescriptor else {
       throw VMDKError(.notSupported, "resize applies to VMDK disks with a descriptor", file: link.path)
+    }
+    // A parent's content may not change under its snapshots (the CID changes; VMware refuses too).
+    let children = Disk.children(of: link.path)
+    if !children.isEmpty {
+      throw VMDKError(
+        .hasSnapshots,
+        "\(children.map(\.path).joined(separator: ", ")) name\(children.count == 1 ? "s" : "") this disk as parent: resize the top of the chain, not a parent",
+        file: link.path)
     }
     let shrinking = newSectors < old
     if shrinking {
