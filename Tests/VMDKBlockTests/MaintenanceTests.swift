@@ -70,6 +70,36 @@ private func sparseImage(
     try expectClean(path)
   }
 
+  @Test func growWithRoomInTheDirectoryIsInPlace() throws {
+    let folder = try TempFolder()
+    // 1000 sectors (a partial last grain with data) to 60000: still inside the one table.
+    var image = SparseImage(capacitySectors: 1000)
+    image.descriptor = descriptorText(createType: "monolithicSparse", extents: [#"RW 1000 SPARSE "disk.vmdk""#])
+    image.fill([0, 7])
+    var built = image.build()
+    // Garbage in the last grain past the old end must not show after the grow.
+    let tail = built.grainOffsets[7]! + (1000 - 7 * 128) * 512
+    for i in tail..<(built.grainOffsets[7]! + 65536) { built.bytes[i] = 0xEE }
+    let path = try folder.write("disk.vmdk", built.bytes)
+    let expected = built.expected.bytes
+    let r = try Disk.resize(path, to: 60000 * 512)
+    #expect(r.grewInPlace)
+    let d = try Disk.open(path)
+    #expect(d.capacitySectors == 60000)
+    #expect(d.top.sparseHeader?.capacitySectors == 60000)
+    #expect(try d.read(at: 0, count: 1000 * 512) == expected)
+    #expect(try d.read(at: 1000 * 512, count: 65536) == [UInt8](repeating: 0, count: 65536))
+    try expectClean(path)
+    // Writes land in the new tables.
+    var o = OpenOptions()
+    o.writable = true
+    let w = try Disk.open(path, options: o)
+    try w.write(at: 59000 * 512, [UInt8](repeating: 9, count: 65536))
+    try w.close()
+    try expectClean(path)
+    #expect(try Disk.open(path).read(at: 59000 * 512, count: 4) == [9, 9, 9, 9])
+  }
+
   @Test func shrinkNeedsTheFlagAndNothingPastTheEnd() throws {
     let folder = try TempFolder()
     let (path, expected) = try sparseImage(folder, capacity: 8192, grains: [0, 5, 40])

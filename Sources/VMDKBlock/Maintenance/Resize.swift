@@ -1,15 +1,18 @@
-// Resize (vmware-vdiskmanager -x, qemu-img resize): the top link's capacity changes; the
-// parents are not touched, and a disk that a child in its folder names as parent is refused. Growing a child leaves the area past its parent's end reading as
-// zeros; shrinking a link that has a parent is refused (its parent still holds data past the
-// new end, which a later commit would have to drop).
+// Resize (vmware-vdiskmanager -x, qemu-img resize): the top link's capacity changes. Parents
+// are not touched, and a disk that a child in its folder names as parent is refused (its
+// content would change under the child). Growing a child leaves the area past its parent's
+// end reading as zeros; shrinking a link that has a parent is refused (the parent still holds
+// data past the new end, which a later commit would have to drop).
 //
-// Sparse extents are rewritten through a temporary file (header capacity, grain directory of
-// the new size, embedded descriptor), flushed and renamed over the original: the grain
-// directory usually needs more entries, which do not fit in place. Flat extent files are
-// grown or cut with ftruncate. Split types get extents added (named like the last one,
-// `-s002`, `-f003`, ...) or removed. The descriptor's extent lines, `ddb.geometry.*` and the
-// CID (the content changed) are rewritten last, through a temporary file and a rename.
-// Shrinking is refused, VixDiskLib's CANTSHRINK, when anything is allocated past the new end.
+// A sparse extent whose grain directories have room for the new table count grows in place
+// (SparseGrowInPlace.swift); otherwise, and when it shrinks, it is rewritten through a
+// temporary file (header capacity, grain directory of the new size, embedded descriptor),
+// flushed and renamed over the original. Flat extent files are grown or cut with ftruncate.
+// Split types grow their last extent up to 2 GiB, then get extents added (named like the last
+// one, `-s002`, `-f003`, ...); shrinking removes or cuts them. The descriptor's extent lines,
+// `ddb.geometry.*` and the CID (the content changed) are written last, through a temporary
+// file and a rename (or, embedded, as the last step of the rewrite or in-place grow).
+// Shrinking is refused, VixDiskLib's CANTSHRINK, when data is stored past the new end.
 
 import Foundation
 import VMDKFormat
@@ -22,6 +25,8 @@ public struct ResizeResult: Sendable, Equatable {
   /// Extent files made, and removed.
   public var extentsAdded: [String] = []
   public var extentsRemoved: [String] = []
+  /// Whether a sparse extent grew in place (its directories had room) rather than through a copy.
+  public var grewInPlace = false
 }
 
 extension Disk {
@@ -197,9 +202,14 @@ extension Disk {
       for r in rewrites { r.abort() }
       for f in newFlat { unlink(f.temp) }
     }
+    var inPlace: [(index: Int, sectors: UInt64, descriptor: [UInt8]?)] = []
     for (i, plan) in plans.enumerated() {
       guard case .rewriteSparse(let n) = plan else { continue }
       let isDescriptorFile = embedded && i == 0
+      if try canGrowSparseInPlace(i, to: n, descriptor: isDescriptorFile ? text : nil) {
+        inPlace.append((i, n, isDescriptorFile ? text : nil))
+        continue
+      }
       let (out, _) = try rewriteSparseExtent(
         i, capacitySectors: n, dropZeroGrains: false, descriptor: isDescriptorFile ? text : nil)
       rewrites.append(out)
@@ -227,6 +237,9 @@ extension Disk {
         try LocalFile(path: link.extents[i].path!, writable: true).truncate(to: size)
       }
     }
+    // 2b. Sparse extents whose directories have room grow in place (SparseGrowInPlace.swift).
+    for g in inPlace { try growSparseInPlace(g.index, to: g.sectors, descriptor: g.descriptor) }
+    result.grewInPlace = !inPlace.isEmpty
     // 3. Renames: rewritten and new extents (a monolithicSparse file carries its descriptor).
     for r in rewrites { try r.commit() }
     for f in newFlat {
