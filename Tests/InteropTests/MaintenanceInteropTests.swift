@@ -66,6 +66,28 @@ struct MaintenanceInteropTests {
     }
   }
 
+  @Test func resizeGrowInPlaceMatchesQemuImgResize() throws {
+    try withTemporaryFolder { folder in
+      // 20 MiB: the one grain table covers 32 MiB, so growing to 30 MiB changes no table.
+      let path = "\(folder)/disk.vmdk"
+      try Qemu.create(path, size: 20 << 20)
+      try Qemu.io(path, ["write -P 0x5a 0 64k", "write -P 0x6b 19M 1M"])
+      let raw = "\(folder)/ref.raw"
+      try Qemu.img("convert", "-O", "raw", path, raw)
+      try Qemu.img("resize", "-q", "-f", "raw", raw, "30M")
+      let sizeBefore = try imageBytes(path)
+      try VMDKDiskTool.run("resize", path, "30M")
+      #expect(try imageBytes(path) == sizeBefore)
+      try qemuCheck(path)
+      #expect(try Qemu.rawSHA256(path, scratch: folder) == fileDigest(raw, .sha256))
+      // qemu writes into the grown part.
+      try Qemu.io(path, ["write -P 0x7c 29M 64k"])
+      try qemuCheck(path)
+      try vmdkInspect("check", path)
+      try expectAgreesWithQemu(path, scratch: folder)
+    }
+  }
+
   @Test(arguments: types)
   func shrinkIsRefusedOverDataAndAllowedPastIt(type: String) throws {
     try withTemporaryFolder { folder in
