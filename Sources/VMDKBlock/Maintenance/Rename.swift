@@ -126,7 +126,7 @@ extension Disk {
       }
       let base = (name as NSString).lastPathComponent
       guard base.hasPrefix(oldStem), !name.contains("/") else {
-        guard oldFolder == newFolder || name.hasPrefix("/") else {
+        guard Self.sameFolder(oldFolder, newFolder) || name.hasPrefix("/") else {
           throw VMDKError(
             .notSupported, "extent \(name) does not start with \(oldStem) and the disk moves to another folder",
             file: oldPath)
@@ -180,7 +180,7 @@ extension Disk {
       let hint: String
       if c.hint.hasPrefix("/") {
         hint = PathResolver.realPath(newPath) ?? newPath
-      } else if childFolder == newFolder {
+      } else if Self.sameFolder(childFolder, newFolder) {
         hint = (newPath as NSString).lastPathComponent
       } else {
         hint = PathResolver.realPath(newPath) ?? newPath
@@ -231,6 +231,13 @@ extension Disk {
     Maintenance.syncFolder(of: path)
     result.children = children.map(\.path)
     return result
+  }
+
+  /// Whether two folder paths ("" is the current folder) name the same folder.
+  static func sameFolder(_ a: String, _ b: String) -> Bool {
+    let x = a.isEmpty ? "." : a
+    let y = b.isEmpty ? "." : b
+    return (PathResolver.realPath(x) ?? x) == (PathResolver.realPath(y) ?? y)
   }
 
   /// The file name without its folder and final `.vmdk`.
