@@ -354,6 +354,18 @@ private func sparseImage(
     try expectClean(folder + "/renamed.vmdk")
   }
 
+  @Test func renameRefusesWhileAChildIsOpenForWriting() throws {
+    let scenario = try WriteImages.chain()
+    let folder = (scenario.path as NSString).deletingLastPathComponent
+    var o = OpenOptions()
+    o.writable = true
+    let child = try Disk.open(scenario.path, options: o)
+    expectCode(.alreadyLocked) { _ = try Disk.rename(folder + "/base.vmdk", to: folder + "/other.vmdk") }
+    #expect(FileManager.default.fileExists(atPath: folder + "/base.vmdk"))
+    #expect(!FileManager.default.fileExists(atPath: folder + "/other.vmdk"))
+    try child.close()
+  }
+
   @Test func renameSplitDiskRenamesExtents() throws {
     let scenario = try WriteImages.twoSparseExtents()
     let folder = (scenario.path as NSString).deletingLastPathComponent

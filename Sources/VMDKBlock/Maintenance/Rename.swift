@@ -144,6 +144,9 @@ extension Disk {
       throw VMDKError(.fileExists, "the new name is taken", file: to)
     }
     let children = Self.children(of: oldPath)
+    // Children change too: lock them before anything changes (a child open for writing refuses).
+    let childLocks = try children.map { try FileLock(path: $0.path) }
+    defer { _ = childLocks }
     var d = link.descriptor
     d.setExtents(lines)
     // 1. New names for every file (the descriptor's file last; separate descriptors are written new).
@@ -173,8 +176,6 @@ extension Disk {
     // 2. Children follow (a child's hint in the form it had: absolute or relative).
     var result = FileOperationResult()
     for c in children {
-      let lock = try? FileLock(path: c.path)
-      defer { _ = lock }
       var (cd, area) = try readDescriptor(c.path)
       let childFolder = (c.path as NSString).deletingLastPathComponent
       let hint: String
