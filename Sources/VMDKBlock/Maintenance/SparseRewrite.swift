@@ -224,7 +224,8 @@ enum Maintenance {
     return try Disk.open(path, options: o)
   }
 
-  /// The embedded descriptor's bytes as found (up to the first NUL), for a monolithicSparse file.
+  /// The link's descriptor as text (it round-trips unknown keys, comments and order), to embed
+  /// in a rewritten monolithicSparse file.
   static func descriptorText(of link: DiskLink) -> [UInt8] { Array(link.descriptor.serialized().utf8) }
 }
 
