@@ -437,14 +437,3 @@ func patch(_ path: String, _ old: String, _ new: String) throws {
   try h.seek(toOffset: UInt64(at))
   try h.write(contentsOf: Data(new.utf8))
 }
-
-func expectCode(_ code: VMDKError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
-  do {
-    try body()
-    Issue.record("expected \(code), nothing thrown", sourceLocation: sourceLocation)
-  } catch let e as VMDKError {
-    #expect(e.code == code, "\(e)", sourceLocation: sourceLocation)
-  } catch {
-    Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
-  }
-}

@@ -210,3 +210,9 @@ enum QemuImg {
     return Array(try Data(contentsOf: URL(fileURLWithPath: out)))
   }
 }
+
+/// Expects `body` to throw a VMDKError with `code`.
+func expectCode(_ code: VMDKError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
+  let error = #expect(throws: VMDKError.self, sourceLocation: sourceLocation) { try body() }
+  if let error { #expect(error.code == code, "\(error)", sourceLocation: sourceLocation) }
+}

@@ -1,0 +1,346 @@
+// Rewriting one hosted sparse extent (KDMV) into a new file: what compact, defragment, resize
+// and repair share. The new file has VMware's layout (header, [embedded descriptor], RGD, every
+// redundant table, GD, every table, padding to a grain, then the grains in LBA order), made as
+// `.NAME.tmp-PID-RANDOM` next to the original (so `vmdk-disk cleanup` recognises it), flushed,
+// and only then renamed over the original by the caller.
+
+import Foundation
+import VMDKFormat
+import VMDKTransport
+
+/// What a grain of the rewritten extent holds.
+enum RewriteGrain {
+  /// Entry 0: reads from the parent (or zeros).
+  case unallocated
+  /// Entry 1 (only with the zeroed-grain flag): reads as zeros, hides the parent.
+  case zero
+  /// Stored data.
+  case data
+}
+
+/// A new KDMV file being written front to back.
+final class SparseExtentRewriter {
+  let temp: String
+  let finalPath: String
+  let file: LocalFile
+  let header: SparseExtentHeader
+  private let layout: SparseLayout
+  private let redundantTablesSector: UInt64
+  private let tablesSector: UInt64
+  private var nextGrainSector: UInt64
+  private var tableIndex: UInt64 = 0
+  private var table: [UInt32]
+  private var tableUsed = false
+  private let staged = StagedWriter()
+  private var done = false
+  /// Grains stored as data.
+  private(set) var grainsStored: UInt64 = 0
+
+  /// Makes the temporary file for a new extent of `capacitySectors` that keeps `template`'s
+  /// grain size, version and zeroed-grain flag; `descriptor` is embedded at sector 1 when given
+  /// (with at least `minDescriptorSectors` of room, as the original had).
+  init(
+    replacing finalPath: String, template: SparseExtentHeader, capacitySectors: UInt64, descriptor: [UInt8]?,
+    minDescriptorSectors: UInt64
+  ) throws {
+    self.finalPath = finalPath
+    let grain = template.grainSectors
+    layout = SparseLayout(capacitySectors: capacitySectors, grainSectors: grain)
+    let tables = layout.grainTableCount
+    guard tables <= Limits.maxGrainDirectoryEntries else {
+      throw VMDKError(
+        .invalidArgument,
+        "\(capacitySectors) sectors at \(grain) sectors a grain need \(tables) grain tables; readers take at most \(Limits.maxGrainDirectoryEntries)",
+        file: finalPath)
+    }
+    let descriptorSectors: UInt64 =
+      descriptor.map { max(minDescriptorSectors, (UInt64($0.count) + 511) / 512) } ?? 0
+    let tableSectors = SparseLayout.tableBytes / 512
+    let gdSectors = layout.grainDirectorySectors
+    let rgd: UInt64 = 1 + descriptorSectors
+    let gd = rgd + gdSectors + tables * tableSectors
+    let metadataEnd = gd + gdSectors + tables * tableSectors
+    let overhead = (metadataEnd + grain - 1) / grain * grain
+    guard metadataEnd <= UInt64(UInt32.max) else {
+      throw VMDKError(
+        .invalidArgument, "the grain tables would pass the 2 TiB a sparse extent can address", file: finalPath)
+    }
+    var flags: SparseExtentHeader.Flags = [.validNewlineDetector, .useRedundantGrainDirectory]
+    if template.hasZeroedGrainEntries { flags.insert(.zeroedGrainEntries) }
+    header = SparseExtentHeader(
+      version: template.version, flags: flags, capacitySectors: capacitySectors, grainSectors: grain,
+      descriptorOffsetSectors: descriptorSectors == 0 ? 0 : 1, descriptorSizeSectors: descriptorSectors,
+      numGTEsPerGT: UInt32(SparseLayout.entriesPerTable), rgdOffsetSectors: rgd, gdOffsetSectors: gd,
+      overheadSectors: overhead)
+    redundantTablesSector = rgd + gdSectors
+    tablesSector = gd + gdSectors
+    nextGrainSector = overhead
+    table = [UInt32](repeating: 0, count: Int(SparseLayout.entriesPerTable))
+    temp = Maintenance.tempPath(for: finalPath)
+    file = try LocalFile.create(path: temp)
+    do {
+      var st = stat()
+      if stat(finalPath, &st) == 0 { _ = fchmod(file.fileDescriptor, st.st_mode & 0o7777) }
+      try file.truncate(to: overhead * 512)
+      if let descriptor {
+        var area = descriptor
+        area.append(contentsOf: repeatElement(0, count: Int(descriptorSectors * 512) - descriptor.count))
+        try file.write(at: 512, from: area)
+      }
+    } catch {
+      unlink(temp)
+      throw error
+    }
+  }
+
+  deinit { if !done { unlink(temp) } }
+
+  var grainBytes: Int { Int(header.grainSectors * 512) }
+
+  /// Adds grain `index` (grains must come in increasing order). For `.data`, `bytes` is the
+  /// grain (one grain long).
+  func add(grain index: UInt64, _ kind: RewriteGrain, _ bytes: UnsafeRawBufferPointer? = nil) throws {
+    let t = index / SparseLayout.entriesPerTable
+    if t != tableIndex {
+      try flushTable()
+      tableIndex = t
+    }
+    switch kind {
+    case .unallocated: return
+    case .zero:
+      precondition(header.hasZeroedGrainEntries)
+      table[Int(index % SparseLayout.entriesPerTable)] = 1
+    case .data:
+      let sector = nextGrainSector
+      guard sector + header.grainSectors <= UInt64(UInt32.max) + 1 else {
+        throw VMDKError(
+          .diskFull, "the extent file would pass the 2 TiB that grain table entries can address", file: finalPath)
+      }
+      try staged.write(file, at: sector * 512, bytes!)
+      table[Int(index % SparseLayout.entriesPerTable)] = UInt32(sector)
+      nextGrainSector += header.grainSectors
+      grainsStored += 1
+    }
+    tableUsed = true
+  }
+
+  private func flushTable() throws {
+    guard tableUsed else { return }
+    let le = table.map { $0.littleEndian }
+    let tableSectors = SparseLayout.tableBytes / 512
+    try le.withUnsafeBytes {
+      try file.write(at: (redundantTablesSector + tableIndex * tableSectors) * 512, from: $0)
+      try file.write(at: (tablesSector + tableIndex * tableSectors) * 512, from: $0)
+    }
+    for i in table.indices { table[i] = 0 }
+    tableUsed = false
+  }
+
+  /// Writes the tables, directories and header and flushes the file (not yet renamed).
+  func finish() throws {
+    try staged.flush()
+    try flushTable()
+    let tableSectors = SparseLayout.tableBytes / 512
+    for (dir, tables) in [(header.rgdOffsetSectors, redundantTablesSector), (header.gdOffsetSectors, tablesSector)] {
+      let entries = (0..<layout.grainTableCount).map { UInt32(tables + $0 * tableSectors).littleEndian }
+      try entries.withUnsafeBytes { try file.write(at: dir * 512, from: $0) }
+    }
+    try header.serialized().withUnsafeBytes { try file.write(at: 0, from: $0) }
+    if nextGrainSector * 512 > (try file.size()) { try file.truncate(to: nextGrainSector * 512) }
+    try file.flush()
+  }
+
+  /// Renames the finished file over its final name.
+  func commit() throws {
+    guard rename(temp, finalPath) == 0 else {
+      let err = String(cString: strerror(errno))
+      throw VMDKError(.fileAccess, "cannot rename \(temp) into place: \(err)", file: finalPath)
+    }
+    done = true
+    Maintenance.syncFolder(of: finalPath)
+  }
+
+  /// Removes the temporary file.
+  func abort() {
+    if !done { unlink(temp) }
+    done = true
+  }
+}
+
+/// Helpers every maintenance operation shares.
+enum Maintenance {
+  /// rename(2), by a name that `Disk.rename` does not hide.
+  static func renameFile(_ from: String, _ to: String) -> Int32 { rename(from, to) }
+
+  /// link(2), by a name that `Disk.top` (a DiskLink) does not hide.
+  static func hardLink(_ from: String, _ to: String) -> Int32 { link(from, to) }
+
+  /// `.NAME.tmp-PID-RANDOM` next to `path`: the writers' temporary name (OutputFiles).
+  static func tempPath(for path: String) -> String {
+    let folder = (path as NSString).deletingLastPathComponent
+    let name = (path as NSString).lastPathComponent
+    let rnd = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    return (folder.isEmpty ? "." : folder) + "/.\(name).tmp-\(getpid())-\(rnd)"
+  }
+
+  /// fsync of the folder holding `path`, so that a rename there is durable.
+  static func syncFolder(of path: String) {
+    let folder = (path as NSString).deletingLastPathComponent
+    let fd = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY)
+    if fd >= 0 {
+      fsync(fd)
+      close(fd)
+    }
+  }
+
+  /// Replaces `path` with `bytes`: a temporary file next to it, flushed, renamed over it
+  /// (through a symbolic link, the file it names is replaced).
+  static func replaceFile(_ path: String, with bytes: [UInt8]) throws {
+    let target = PathResolver.realPath(path) ?? path
+    let temp = tempPath(for: target)
+    do {
+      let out = try LocalFile.create(path: temp)
+      var st = stat()
+      if stat(target, &st) == 0 { _ = fchmod(out.fileDescriptor, st.st_mode & 0o7777) }
+      try out.write(at: 0, from: bytes)
+      try out.flush()
+    } catch {
+      unlink(temp)
+      throw error
+    }
+    guard rename(temp, target) == 0 else {
+      let err = String(cString: strerror(errno))
+      unlink(temp)
+      throw VMDKError(.fileAccess, "cannot replace the file: \(err)", file: path)
+    }
+    syncFolder(of: target)
+  }
+
+  /// Opens `path` writable, single link or with its parents, which locks the top link's files.
+  static func openLocked(_ path: String, options: OpenOptions, parents: Bool) throws -> Disk {
+    var o = options
+    o.writable = true
+    if !parents { o.singleLink = true }
+    return try Disk.open(path, options: o)
+  }
+
+  /// The link's descriptor as text (it round-trips unknown keys, comments and order), to embed
+  /// in a rewritten monolithicSparse file.
+  static func descriptorText(of link: DiskLink) -> [UInt8] { Array(link.descriptor.serialized().utf8) }
+}
+
+extension Disk {
+  /// Rewrites the top link's sparse extent `index` into a new file (not yet renamed).
+  ///
+  /// - `capacitySectors`: the new extent's sectors (grains past it are left out).
+  /// - `dropZeroGrains`: all-zero grains are left out when nothing under them (the parent
+  ///   links) reads as anything but zeros; otherwise they stay (as a zeroed-grain entry when
+  ///   the header allows it, else as a grain of zeros), so that they keep hiding the parent.
+  /// - `descriptor`: the text to embed (monolithicSparse), nil for an extent without one.
+  func rewriteSparseExtent(
+    _ index: Int, capacitySectors: UInt64, dropZeroGrains: Bool, descriptor: [UInt8]?
+  ) throws -> (SparseExtentRewriter, dropped: UInt64) {
+    let link = top
+    guard let sparse = link.readers[index] as? SparseExtent, let path = link.extents[index].path,
+      let header = link.extents[index].sparseHeader
+    else {
+      throw VMDKError(.notSupported, "extent \(index + 1) is not a hosted sparse extent", file: top.path)
+    }
+    let extentBase = link.starts[index]
+    let out = try SparseExtentRewriter(
+      replacing: PathResolver.realPath(path) ?? path, template: header, capacitySectors: capacitySectors,
+      descriptor: descriptor, minDescriptorSectors: header.descriptorSizeSectors)
+    var dropped: UInt64 = 0
+    do {
+      let grainSectors = header.grainSectors
+      let grainBytes = Int(grainSectors * 512)
+      var buffer = [UInt8](repeating: 0, count: grainBytes)
+      var below = [UInt8](repeating: 0, count: grainBytes)
+      let limit = min(sparse.sectors, capacitySectors)
+      // The grains this extent holds, with their status (runs merge across grains).
+      var grains: [(UInt64, LayerStatus)] = []
+      try sparse.mapRuns(start: 0, count: limit) { run in
+        guard run.status != .unallocated else { return }
+        var g = run.start / grainSectors
+        while g * grainSectors < run.start + run.count {
+          if grains.last?.0 != g { grains.append((g, run.status)) }
+          g += 1
+        }
+      }
+      for (g, status) in grains {
+        let start = g * grainSectors
+        let inside = min(grainSectors, limit - start)
+        // Whether the links under this one read as anything but zeros here.
+        func parentHasData() throws -> Bool {
+          guard links.count > 1 else { return false }
+          try below.withUnsafeMutableBytes {
+            try readSectors(
+              level: 1, start: extentBase + start, count: inside,
+              into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<Int(inside * 512)]))
+          }
+          return !below.withUnsafeBytes { isAllZero(UnsafeRawBufferPointer(rebasing: $0[0..<Int(inside * 512)])) }
+        }
+        if status == .zero {
+          if dropZeroGrains, try !parentHasData() {
+            dropped += 1
+            try out.add(grain: g, .unallocated)
+          } else {
+            try out.add(grain: g, .zero)
+          }
+          continue
+        }
+        for i in buffer.indices { buffer[i] = 0 }
+        try buffer.withUnsafeMutableBytes { buf in
+          try sparse.mapRuns(start: start, count: inside) { run in
+            let from = Int(run.start - start) * 512
+            let slice = UnsafeMutableRawBufferPointer(rebasing: buf[from..<(from + Int(run.count) * 512)])
+            if run.status == .data || run.status == .dataZero { try sparse.read(run, into: slice) }
+          }
+        }
+        let zero = buffer.withUnsafeBytes { isAllZero($0) }
+        if zero && dropZeroGrains {
+          if try !parentHasData() {
+            dropped += 1
+            try out.add(grain: g, .unallocated)
+            continue
+          }
+          if header.hasZeroedGrainEntries {
+            dropped += 1
+            try out.add(grain: g, .zero)
+            continue
+          }
+        }
+        try buffer.withUnsafeBytes { try out.add(grain: g, .data, $0) }
+      }
+      try out.finish()
+    } catch {
+      out.abort()
+      throw error
+    }
+    return (out, dropped)
+  }
+
+  /// Throws unless every extent of the top link is a hosted sparse extent that can be
+  /// rewritten (not streamOptimized) or a flat one.
+  func requireRewritableSparse(_ what: String) throws {
+    var any = false
+    for (i, r) in top.readers.enumerated() {
+      if let s = r as? SparseExtent {
+        guard s.acceptsInPlaceWrites else {
+          throw VMDKError(
+            .notSupported, "\(what) does not handle streamOptimized extents (convert to monolithicSparse first)",
+            file: top.extents[i].path ?? top.path)
+        }
+        any = true
+      } else if r is FlatExtent || r is ZeroExtent {
+      } else {
+        throw VMDKError(
+          .notSupported, "\(what) handles hosted sparse and flat extents; extent \(i + 1) is \(top.extents[i].format)",
+          file: top.path)
+      }
+    }
+    guard any else {
+      throw VMDKError(.notSupported, "\(what) applies to sparse disks; this disk has no sparse extent", file: top.path)
+    }
+  }
+}
