@@ -217,9 +217,13 @@ enum Maintenance {
   }
 
   /// Opens `path` writable, single link or with its parents, which locks the top link's files.
+  /// The restore guard is not applied: these operations keep the content and the CID
+  /// (compact, defragment), point the children at the new name (rename), or decide about
+  /// children themselves (delete, resize).
   static func openLocked(_ path: String, options: OpenOptions, parents: Bool) throws -> Disk {
     var o = options
     o.writable = true
+    o.allowWritingUnderSnapshots = true
     if !parents { o.singleLink = true }
     return try Disk.open(path, options: o)
   }
