@@ -132,6 +132,12 @@ extension Disk {
         file: top.path, offset: offset)
     }
     guard count > 0 else { return }
+    // Readers on this handle wait for the whole write (see `read(at:into:)`).
+    try ioLock!.writing { try writeLocked(writer, at: offset, data) }
+  }
+
+  private func writeLocked(_ writer: LinkWriter, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws {
+    let count = UInt64(data.count)
     try writer.state.withLock { state in
       guard !state.closed else {
         throw VMDKError(.invalidArgument, "the disk was closed", file: top.path)

@@ -38,11 +38,14 @@ public final class Disk: Sendable {
   public let options: OpenOptions
   /// The write side of a disk opened writable (locks, CID state); nil when read-only.
   let writer: LinkWriter?
+  /// Orders reads against writes on a writable handle (nil when read-only).
+  let ioLock: ReadWriteLock?
 
   init(links: [DiskLink], options: OpenOptions, writer: LinkWriter? = nil) {
     self.links = links
     self.options = options
     self.writer = writer
+    self.ioLock = writer == nil ? nil : ReadWriteLock()
   }
 
   /// Capacity in sectors (the top link's).
@@ -118,8 +121,16 @@ public final class Disk: Sendable {
 
   // MARK: Reading
 
-  /// Reads `buffer.count` bytes at byte `offset` of the virtual disk.
+  /// Reads `buffer.count` bytes at byte `offset` of the virtual disk. On a disk open for
+  /// writing, a read sees each write through this handle whole or not at all.
   public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+    if let ioLock {
+      return try ioLock.reading { try readUnlocked(at: offset, into: buffer) }
+    }
+    try readUnlocked(at: offset, into: buffer)
+  }
+
+  private func readUnlocked(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
     let count = UInt64(buffer.count)
     guard offset <= capacityBytes, count <= capacityBytes - offset else {
       throw VMDKError(

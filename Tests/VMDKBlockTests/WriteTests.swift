@@ -431,8 +431,10 @@ func cidOnDisk(_ path: String) throws -> UInt32? {
   }
 
   /// Whole-grain writes while readers loop: on the writer's own handle and on a second,
-  /// read-only handle. Every grain read is some version of that grain (or zeros, before its
-  /// first write), never a mix or garbage.
+  /// read-only handle. On the writer's handle every grain read is one version of that grain
+  /// (or zeros, before its first write), never a mix: reads and writes are ordered there. A
+  /// second handle reads the file while it changes, so an overwrite in place may be seen half
+  /// done (the page cache gives no more); it still only ever sees that grain's own data.
   @Test func readersDuringWritesSeeWholeGrains() throws {
     let folder = try TempFolder()
     var image = SparseImage(capacitySectors: 64 * 128)
@@ -441,17 +443,21 @@ func cidOnDisk(_ path: String) throws -> UInt32? {
     let writer = try Disk.open(path, options: writableOptions())
     let other = try Disk.open(path)
     let shared = ReaderState()
-    let check: @Sendable (Disk, UInt64) -> Void = { disk, seed in
+    let check: @Sendable (Disk, UInt64, Bool) -> Void = { disk, seed, whole in
       var rng = SeededRandom(seed: seed)
       while !shared.done.load(ordering: .acquiring) {
         let g = UInt64.random(in: 0..<64, using: &rng)
         do {
           let bytes = try disk.read(at: g * 65536, count: 65536)
           let first = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
-          let ok =
-            bytes.withUnsafeBytes { raw in
-              (0..<(65536 / 8)).allSatisfy { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) == first }
-            } && (first == 0 || UInt64(littleEndian: first) >> 32 == g)
+          let ok = bytes.withUnsafeBytes { raw in
+            (0..<(65536 / 8)).allSatisfy {
+              let word = raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)
+              return whole
+                ? word == first && (first == 0 || UInt64(littleEndian: first) >> 32 == g)
+                : word == 0 || UInt64(littleEndian: word) >> 32 == g
+            }
+          }
           if !ok { shared.bad.withLock { $0.append("grain \(g) read a mix or garbage") } }
           shared.reads.add(1, ordering: .relaxed)
         } catch {
@@ -461,7 +467,7 @@ func cidOnDisk(_ path: String) throws -> UInt32? {
     }
     for (i, disk) in [writer, other].enumerated() {
       Thread {
-        check(disk, UInt64(i + 1))
+        check(disk, UInt64(i + 1), i == 0)
         shared.finished.add(1, ordering: .releasing)
       }.start()
     }
