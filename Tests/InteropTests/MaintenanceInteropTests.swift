@@ -144,11 +144,11 @@ struct MaintenanceInteropTests {
     }
   }
 
-  @Test func repairRebuildsADamagedRedundantDirectory() throws {
+  @Test func repairRebuildsADamagedDirectory() throws {
     try withTemporaryFolder { folder in
       let path = try made("monolithicSparse", in: folder)
       let digest = try Qemu.rawSHA256(path, scratch: folder)
-      // Clear the redundant grain directory's first entry (header offset 56: rgdOffset, sectors).
+      // Clear the grain directory's first entry (header offset 56: gdOffset, in sectors).
       let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
       try h.seek(toOffset: 56)
       let rgd = try h.read(upToCount: 8)!.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
@@ -199,6 +199,54 @@ struct MaintenanceInteropTests {
   }
 
   // MARK: Real vmware-vdiskmanager images
+
+  /// Damaged copies of the real vmware-vdiskmanager monolithicSparse, one fault each plus a
+  /// leaked tail: the primary directory entry cleared, a redundant table entry that holds a
+  /// grain cleared, the same primary table entry cleared. repair rebuilds from the sane copy
+  /// and cuts the tail: check is clean, qemu-img check passes, the content is the documented one.
+  @Test(arguments: ["primary directory entry", "redundant table entry", "primary table entry"])
+  func repairOnADamagedRealImage(fault: String) throws {
+    try withTemporaryFolder { folder in
+      let path = "\(folder)/monolithicSparse.vmdk"
+      try FileManager.default.copyItem(
+        atPath: "\(testImagesFolder)/vdiskmanager/monolithicSparse.vmdk", toPath: path)
+      let expected = "a3bcf05f07a1c06a3380eeca8571f0efb2b85afafa1e21662b8cad436d1f7727"
+      let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+      func u64(_ at: UInt64) throws -> UInt64 {
+        try h.seek(toOffset: at)
+        return try h.read(upToCount: 8)!.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+      }
+      func u32(_ at: UInt64) throws -> UInt32 {
+        try h.seek(toOffset: at)
+        return try h.read(upToCount: 4)!.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
+      }
+      func clear(_ at: UInt64) throws {
+        try h.seek(toOffset: at)
+        try h.write(contentsOf: Data([0, 0, 0, 0]))
+      }
+      // Header: rgdOffset at byte 48, gdOffset at 56 (sectors).
+      let rgd = try u64(48)
+      let gd = try u64(56)
+      let rgt = UInt64(try u32(rgd * 512))
+      let gt = UInt64(try u32(gd * 512))
+      // The first entry of table 0 that holds a grain.
+      let used = try (0..<512).first { try u32(gt * 512 + UInt64($0) * 4) != 0 }
+      let entry = UInt64(try #require(used, "the image has data in its first grain table"))
+      switch fault {
+      case "primary directory entry": try clear(gd * 512)
+      case "redundant table entry": try clear(rgt * 512 + entry * 4)
+      default: try clear(gt * 512 + entry * 4)
+      }
+      try h.seekToEnd()
+      try h.write(contentsOf: Data(repeating: 0x55, count: 100_000))
+      try h.close()
+      #expect(try runProcess(try vmdkInspectPath(), ["check", path]).status == 1)
+      try VMDKDiskTool.run("repair", path)
+      try vmdkInspect("check", path)
+      try qemuCheck(path)
+      #expect(try Qemu.rawSHA256(path, scratch: folder) == expected)
+    }
+  }
 
   static let vdiskmanager: [(String, [String])] = [
     ("monolithicSparse.vmdk", ["monolithicSparse.vmdk"]),

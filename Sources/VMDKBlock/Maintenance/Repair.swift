@@ -4,8 +4,9 @@
 // - a grain directory entry that is damaged (past the end, inside the header, descriptor or a
 //   directory) or missing is rebuilt from the other copy: the sane copy's table is copied to
 //   the end of the file and the damaged entry pointed at it;
-// - grain table entries that differ from their redundant copy take the sane copy's value,
-//   the primary's when both are sane (writers write the primary first);
+// - grain table entries that differ from their redundant copy take the sane copy's value;
+//   when both are sane, the one that holds something, else the primary's (writers write the
+//   primary first);
 // - entries that point past the end of the file (or into the metadata) are set to 0; what
 //   they held becomes unreadable (reads from the parent, or zeros) and is reported;
 // - leaked space: a leaked tail is cut off; leaks between grains are reclaimed by
@@ -243,7 +244,10 @@ private struct SparseRepair {
         let b = rgt[j]
         let sa = grainIsSane(a)
         let sb = grainIsSane(b)
-        let chosen: UInt32 = sa ? a : (sb ? b : 0)
+        // A sane entry that holds something wins over one that is empty: writers write the
+        // primary table first, so an empty redundant entry is a write that did not finish,
+        // and an empty primary one next to a sane redundant entry is damage.
+        let chosen: UInt32 = sa && a != 0 ? a : (sb && b != 0 ? b : (sa ? a : (sb ? b : 0)))
         if chosen != a { try writeEntry(chosen, at: gtAt + UInt64(j) * 4) }
         if hasRedundant && chosen != b { try writeEntry(chosen, at: rgtAt + UInt64(j) * 4) }
         if chosen != a || (hasRedundant && chosen != b) {
