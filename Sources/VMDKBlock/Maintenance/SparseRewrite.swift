@@ -78,6 +78,8 @@ final class SparseExtentRewriter {
     table = [UInt32](repeating: 0, count: Int(SparseLayout.entriesPerTable))
     temp = Maintenance.tempPath(for: finalPath)
     file = try LocalFile.create(path: temp)
+    // Written front to back and flushed before the rename: start writeback as it goes.
+    file.streamsWriteback = true
     do {
       var st = stat()
       if stat(finalPath, &st) == 0 { _ = fchmod(file.fileDescriptor, st.st_mode & 0o7777) }
@@ -258,63 +260,81 @@ extension Disk {
     do {
       let grainSectors = header.grainSectors
       let grainBytes = Int(grainSectors * 512)
-      var buffer = [UInt8](repeating: 0, count: grainBytes)
+      // Grains are read a run at a time, up to `chunkGrains` grains per read (one pread for
+      // uncompressed grains that lie together in the file), and handed to the rewriter in order.
+      let chunkGrains = max(1, (4 << 20) / grainBytes)
+      var chunk = [UInt8](repeating: 0, count: chunkGrains * grainBytes)
       var below = [UInt8](repeating: 0, count: grainBytes)
       let limit = min(sparse.sectors, capacitySectors)
-      // The grains this extent holds, with their status (runs merge across grains).
-      var grains: [(UInt64, LayerStatus)] = []
-      try sparse.mapRuns(start: 0, count: limit) { run in
-        guard run.status != .unallocated else { return }
-        var g = run.start / grainSectors
-        while g * grainSectors < run.start + run.count {
-          if grains.last?.0 != g { grains.append((g, run.status)) }
-          g += 1
+      // Whether the links under this one read as anything but zeros in `inside` sectors at `start`.
+      func parentHasData(_ start: UInt64, _ inside: UInt64) throws -> Bool {
+        guard links.count > 1 else { return false }
+        let n = Int(inside * 512)
+        try below.withUnsafeMutableBytes {
+          try readSectors(
+            level: 1, start: extentBase + start, count: inside, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<n])
+          )
         }
+        return !below.withUnsafeBytes { isAllZero(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
       }
-      for (g, status) in grains {
+      func addGrain(_ g: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
         let start = g * grainSectors
         let inside = min(grainSectors, limit - start)
-        // Whether the links under this one read as anything but zeros here.
-        func parentHasData() throws -> Bool {
-          guard links.count > 1 else { return false }
-          try below.withUnsafeMutableBytes {
-            try readSectors(
-              level: 1, start: extentBase + start, count: inside,
-              into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<Int(inside * 512)]))
-          }
-          return !below.withUnsafeBytes { isAllZero(UnsafeRawBufferPointer(rebasing: $0[0..<Int(inside * 512)])) }
-        }
-        if status == .zero {
-          if dropZeroGrains, try !parentHasData() {
+        if dropZeroGrains && isAllZero(bytes) {
+          if try !parentHasData(start, inside) {
             dropped += 1
-            try out.add(grain: g, .unallocated)
-          } else {
-            try out.add(grain: g, .zero)
-          }
-          continue
-        }
-        for i in buffer.indices { buffer[i] = 0 }
-        try buffer.withUnsafeMutableBytes { buf in
-          try sparse.mapRuns(start: start, count: inside) { run in
-            let from = Int(run.start - start) * 512
-            let slice = UnsafeMutableRawBufferPointer(rebasing: buf[from..<(from + Int(run.count) * 512)])
-            if run.status == .data || run.status == .dataZero { try sparse.read(run, into: slice) }
-          }
-        }
-        let zero = buffer.withUnsafeBytes { isAllZero($0) }
-        if zero && dropZeroGrains {
-          if try !parentHasData() {
-            dropped += 1
-            try out.add(grain: g, .unallocated)
-            continue
+            return try out.add(grain: g, .unallocated)
           }
           if header.hasZeroedGrainEntries {
             dropped += 1
-            try out.add(grain: g, .zero)
-            continue
+            return try out.add(grain: g, .zero)
           }
         }
-        try buffer.withUnsafeBytes { try out.add(grain: g, .data, $0) }
+        try out.add(grain: g, .data, bytes)
+      }
+      try sparse.mapRuns(start: 0, count: limit) { run in
+        switch run.status {
+        case .unallocated:
+          return
+        case .zero:
+          var g = run.start / grainSectors
+          while g * grainSectors < run.start + run.count {
+            let start = g * grainSectors
+            if dropZeroGrains, try !parentHasData(start, min(grainSectors, limit - start)) {
+              dropped += 1
+              try out.add(grain: g, .unallocated)
+            } else {
+              try out.add(grain: g, .zero)
+            }
+            g += 1
+          }
+        case .data, .dataZero:
+          // Runs of a sparse extent start on a grain; the last grain may be partial.
+          var at = run.start
+          let end = run.start + run.count
+          while at < end {
+            let n = min(end - at, UInt64(chunkGrains) * grainSectors)
+            var piece = run
+            piece.start = at
+            piece.count = n
+            if let host = run.hostOffset { piece.hostOffset = host + (at - run.start) * 512 }
+            let bytes = Int(n * 512)
+            let grains = (bytes + grainBytes - 1) / grainBytes
+            try chunk.withUnsafeMutableBytes { buf in
+              // A partial last grain reads as zeros past the extent's end.
+              UnsafeMutableRawBufferPointer(rebasing: buf[bytes..<(grains * grainBytes)])
+                .initializeMemory(as: UInt8.self, repeating: 0)
+              try sparse.read(piece, into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<bytes]))
+            }
+            try chunk.withUnsafeBytes { buf in
+              for k in 0..<grains {
+                let grain = UnsafeRawBufferPointer(rebasing: buf[(k * grainBytes)..<((k + 1) * grainBytes)])
+                try addGrain(at / grainSectors + UInt64(k), grain)
+              }
+            }
+            at += n
+          }
+        }
       }
       try out.finish()
     } catch {
