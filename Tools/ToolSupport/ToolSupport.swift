@@ -10,6 +10,8 @@ import VMDKTransport
 #endif
 
 extension OpenOptions.Format: ExpressibleByArgument {}
+extension DiskType: ExpressibleByArgument {}
+extension AdapterType: ExpressibleByArgument {}
 
 /// Options for opening an image, shared by every subcommand.
 public struct OpenFlags: ParsableArguments {

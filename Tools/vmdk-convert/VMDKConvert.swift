@@ -9,9 +9,6 @@ import VMDKBlock
 import VMDKFormat
 import VMDKTransport
 
-extension DiskType: ExpressibleByArgument {}
-extension AdapterType: ExpressibleByArgument {}
-
 @main
 struct VMDKConvert: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -139,12 +136,12 @@ struct VMDKConvert: ParsableCommand {
     }
     o.hardwareVersion = hardwareVersion ?? value("ddb.virtualHWVersion") ?? "4"
     if let uuid {
-      guard let u = parseVMwareUUID(uuid) else {
+      guard let u = CreateOptions.parseVMwareUUID(uuid) else {
         throw VMDKError(.invalidArgument, "--uuid \(uuid): 16 bytes in hex, e.g. 60 00 c2 9f 48 66 ae a5-2f 18 ...")
       }
       o.uuid = u
     } else {
-      o.uuid = value("ddb.uuid").flatMap(parseVMwareUUID)
+      o.uuid = value("ddb.uuid").flatMap(CreateOptions.parseVMwareUUID)
     }
     // Keep the rest of the source's database, but not what names its parents or its
     // change tracking: the new image is a whole disk of its own.
@@ -162,24 +159,6 @@ struct VMDKConvert: ParsableCommand {
     guard stat(a, &sa) == 0, stat(b, &sb) == 0 else { return false }
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
   }
-}
-
-/// "60 00 C2 9f 48 66 ae a5-2f 18 d3 03 0b a9 14 ff" (VMware) or a standard UUID string.
-func parseVMwareUUID(_ text: String) -> UUID? {
-  let hex = text.filter { $0.isHexDigit }
-  guard hex.count == 32, text.allSatisfy({ $0.isHexDigit || $0 == " " || $0 == "-" }) else { return nil }
-  var bytes: [UInt8] = []
-  var i = hex.startIndex
-  while i < hex.endIndex {
-    let j = hex.index(i, offsetBy: 2)
-    bytes.append(UInt8(hex[i..<j], radix: 16)!)
-    i = j
-  }
-  return UUID(
-    uuid: (
-      bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8], bytes[9], bytes[10],
-      bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
-    ))
 }
 
 /// SIGINT and SIGTERM set the cancel flag; the copy loop stops at the next chunk, the writer

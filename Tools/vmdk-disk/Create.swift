@@ -8,9 +8,6 @@ import ToolSupport
 import VMDKBlock
 import VMDKTransport
 
-extension DiskType: ExpressibleByArgument {}
-extension AdapterType: ExpressibleByArgument {}
-
 struct Create: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "create", abstract: "Create a new, empty disk.",
@@ -47,7 +44,7 @@ struct Create: ParsableCommand {
       o.splitSizeBytes = split
       o.zeroedGrains = zeroedGrains
       if let uuid {
-        guard let u = parseUUID(uuid) else {
+        guard let u = CreateOptions.parseVMwareUUID(uuid) else {
           throw VMDKError(.invalidArgument, "--uuid \(uuid): 16 bytes in hex, e.g. 60 00 c2 9f 48 66 ae a5-2f 18 ...")
         }
         o.uuid = u
@@ -61,23 +58,4 @@ struct Create: ParsableCommand {
       }
     }
   }
-}
-
-/// "60 00 C2 9f 48 66 ae a5-2f 18 d3 03 0b a9 14 ff" (VMware) or a standard UUID string
-/// (vmdk-convert's parser; the tools do not share a module for it).
-func parseUUID(_ text: String) -> UUID? {
-  let hex = text.filter { $0.isHexDigit }
-  guard hex.count == 32, text.allSatisfy({ $0.isHexDigit || $0 == " " || $0 == "-" }) else { return nil }
-  var bytes: [UInt8] = []
-  var i = hex.startIndex
-  while i < hex.endIndex {
-    let j = hex.index(i, offsetBy: 2)
-    bytes.append(UInt8(hex[i..<j], radix: 16)!)
-    i = j
-  }
-  return UUID(
-    uuid: (
-      bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8], bytes[9], bytes[10],
-      bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
-    ))
 }

@@ -147,6 +147,24 @@ public struct CreateOptions: Sendable {
     return try! Descriptor(parsing: Array(text.utf8))
   }
 
+  /// Parses VMware's spelling ("60 00 c2 9a ...-... ") or a standard UUID string.
+  public static func parseVMwareUUID(_ text: String) -> UUID? {
+    let hex = text.filter { $0.isHexDigit }
+    guard hex.count == 32, text.allSatisfy({ $0.isHexDigit || $0 == " " || $0 == "-" }) else { return nil }
+    var bytes = [UInt8](repeating: 0, count: 16)
+    var i = hex.startIndex
+    for k in 0..<16 {
+      let j = hex.index(i, offsetBy: 2)
+      bytes[k] = UInt8(hex[i..<j], radix: 16)!
+      i = j
+    }
+    return UUID(
+      uuid: (
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7], bytes[8], bytes[9], bytes[10],
+        bytes[11], bytes[12], bytes[13], bytes[14], bytes[15]
+      ))
+  }
+
   /// VMware's spelling of a UUID: 16 hex bytes in two groups of eight, "60 00 c2 9a ...-...".
   public static func vmwareUUID(_ uuid: UUID) -> String {
     let b = withUnsafeBytes(of: uuid.uuid) { Array($0) }
