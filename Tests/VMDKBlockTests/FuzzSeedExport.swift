@@ -1,6 +1,6 @@
 // Writes the pieces of the builders' images that the fuzz target parses (headers, embedded
 // descriptors, stream tails, markers, zlib grains, COWD and seSparse headers) as libFuzzer
-// seeds. Runs only when asked:
+// seeds, and checks that the copies kept in git are current. To write them again:
 //
 //   VMDK_FUZZ_SEEDS=$PWD/Fuzz/seeds swift test --filter FuzzSeedExport
 //
@@ -63,12 +63,22 @@ import VMDKFormat
     ]
   }
 
-  @Test(.enabled(if: folder != nil, "set VMDK_FUZZ_SEEDS to a folder to export the seeds"))
-  func export() throws {
-    let dir = try #require(Self.folder)
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+  /// With VMDK_FUZZ_SEEDS set, writes the seeds there; otherwise checks that the seeds kept
+  /// in Fuzz/seeds are the ones the builders make today (so the fuzzer starts from current
+  /// structures).
+  @Test func seedsAreCurrent() throws {
+    if let dir = Self.folder {
+      try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+      for (name, bytes) in Self.seeds() {
+        try Data(bytes).write(to: URL(fileURLWithPath: dir).appendingPathComponent(name))
+      }
+      return
+    }
+    let committed = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("Fuzz/seeds")
     for (name, bytes) in Self.seeds() {
-      try Data(bytes).write(to: URL(fileURLWithPath: dir).appendingPathComponent(name))
+      let kept = try Data(contentsOf: committed.appendingPathComponent(name))
+      #expect(Array(kept) == bytes, "Fuzz/seeds/\(name) is stale: regenerate with VMDK_FUZZ_SEEDS=$PWD/Fuzz/seeds")
     }
   }
 }
