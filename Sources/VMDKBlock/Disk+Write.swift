@@ -23,6 +23,8 @@ final class LinkWriter: Sendable {
     var stop: SparseWriteStop = .never
     /// Change tracking, when the top link has a tracking sidecar (ChangeTracking/).
     var tracking: TrackingSession? = nil
+    /// Appends to a streamOptimized top link, made on its first write (StreamAppender).
+    var appender: StreamAppender? = nil
   }
   let state: Mutex<State>
 
@@ -41,6 +43,14 @@ final class LinkWriter: Sendable {
       locks.append(try FileLock(path: p))
     }
     state = Mutex(State(locks: locks))
+  }
+
+  /// A disk dropped without `close`: appends to a streamOptimized link still get their tail
+  /// (StreamAppender.finish), so the file ends with a footer again; an error then is lost.
+  deinit {
+    state.withLock { state in
+      if !state.closed { try? state.appender?.finish() }
+    }
   }
 
   /// A CID for the first write: random, not the one there, never ffffffff or fffffffe.
@@ -118,7 +128,11 @@ extension Disk {
   /// Any offset and length: partial sectors are read (through the chain), changed and written
   /// back. Flat extents are written in place; hosted sparse extents allocate grains as they
   /// need them (the data, then the grain table and its redundant copy, then the directories).
-  /// streamOptimized, vmfsSparse, seSparse and ZERO extents refuse with `notSupported`,
+  /// A single-extent streamOptimized disk with no parent accepts only sequential appends at or
+  /// after its end of data (StreamAppender; the appended data is written out on `flush` or
+  /// `close`, and reads on this handle see it only after the disk is opened again); any other
+  /// write to it refuses with `notSupported` before anything is written.
+  /// Other streamOptimized, vmfsSparse, seSparse and ZERO extents refuse with `notSupported`,
   /// RDONLY and NOACCESS extents with `fileReadOnly`, before anything is written.
   public func write(at offset: UInt64, _ data: UnsafeRawBufferPointer) throws {
     guard let writer else {
@@ -145,6 +159,20 @@ extension Disk {
       let first = offset / 512
       let last = (offset + count + 511) / 512
       try checkWritable(start: first, count: last - first)
+      if let stream = appendableStream {
+        // streamOptimized: sequential appends only, checked before anything is written.
+        if state.appender == nil {
+          state.appender = try StreamAppender(extent: stream, name: top.extents[0].path ?? top.path)
+        }
+        try state.appender!.check(offset: offset)
+        try state.tracking?.willWrite(offset: offset, count: count)
+        if state.newCID == nil {
+          let cid = LinkWriter.freshCID(replacing: top.descriptor.cid)
+          try writer.writeCID(cid, state: &state)
+          state.newCID = cid
+        }
+        return try state.appender!.append(at: offset, data)
+      }
       // The sidecar is marked dirty and the blocks recorded before anything changes on disk.
       try state.tracking?.willWrite(offset: offset, count: count)
       if state.newCID == nil {
@@ -181,6 +209,8 @@ extension Disk {
   public func flush() throws {
     guard let writer else { return }
     try writer.state.withLock { state in
+      // A streamOptimized top link gets its pending grain and a new tail first.
+      try state.appender?.finish()
       var seen = Set<ObjectIdentifier>()
       for reader in top.readers {
         guard let store = reader.store, store.isWritable, seen.insert(ObjectIdentifier(store)).inserted else {
@@ -211,6 +241,15 @@ extension Disk {
     writer?.state.withLock { $0.stop = stop }
   }
 
+  /// The top link's extent when it is a single streamOptimized extent with no parent below
+  /// it: writes to it are sequential appends (StreamAppender).
+  private var appendableStream: SparseExtent? {
+    guard links.count == 1, top.readers.count == 1, let s = top.readers[0] as? SparseExtent,
+      !s.acceptsInPlaceWrites, s.scheme.header.hasMarkers
+    else { return nil }
+    return s
+  }
+
   /// Throws unless every extent that `[start, start+count)` touches can be written.
   private func checkWritable(start: UInt64, count: UInt64) throws {
     try forEachExtent(start: start, count: count) { i, _, _ in
@@ -225,11 +264,11 @@ extension Disk {
       case .readWrite: break
       }
       if let sparse = reader as? SparseExtent {
-        guard sparse.acceptsInPlaceWrites else {
+        guard sparse.acceptsInPlaceWrites || appendableStream === sparse else {
           throw VMDKError(
             .notSupported,
-            "streamOptimized disks accept only sequential appends, and this toolkit does not append to them yet: "
-              + "no write to a streamOptimized disk is accepted (convert it to monolithicSparse to change it)",
+            "streamOptimized disks accept only sequential appends, and this toolkit appends only to a "
+              + "single-extent streamOptimized disk with no parent (convert it to monolithicSparse to change it)",
             file: name)
         }
       } else if reader is FlatExtent {

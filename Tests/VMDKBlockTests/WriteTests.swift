@@ -282,17 +282,25 @@ func cidOnDisk(_ path: String) throws -> UInt32? {
       #expect(try files() == before, "a refused write changed a file", sourceLocation: sourceLocation)
     }
 
-    // streamOptimized: nothing accepted, with a message that says so.
+    // streamOptimized: only appends at or after the end of data (grain 3 ends at 4 grains),
+    // with a message that says so; an append is read back after a reopen.
     var stream = StreamImage()
     stream.descriptor = descriptorText(createType: "streamOptimized", extents: [#"RW 2048 SPARSE "s.vmdk""#])
     stream.fill([0, 3])
     let s = try folder.write("s.vmdk", stream.build().bytes)
     try expectRefused(.notSupported, s, naming: "s.vmdk")
-    try expectRefused(.notSupported, s, at: 2048 * 512 - 512, naming: "s.vmdk")
+    try expectRefused(.notSupported, s, at: 3 * 65536 + 512, naming: "s.vmdk")
     do {
       let disk = try Disk.open(s, options: writableOptions())
       let e = #expect(throws: VMDKError.self) { try disk.write(at: 0, [1]) }
-      #expect(e?.message.contains("streamOptimized disks accept only sequential appends") == true)
+      #expect(
+        e?.message == "streamOptimized disks accept only sequential appends at or after byte 262144; this write is at 0"
+      )
+      try disk.write(at: 2048 * 512 - 512, [UInt8](repeating: 7, count: 512))
+      try disk.close()
+      var back = [UInt8](repeating: 0, count: 1024)
+      try back.withUnsafeMutableBytes { try Disk.open(s).read(at: 2048 * 512 - 1024, into: $0) }
+      #expect(back == [UInt8](repeating: 0, count: 512) + [UInt8](repeating: 7, count: 512))
     }
 
     // RDONLY and NOACCESS extents; a ZERO extent; COWD and seSparse.
