@@ -125,7 +125,19 @@ public final class Disk: Sendable {
   /// writing, a read sees each write through this handle whole or not at all.
   public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
     if let ioLock {
-      return try ioLock.reading { try readUnlocked(at: offset, into: buffer) }
+      return try ioLock.reading {
+        // A stream this handle appended to: its reader still has the old directory, so the
+        // appended range would read as zeros. Say so instead.
+        if let start = writer?.state.withLock({ $0.appender?.appendStart }),
+          offset + UInt64(buffer.count) > start
+        {
+          throw VMDKError(
+            .notSupported,
+            "this handle appended to a streamOptimized disk: bytes from \(start) on can be read after opening it again",
+            file: top.path, offset: max(offset, start))
+        }
+        return try readUnlocked(at: offset, into: buffer)
+      }
     }
     try readUnlocked(at: offset, into: buffer)
   }

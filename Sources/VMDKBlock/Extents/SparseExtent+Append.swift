@@ -82,7 +82,12 @@ final class StreamAppender: @unchecked Sendable {
     self.directory = directory
     let grainBytes = self.grainBytes
     nextAllowed = last.map { ($0 + 1) * grainBytes } ?? 0
+    appendStart = nextAllowed
   }
+
+  /// The end of data when appending began: this handle cannot read from here on (its reader
+  /// keeps the directory it found at open); a new open can.
+  private(set) var appendStart: UInt64 = 0
 
   /// Throws `notSupported` unless a write at `offset` is a sequential append.
   func check(offset: UInt64) throws {
