@@ -35,6 +35,12 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
     public static let outOfRange = Code(16007, "out of range")
     public static let cidMismatch = Code(16008, "CID mismatch")
     public static let cannotOpenParent = Code(16012, "cannot open parent")
+    // VixDiskLib's network codes.
+    public static let serverNotFound = Code(14008, "server not found")
+    public static let connectionRefused = Code(14009, "connection refused")
+    public static let connectionLost = Code(14011, "connection lost")
+    public static let serverShutdown = Code(14014, "server shut down")
+    public static let serverNotAvailable = Code(14015, "server not available")
 
     // The toolkit's own codes for malformed images (stable; documented in the README).
     public static let truncated = Code(20001, "truncated")
@@ -58,6 +64,8 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
     public static let invalidTable = Code(20019, "invalid grain table entry")
     public static let trackingReset = Code(20020, "tracking was reset: a full backup is needed")
     public static let hasSnapshots = Code(20021, "the disk has snapshots on top of it")
+    public static let timeout = Code(20022, "network timeout")
+    public static let protocolError = Code(20023, "network protocol error")
 
     /// Every code, for documentation and tests.
     public static let all: [Code] = [
@@ -68,7 +76,8 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
       .invalidTableSize, .offsetPastEnd, .capacityOverflow, .descriptorTooLarge,
       .invalidDescriptor, .pathOutsideFolder, .corruptCompressedData, .compressedGrainTooLarge,
       .invalidMarker, .chainLoop, .chainTooDeep, .needsDevice, .extentNoAccess, .invalidHeader,
-      .invalidTable, .trackingReset, .hasSnapshots,
+      .invalidTable, .trackingReset, .hasSnapshots, .serverNotFound, .connectionRefused,
+      .connectionLost, .serverShutdown, .serverNotAvailable, .timeout, .protocolError,
     ]
   }
 
