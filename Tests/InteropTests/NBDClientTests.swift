@@ -233,6 +233,15 @@ private func mergedRuns(_ runs: [(start: UInt64, length: UInt64, data: Bool, zer
     #expect(e?.description.contains("nbd://127.0.0.1:\(port)/disk") == true)
   }
 
+  @Test func anUnknownHostIsServerNotFound() {
+    // .invalid is reserved (RFC 2606): resolvers answer at once that it does not exist.
+    let e = expectVMDKError(.serverNotFound) {
+      _ = try NBDClient(.tcp(host: "no-such-host.invalid", port: 10809), export: "disk")
+    }
+    #expect(e?.file == "nbd://no-such-host.invalid:10809/disk")
+    #expect(e?.message.contains("no-such-host.invalid") == true)
+  }
+
   @Test func aServerKilledMidSessionLosesTheConnection() throws {
     try withTemporaryFolder { folder in
       let file = "\(folder)/disk.raw"
@@ -332,6 +341,17 @@ private final class ScriptedServer: @unchecked Sendable {
       _ = try receive(Int(number(header[12..<16])))
       return option
     }
+    /// Structured replies yes, meta contexts no, then a 1 MiB read-only export.
+    func handshake() throws {
+      try greet()
+      guard try option() == 8 else { throw ToolFailure("expected STRUCTURED_REPLY") }
+      try optionReply(8, type: 1, [])
+      guard try option() == 10 else { throw ToolFailure("expected SET_META_CONTEXT") }
+      try optionReply(10, type: 0x8000_0001, [])
+      guard try option() == 7 else { throw ToolFailure("expected GO") }
+      try optionReply(7, type: 3, be(0, 2) + be(1 << 20, 8) + be(3, 2))
+      try optionReply(7, type: 1, [])
+    }
     func optionReply(_ option: UInt64, type: UInt64, _ payload: [UInt8], length: UInt64? = nil) throws {
       try send(
         be(0x0003_e889_0455_65a9, 8) + be(option, 4) + be(type, 4) + be(length ?? UInt64(payload.count), 4) + payload)
@@ -383,5 +403,28 @@ extension NBDClientTests {
     #expect(e?.isRetryable == false)
     // The stream is out of step after that: the connection is closed.
     expectVMDKError(.connectionLost) { _ = try client.readUpTo(at: 0, count: 16) }
+  }
+
+  @Test func aServerErrorChunkIsTypedAndKeepsTheConnection() throws {
+    let server = try ScriptedServer { peer in
+      try peer.handshake()
+      // First read: an ERROR chunk, ESHUTDOWN with a message.
+      var request = try peer.receive(28)
+      let message = Array("going down".utf8)
+      try peer.send(
+        be(0x668e_33ef, 4) + be(1, 2) + be(0x8001, 2) + request[8..<16] + be(UInt64(6 + message.count), 4)
+          + be(108, 4) + be(UInt64(message.count), 2) + message)
+      // Second read: a simple reply with the data.
+      request = try peer.receive(28)
+      try peer.send(be(0x6744_6698, 4) + be(0, 4) + request[8..<16] + [UInt8](repeating: 0x42, count: 16))
+      _ = try? peer.receive(1)
+    }
+    defer { server.finish() }
+    let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x")
+    let e = expectVMDKError(.serverShutdown) { _ = try client.readUpTo(at: 512, count: 16) }
+    #expect(e?.isRetryable == true)
+    #expect(e?.message.contains("going down") == true)
+    #expect(e?.offset == 512)
+    #expect(try client.readUpTo(at: 0, count: 16) == [UInt8](repeating: 0x42, count: 16))
   }
 }
