@@ -256,3 +256,17 @@ struct HeaderRuleCase: Sendable, CustomTestStringConvertible {
     #expect(layout.grainDirectorySectors == directorySectors)
   }
 }
+
+/// The placement of a new hosted sparse extent's metadata: the notes' Appendix A numbers.
+@Suite struct HostedPlacementTests {
+  @Test func appendixA() {
+    // (capacity sectors, rgd, gd, overhead) with a 20-sector descriptor and 128-sector grains.
+    let rows: [(UInt64, UInt64, UInt64, UInt64)] = [
+      (131_072, 21, 30, 128), (2_097_152, 21, 150, 384), (6147, 21, 26, 128), (33_554_432, 21, 2073, 4224),
+    ]
+    for (capacity, rgd, gd, overhead) in rows {
+      let p = SparseLayout(capacitySectors: capacity, grainSectors: 128).hostedPlacement(descriptorSectors: 20)
+      #expect(p.rgd == rgd && p.gd == gd && p.overhead == overhead, "\(capacity): \(p)")
+    }
+  }
+}

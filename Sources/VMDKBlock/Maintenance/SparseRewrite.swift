@@ -55,12 +55,8 @@ final class SparseExtentRewriter {
     }
     let descriptorSectors: UInt64 =
       descriptor.map { max(minDescriptorSectors, (UInt64($0.count) + 511) / 512) } ?? 0
-    let tableSectors = SparseLayout.tableBytes / 512
     let gdSectors = layout.grainDirectorySectors
-    let rgd: UInt64 = 1 + descriptorSectors
-    let gd = rgd + gdSectors + tables * tableSectors
-    let metadataEnd = gd + gdSectors + tables * tableSectors
-    let overhead = (metadataEnd + grain - 1) / grain * grain
+    let (rgd, gd, metadataEnd, overhead) = layout.hostedPlacement(descriptorSectors: descriptorSectors)
     guard metadataEnd <= UInt64(UInt32.max) else {
       throw VMDKError(
         .invalidArgument, "the grain tables would pass the 2 TiB a sparse extent can address", file: finalPath)

@@ -153,12 +153,8 @@ public final class SparseWriter: ImageWriter {
         "\(capacitySectors) sectors at \(grainSectors) sectors a grain need \(tables) grain tables; readers take at most \(Limits.maxGrainDirectoryEntries): use larger grains",
         file: path)
     }
-    let tableSectors = SparseLayout.tableBytes / 512
     let gdSectors = layout.grainDirectorySectors
-    let rgd: UInt64 = 1 + descriptorSectors
-    let gd = rgd + gdSectors + tables * tableSectors
-    let metadataEnd = gd + gdSectors + tables * tableSectors
-    let overhead = (metadataEnd + grainSectors - 1) / grainSectors * grainSectors
+    let (rgd, gd, metadataEnd, overhead) = layout.hostedPlacement(descriptorSectors: descriptorSectors)
     // Directory entries are u32 sectors: every table must lie below 2 TiB.
     guard metadataEnd <= UInt64(UInt32.max) else {
       throw VMDKError(.invalidArgument, "the grain tables would pass the 2 TiB a sparse extent can address", file: path)

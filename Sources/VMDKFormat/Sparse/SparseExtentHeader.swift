@@ -265,4 +265,19 @@ public struct SparseLayout: Equatable, Sendable {
   public var grainDirectorySectors: UInt64 { (grainDirectoryBytes + 511) / 512 }
   /// Bytes of one grain table.
   public static let tableBytes: UInt64 = entriesPerTable * 4
+
+  /// Where a new hosted sparse extent puts its metadata (qemu's and VMware's order, notes
+  /// §1.7 and Appendix A), in sectors: the descriptor from sector 1, then the redundant
+  /// directory and its tables, then the directory and its tables; `overhead` rounds the end
+  /// up to a grain. Callers check `metadataEnd` against the u32 sector range of entries.
+  public func hostedPlacement(descriptorSectors: UInt64) -> (
+    rgd: UInt64, gd: UInt64, metadataEnd: UInt64, overhead: UInt64
+  ) {
+    let tableSectors = SparseLayout.tableBytes / 512
+    let rgd = 1 + descriptorSectors
+    let gd = rgd + grainDirectorySectors + grainTableCount * tableSectors
+    let metadataEnd = gd + grainDirectorySectors + grainTableCount * tableSectors
+    let overhead = (metadataEnd + grainSectors - 1) / grainSectors * grainSectors
+    return (rgd, gd, metadataEnd, overhead)
+  }
 }
