@@ -23,13 +23,17 @@ let package = Package(
     .systemLibrary(
       name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
       providers: [.apt(["libssl-dev"])]),
+    // OpenSSL's libssl: TLS for nbds:// and https://.
+    .systemLibrary(
+      name: "CSSL", path: "Sources/CSSL", pkgConfig: "libssl",
+      providers: [.apt(["libssl-dev"])]),
     // libdeflate (Debian libdeflate-dev; no pkg-config file on every release): fast zlib-format
     // compression and decompression of grains.
     .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
     .target(name: "VMDKFormat", dependencies: ["CZlib"]),
     // Linux calls behind _GNU_SOURCE (sync_file_range), wrapped in C.
     .target(name: "CPlatform", path: "Sources/CPlatform"),
-    .target(name: "VMDKTransport", dependencies: ["CPlatform"]),
+    .target(name: "VMDKTransport", dependencies: ["CPlatform", "CSSL"]),
     .target(
       name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"],
       exclude: ["ChangeTracking/FORMAT.md"]),

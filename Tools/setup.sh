@@ -13,10 +13,15 @@ packages=(
   qemu-utils     # qemu-img, qemu-io, qemu-nbd: make test images and decode reference data
   libvmdk-utils  # vmdkinfo: a second, independent reader
   zlib1g-dev     # CZlib
-  libssl-dev     # CCrypto (libcrypto)
+  libssl-dev     # CCrypto (libcrypto) and CSSL (libssl: TLS for nbds:// and https://)
   libdeflate-dev
   pkg-config     # SwiftPM finds zlib and libcrypto through pkg-config
   gzip           # the flat test extent is stored gzipped
+  nbdkit         # NBD server with error and delay filters, for the transport fault tests
+  libnbd-bin     # nbdcopy, nbdinfo: the benchmark's reference and a second NBD client
+  nginx-light    # a web server with range requests, for the HTTP transport tests
+  openssl        # makes the test CA, server and client certificates
+  gnutls-bin     # certtool, psktool: qemu-nbd's and nbdkit's TLS credentials
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

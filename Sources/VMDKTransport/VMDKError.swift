@@ -66,6 +66,8 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
     public static let hasSnapshots = Code(20021, "the disk has snapshots on top of it")
     public static let timeout = Code(20022, "network timeout")
     public static let protocolError = Code(20023, "network protocol error")
+    public static let tlsFailure = Code(20024, "TLS failure")
+    public static let invalidConfig = Code(20025, "invalid configuration")
 
     /// Every code, for documentation and tests.
     public static let all: [Code] = [
@@ -77,7 +79,8 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
       .invalidDescriptor, .pathOutsideFolder, .corruptCompressedData, .compressedGrainTooLarge,
       .invalidMarker, .chainLoop, .chainTooDeep, .needsDevice, .extentNoAccess, .invalidHeader,
       .invalidTable, .trackingReset, .hasSnapshots, .serverNotFound, .connectionRefused,
-      .connectionLost, .serverShutdown, .serverNotAvailable, .timeout, .protocolError,
+      .connectionLost, .serverShutdown, .serverNotAvailable, .timeout, .protocolError, .tlsFailure,
+      .invalidConfig,
     ]
   }
 

@@ -40,10 +40,7 @@ public struct NBDExtent: Equatable, Sendable, CustomStringConvertible {
 /// A client of one NBD export.
 public final class NBDClient: ByteStore {
   /// Where the server listens.
-  public enum Address: Sendable, Equatable {
-    case tcp(host: String, port: UInt16)
-    case unix(path: String)
-  }
+  public typealias Address = SocketAddress
 
   /// The largest request sent (reads and writes are split into pieces of this size).
   public static let maxRequest = 32 << 20
@@ -91,7 +88,7 @@ public final class NBDClient: ByteStore {
     case .unix(let path): name = "nbd+unix:///\(export)?socket=\(path)"
     }
     self.name = name
-    var fd = try NBDClient.connect(address, name: name, timeout: timeout)
+    var fd = try Net.connect(address, name: name, timeout: timeout)
     do {
       let n = try NBDClient.negotiate(fd: fd, export: export, name: name)
       if writable && n.flags & NBDWire.transReadOnly != 0 {
@@ -118,7 +115,7 @@ public final class NBDClient: ByteStore {
       guard c.fd >= 0 else { return }
       var e = NBDEncoder()
       NBDClient.request(&e, type: NBDWire.cmdDisc, cookie: c.cookie, offset: 0, length: 0)
-      try? NBDClient.sendAll(fd: c.fd, e.bytes, name: name)
+      try? Net.sendAll(fd: c.fd, e.bytes, name: name)
       shutdown(c.fd, Int32(SHUT_RDWR))
       closeSocket(c.fd)
       c.fd = -1
@@ -158,8 +155,8 @@ public final class NBDClient: ByteStore {
         let cookie = c.next()
         var e = NBDEncoder()
         NBDClient.request(&e, type: NBDWire.cmdWrite, cookie: cookie, offset: at, length: UInt32(n))
-        try NBDClient.sendAll(fd: c.fd, e.bytes, name: name)
-        try NBDClient.sendAll(fd: c.fd, piece, name: name)
+        try Net.sendAll(fd: c.fd, e.bytes, name: name)
+        try Net.sendAll(fd: c.fd, piece, name: name)
         try readStatusReply(&c, cookie: cookie, offset: at, what: "write")
       }
       done += n
@@ -173,7 +170,7 @@ public final class NBDClient: ByteStore {
       let cookie = c.next()
       var e = NBDEncoder()
       NBDClient.request(&e, type: NBDWire.cmdFlush, cookie: cookie, offset: 0, length: 0)
-      try NBDClient.sendAll(fd: c.fd, e.bytes, name: name)
+      try Net.sendAll(fd: c.fd, e.bytes, name: name)
       try readStatusReply(&c, cookie: cookie, offset: 0, what: "flush")
     }
   }
@@ -193,7 +190,7 @@ public final class NBDClient: ByteStore {
       let cookie = c.next()
       var e = NBDEncoder()
       NBDClient.request(&e, type: NBDWire.cmdBlockStatus, cookie: cookie, offset: offset, length: asked)
-      try NBDClient.sendAll(fd: c.fd, e.bytes, name: name)
+      try Net.sendAll(fd: c.fd, e.bytes, name: name)
       return try readBlockStatusReply(&c, cookie: cookie, offset: offset, length: asked, context: context)
     }
   }
@@ -251,14 +248,14 @@ public final class NBDClient: ByteStore {
     let length = UInt32(buffer.count)
     var e = NBDEncoder()
     NBDClient.request(&e, type: NBDWire.cmdRead, cookie: cookie, offset: offset, length: length)
-    try NBDClient.sendAll(fd: c.fd, e.bytes, name: name)
+    try Net.sendAll(fd: c.fd, e.bytes, name: name)
     let magic = NBDDecoder(try recv(c, 4)).u32Value
     if magic == NBDWire.simpleReplyMagic {
       var d = NBDDecoder(try recv(c, 12))
       let error = d.u32()
       try checkCookie(d.u64(), cookie, offset)
       if error != 0 { throw serverError(error, offset: offset, what: "read", message: nil) }
-      try NBDClient.recvAll(fd: c.fd, into: buffer, name: name)
+      try Net.recvAll(fd: c.fd, into: buffer, name: name)
       return
     }
     guard magic == NBDWire.structuredReplyMagic, structuredReplies else {
@@ -279,7 +276,7 @@ public final class NBDClient: ByteStore {
           throw protocolError("data for \(count) bytes at \(at), outside the request \(offset)+\(length)", offset)
         }
         let start = Int(at - offset)
-        try NBDClient.recvAll(
+        try Net.recvAll(
           fd: c.fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(count))]), name: name)
         covered.append((at, count))
       case NBDWire.chunkOffsetHole:
@@ -446,7 +443,7 @@ public final class NBDClient: ByteStore {
   }
 
   private func recv(_ c: Connection, _ count: Int) throws -> [UInt8] {
-    try NBDClient.recvBytes(fd: c.fd, count, name: name)
+    try Net.recvBytes(fd: c.fd, count, name: name)
   }
 
   private func protocolError(_ what: String, _ offset: UInt64) -> VMDKError {
