@@ -169,3 +169,34 @@ public enum DiskLocation: Sendable, Equatable {
     return out
   }
 }
+
+/// What a transport is and can do, for `vmdk-inspect transports`.
+public struct TransportDescription: Sendable {
+  /// "file", "nbd", "nbds", "http" or "https".
+  public let name: String
+  /// How a location for it is written.
+  public let form: String
+  /// Whether disks reached through it can be written.
+  public let writable: Bool
+  /// What it is.
+  public let summary: String
+
+  /// Every transport this build has.
+  public static let all: [TransportDescription] = [
+    TransportDescription(
+      name: "file", form: "PATH or file:///PATH", writable: true,
+      summary: "local VMDK files (every variant and snapshot chain) and raw images"),
+    TransportDescription(
+      name: "nbd", form: "nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH", writable: true,
+      summary: "an NBD export as a whole raw disk: block status, several requests in flight, retries"),
+    TransportDescription(
+      name: "nbds", form: "nbds://HOST[:PORT][/EXPORT] or nbds+unix:///EXPORT?socket=PATH", writable: true,
+      summary: "NBD over TLS (OpenSSL): certificates verified by default, client certificates or PSK"),
+    TransportDescription(
+      name: "http", form: "http://HOST[:PORT]/PATH.vmdk", writable: false,
+      summary: "VMDK files on a web server, read with range requests"),
+    TransportDescription(
+      name: "https", form: "https://HOST[:PORT]/PATH.vmdk", writable: false,
+      summary: "VMDK files on a web server over TLS, read with range requests"),
+  ]
+}

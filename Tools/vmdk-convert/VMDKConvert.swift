@@ -74,7 +74,7 @@ struct VMDKConvert: ParsableCommand {
   }
 
   private func convert(cancel: CancelFlag) throws {
-    let disk = try Disk.open(source, options: open.options)
+    let disk = try Disk.open(source, options: open.resolvedOptions())
     switch try DiskLocation(parsing: destination) {
     case .nbd: return try restore(disk, cancel: cancel)
     case .http:
@@ -113,7 +113,7 @@ struct VMDKConvert: ParsableCommand {
       throw VMDKError(
         .invalidArgument, "an NBD export is a raw disk: --type \(type.rawValue) does not apply", file: destination)
     }
-    var o = open.options
+    var o = try open.resolvedOptions()
     o.writable = true
     o.format = .raw
     let result: CopyResult
@@ -140,7 +140,7 @@ struct VMDKConvert: ParsableCommand {
           "--verify needs an export of the source's size (\(disk.capacityBytes) bytes); this one differs",
           file: destination)
       }
-      var ro = open.options
+      var ro = try open.resolvedOptions()
       ro.format = .raw
       try check(want, ro)
     }

@@ -15,7 +15,7 @@ struct Info: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       let top = disk.top
       let d = top.descriptor
       let allocated = try disk.allocatedHostBytes()
