@@ -28,9 +28,14 @@ final class LinkWriter: Sendable {
   }
   let state: Mutex<State>
 
-  /// Locks the descriptor file and every read-write extent file of `link`.
+  /// Locks the descriptor file and every read-write extent file of `link` (local files only:
+  /// an NBD server keeps its own lock on what it exports).
   init(link: DiskLink) throws {
     self.link = link
+    guard link.transport == "file" else {
+      state = Mutex(State(locks: []))
+      return
+    }
     var paths: [String] = [link.path]
     for info in link.extents where info.line.access == .readWrite {
       if let p = info.path { paths.append(p) }
@@ -320,6 +325,33 @@ extension Disk {
           try readSectors(level: 1, start: extentBase + gs, count: gn, into: into)
         }
       }
+    }
+  }
+}
+
+extension Disk {
+  /// Makes `count` bytes at `offset` read as zeros. An NBD export is asked to write zeros
+  /// itself (NBD_CMD_WRITE_ZEROES, when it offers it); anything else gets zero buffers of at
+  /// most 1 MiB at a time.
+  public func writeZeroes(at offset: UInt64, count: UInt64) throws {
+    guard count > 0 else { return }
+    if links.count == 1, top.kind == .raw, let nbd = top.readers.first?.store as? NBDClient {
+      guard writer != nil else {
+        throw VMDKError(
+          .fileReadOnly, "the disk was opened read-only; open it with OpenOptions.writable to write", file: top.path)
+      }
+      guard offset <= capacityBytes, count <= capacityBytes - offset else {
+        throw VMDKError(
+          .outOfRange, "zeroing \(count) bytes at \(offset) goes past the end of the disk", file: top.path)
+      }
+      return try ioLock!.writing { try nbd.writeZeroes(at: offset, length: count) }
+    }
+    let zeros = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))
+    var done: UInt64 = 0
+    while done < count {
+      let n = Int(min(UInt64(zeros.count), count - done))
+      try zeros.withUnsafeBytes { try write(at: offset + done, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+      done += UInt64(n)
     }
   }
 }

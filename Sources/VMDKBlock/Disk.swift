@@ -55,14 +55,58 @@ public final class Disk: Sendable {
   /// The top link.
   public var top: DiskLink { links[0] }
 
-  /// Opens `path` and its parents.
-  public static func open(_ path: String, options: OpenOptions = OpenOptions()) throws -> Disk {
+  /// How the disk was reached: "file", "nbd", "nbds", "http" or "https".
+  public var transport: String { links[0].transport }
+
+  /// Opens the disk at `location` and its parents. `location` is a path, a `file:` URI, an
+  /// NBD URI (`nbd://host[:port]/export`, `nbds://…`, `nbd+unix:///export?socket=PATH`: the
+  /// export is the whole virtual disk) or the `http(s)://` URL of a VMDK file.
+  public static func open(_ location: String, options: OpenOptions = OpenOptions()) throws -> Disk {
+    let parsed = try DiskLocation(parsing: location)
+    guard options.transports.contains(parsed.transport) else {
+      throw VMDKError(
+        .notSupported,
+        "the \(parsed.transport) transport is not enabled (transports: \(options.transports.joined(separator: ":")))",
+        file: location)
+    }
+    switch parsed {
+    case .file(let path):
+      return try openChain(path, options: options, locator: LocalLocator())
+    case .nbd(let address, let export, let tls):
+      return try openNBD(address, export: export, tls: tls, options: options)
+    case .http:
+      return try openChain(location, options: options, locator: try makeHTTPLocator(options: options))
+    }
+  }
+
+  /// An NBD export as a one-link raw disk.
+  private static func openNBD(_ address: SocketAddress, export: String, tls: Bool, options: OpenOptions) throws -> Disk
+  {
+    let client = try NBDClient(
+      address, export: export, writable: options.writable, timeout: options.transport.connectTimeout)
+    let link = try DiskLink.raw(
+      client.name, file: client, size: client.exportSize, transport: tls ? "nbds" : "nbd")
+    let writer = options.writable ? try LinkWriter(link: link) : nil
+    return Disk(links: [link], options: options, writer: writer)
+  }
+
+  /// Ends the network connections of a disk reached over NBD (for servers that serve one
+  /// client at a time); later reads and writes fail with connectionLost. Local files close
+  /// when the disk goes away.
+  public func disconnect() {
+    for link in links {
+      for reader in link.readers { (reader.store as? NBDClient)?.close() }
+    }
+  }
+
+  /// Opens `path` and its parents through `locator`.
+  private static func openChain(_ path: String, options: OpenOptions, locator: any StoreLocator) throws -> Disk {
     let cache = TableCache(budgetBytes: options.tableCacheBytes)
     var links: [DiskLink] = []
     var seen: [String: String] = [:]
     var current = path
     while true {
-      let real = PathResolver.realPath(current) ?? current
+      let real = locator.canonical(current)
       if let first = seen[real] {
         throw VMDKError(
           .chainLoop, "snapshot chain loops: \(current) was already opened as \(first)", file: links.last?.path ?? path)
@@ -72,7 +116,8 @@ public final class Disk: Sendable {
           .chainTooDeep, "snapshot chain is deeper than \(options.maxChainDepth) links", file: path)
       }
       seen[real] = current
-      let link = try DiskLink.open(current, options: options, cache: cache, writable: options.writable && links.isEmpty)
+      let link = try DiskLink.open(
+        current, options: options, cache: cache, writable: options.writable && links.isEmpty, locator: locator)
       if let child = links.last {
         try checkCID(child: child, parent: link, options: options)
       }
@@ -88,7 +133,7 @@ public final class Disk: Sendable {
         break
       }
       do {
-        current = try PathResolver.resolve(
+        current = try locator.resolve(
           hint, from: current, allowExternal: options.allowExternalPaths, what: "parent", missingCode: .partialChain)
       } catch var e as VMDKError where e.code == .partialChain {
         e.message = "partial chain: " + e.message

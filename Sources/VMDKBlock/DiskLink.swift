@@ -40,13 +40,16 @@ public final class DiskLink: Sendable {
   public let descriptorLocation: String
   public let capacitySectors: UInt64
   public let extents: [ExtentInfo]
+  /// How the link's files were reached: "file", "nbd", "nbds", "http" or "https".
+  public let transport: String
   let readers: [any Extent]
   let starts: [UInt64]
 
   init(
     path: String, kind: LinkKind, descriptor: Descriptor, hasDescriptor: Bool, descriptorLocation: String,
-    readers: [any Extent], infos: [ExtentInfo]
+    readers: [any Extent], infos: [ExtentInfo], transport: String = "file"
   ) {
+    self.transport = transport
     self.path = path
     self.kind = kind
     self.descriptor = descriptor
@@ -122,13 +125,17 @@ public final class DiskLink: Sendable {
 extension DiskLink {
   /// Opens one link (no parents).
   /// With `writable`, the link's files are opened read-write (the top link of a writable disk).
-  static func open(_ path: String, options: OpenOptions, cache: TableCache, writable: Bool = false) throws -> DiskLink {
-    let file = try LocalFile(path: path, writable: writable)
+  static func open(
+    _ path: String, options: OpenOptions, cache: TableCache, writable: Bool = false,
+    locator: any StoreLocator = LocalLocator()
+  ) throws -> DiskLink {
+    let file = try locator.open(path, writable: writable)
     let size = try file.size()
     let head = try file.readUpTo(at: 0, count: 4096)
-    if options.format == .raw { return try raw(path, file: file, size: size) }
+    if options.format == .raw { return try raw(path, file: file, size: size, transport: locator.transport) }
     if SparseExtentHeader.hasMagic(head) {
-      return try openSparseFile(path, file: file, size: size, options: options, cache: cache, writable: writable)
+      return try openSparseFile(
+        path, file: file, size: size, options: options, cache: cache, writable: writable, locator: locator)
     }
     if COWDHeader.hasMagic(head) {
       let line = ExtentDescription(sectors: 0, kind: .vmfsSparse, fileName: PathResolver.baseName(path))
@@ -140,7 +147,7 @@ extension DiskLink {
         path, createType: "vmfsSparse", reader: e,
         info: ExtentInfo(
           line: fixed, path: path, format: "cowd", startSector: 0, fileSize: size, sparseHeader: nil, cowdHeader: h,
-          seSparseHeader: nil))
+          seSparseHeader: nil), transport: locator.transport)
     }
     if SESparseConstHeader.hasMagic(head) {
       let line = ExtentDescription(sectors: 0, kind: .seSparse, fileName: PathResolver.baseName(path))
@@ -152,7 +159,7 @@ extension DiskLink {
         path, createType: "seSparse", reader: e,
         info: ExtentInfo(
           line: fixed, path: path, format: "sesparse", startSector: 0, fileSize: size, sparseHeader: nil,
-          cowdHeader: nil, seSparseHeader: h))
+          cowdHeader: nil, seSparseHeader: h), transport: locator.transport)
     }
     if options.format == .vmdk || Descriptor.looksLikeDescriptor(head) {
       guard size <= Limits.maxDescriptorBytes else {
@@ -164,12 +171,14 @@ extension DiskLink {
       let bytes = try file.readUpTo(at: 0, count: Int(size))
       let descriptor = try wrap(path) { try Descriptor(parsing: bytes) }
       return try fromDescriptor(
-        path, descriptor: descriptor, location: "file", options: options, cache: cache, writable: writable)
+        path, descriptor: descriptor, location: "file", options: options, cache: cache, writable: writable,
+        locator: locator)
     }
-    return try raw(path, file: file, size: size)
+    return try raw(path, file: file, size: size, transport: locator.transport)
   }
 
-  static func raw(_ path: String, file: LocalFile, size: UInt64) throws -> DiskLink {
+  /// A raw image (a local file, or an NBD export): the store is the virtual disk.
+  static func raw(_ path: String, file: any ByteStore, size: UInt64, transport: String = "file") throws -> DiskLink {
     // A raw image's last partial sector still belongs to the disk, as in qemu.
     let sectors = (size + 511) / 512
     let line = ExtentDescription(sectors: sectors, kind: .flat, fileName: PathResolver.baseName(path))
@@ -181,10 +190,12 @@ extension DiskLink {
       seSparseHeader: nil)
     return DiskLink(
       path: path, kind: .raw, descriptor: d, hasDescriptor: false, descriptorLocation: "none",
-      readers: [FlatExtent(line: line, file: file)], infos: [info])
+      readers: [FlatExtent(line: line, file: file)], infos: [info], transport: transport)
   }
 
-  static func bare(_ path: String, createType: String, reader: any Extent, info: ExtentInfo) -> DiskLink {
+  static func bare(
+    _ path: String, createType: String, reader: any Extent, info: ExtentInfo, transport: String = "file"
+  ) -> DiskLink {
     var d = Descriptor()
     d.setHeader("version", "1")
     d.setHeader("CID", "ffffffff")
@@ -193,13 +204,14 @@ extension DiskLink {
     d.setExtents([reader.line])
     return DiskLink(
       path: path, kind: .vmdk, descriptor: d, hasDescriptor: false, descriptorLocation: "none", readers: [reader],
-      infos: [info])
+      infos: [info], transport: transport)
   }
 
   /// A KDMV file: monolithicSparse or streamOptimized with an embedded descriptor, a bare
   /// sparse extent, or (capacity 0) a container for a descriptor.
   static func openSparseFile(
-    _ path: String, file: LocalFile, size: UInt64, options: OpenOptions, cache: TableCache, writable: Bool = false
+    _ path: String, file: any ByteStore, size: UInt64, options: OpenOptions, cache: TableCache,
+    writable: Bool = false, locator: any StoreLocator = LocalLocator()
   ) throws -> DiskLink {
     let headBytes = try file.readUpTo(at: 0, count: SparseExtentHeader.size)
     let atZero = try wrap(path) { try SparseExtentHeader(parsing: headBytes) }
@@ -229,7 +241,8 @@ extension DiskLink {
     }
     if atZero.capacitySectors == 0, let descriptor, !descriptor.extents.isEmpty {
       return try fromDescriptor(
-        path, descriptor: descriptor, location: "embedded", options: options, cache: cache, writable: writable)
+        path, descriptor: descriptor, location: "embedded", options: options, cache: cache, writable: writable,
+        locator: locator)
     }
     let (_, opened) = try SparseExtentOpener.open(
       line: ExtentDescription(sectors: 0, kind: .sparse, fileName: nil), file: file, cache: cache)
@@ -245,17 +258,19 @@ extension DiskLink {
       line: line, path: path, format: h.isCompressed ? "stream" : "sparse", startSector: 0, fileSize: size,
       sparseHeader: h, cowdHeader: nil, seSparseHeader: nil)
     guard let descriptor else {
-      return bare(path, createType: h.isCompressed ? "streamOptimized" : "monolithicSparse", reader: extent, info: info)
+      return bare(
+        path, createType: h.isCompressed ? "streamOptimized" : "monolithicSparse", reader: extent, info: info,
+        transport: locator.transport)
     }
     return DiskLink(
       path: path, kind: .vmdk, descriptor: descriptor, hasDescriptor: true, descriptorLocation: "embedded",
-      readers: [extent], infos: [info])
+      readers: [extent], infos: [info], transport: locator.transport)
   }
 
   /// A link whose extents a descriptor lists.
   static func fromDescriptor(
     _ path: String, descriptor: Descriptor, location: String, options: OpenOptions, cache: TableCache,
-    writable: Bool = false
+    writable: Bool = false, locator: any StoreLocator = LocalLocator()
   ) throws -> DiskLink {
     guard let createType = descriptor.createType else {
       throw VMDKError(.invalidDescriptor, "descriptor has no createType", file: path)
@@ -305,9 +320,10 @@ extension DiskLink {
         infos.append(info("noaccess"))
         continue
       }
-      let extentPath = try PathResolver.resolve(
-        line.fileName ?? "", from: path, allowExternal: options.allowExternalPaths, what: "extent")
-      let file = try LocalFile(path: extentPath, writable: writable && line.access == .readWrite)
+      let extentPath = try locator.resolve(
+        line.fileName ?? "", from: path, allowExternal: options.allowExternalPaths, what: "extent",
+        missingCode: .fileNotFound)
+      let file = try locator.open(extentPath, writable: writable && line.access == .readWrite)
       let size = try file.size()
       let magic = try file.readUpTo(at: 0, count: 8)
       switch line.kind {
@@ -335,6 +351,6 @@ extension DiskLink {
     }
     return DiskLink(
       path: path, kind: .vmdk, descriptor: descriptor, hasDescriptor: true, descriptorLocation: location,
-      readers: readers, infos: infos)
+      readers: readers, infos: infos, transport: locator.transport)
   }
 }

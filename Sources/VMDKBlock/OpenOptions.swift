@@ -2,6 +2,7 @@
 // checking and the chain depth cap.
 
 import VMDKFormat
+import VMDKTransport
 
 /// Options for `Disk.open`.
 public struct OpenOptions: Sendable {
@@ -34,6 +35,12 @@ public struct OpenOptions: Sendable {
   /// (with its CID). Off by default, because a write changes the disk under its snapshots
   /// (`hasSnapshots`, see `RestoreGuard`); commit uses it to write into the parent it merges into.
   public var allowWritingUnderSnapshots = false
+
+  /// Network behaviour (timeouts, retries, TLS) for NBD and HTTP locations.
+  public var transport = TransportOptions()
+  /// The transports that may be used ("file", "nbd", "nbds", "http", "https"), in order of
+  /// preference: a location whose transport is not listed is refused.
+  public var transports: [String] = DiskLocation.transports
 
   public init() {}
 }

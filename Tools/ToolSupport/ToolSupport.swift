@@ -32,6 +32,9 @@ public struct OpenFlags: ParsableArguments {
   @Option(help: "Most links in a snapshot chain.")
   public var maxChainDepth: Int = 255
 
+  /// The options, with the configuration file's transport settings applied.
+  public func resolvedOptions() throws -> OpenOptions { options }
+
   public var options: OpenOptions {
     var o = OpenOptions()
     o.format = format

@@ -26,9 +26,14 @@ struct VMDKConvert: ParsableCommand {
       """)
 
   @Argument(help: "The source image (descriptor, sparse file, chain top or raw image).") var source: String
-  @Argument(help: "The new image.") var destination: String
+  @Argument(
+    help: """
+      The new image, or an NBD export to restore into (nbd://host[:port]/export, nbds://...,       nbd+unix:///export?socket=PATH): the export is overwritten with the whole source disk.
+      """)
+  var destination: String
 
-  @Option(name: [.short, .long], help: "Output type.") var type: DiskType = .monolithicSparse
+  @Option(name: [.short, .long], help: "Output type (default monolithicSparse; an NBD export is raw).")
+  var type: DiskType?
   @Option(help: "Adapter type (ide, buslogic, lsilogic, legacyESX, pvscsi); default: the source's.")
   var adapterType: AdapterType?
   @Option(help: "Virtual hardware version; default: the source's, or 4.") var hardwareVersion: String?
@@ -69,7 +74,13 @@ struct VMDKConvert: ParsableCommand {
   }
 
   private func convert(cancel: CancelFlag) throws {
-    let disk = try Disk.open(source, options: open.options)
+    let disk = try Disk.open(source, options: open.resolvedOptions())
+    switch try DiskLocation(parsing: destination) {
+    case .nbd: return try restore(disk, cancel: cancel)
+    case .http:
+      throw VMDKError(.fileReadOnly, "HTTP locations are read-only; they cannot be written", file: destination)
+    case .file: break
+    }
     var options = try createOptions(for: disk)
     options.capacityBytes = disk.capacityBytes
     if try sameFile(source, destination) {
@@ -91,26 +102,70 @@ struct VMDKConvert: ParsableCommand {
     if cancel.isCancelled { throw VMDKError(.cancelled, "stopped by the user") }
     try writer.commit()
     committed = true
-    if verify, let want = result.digest {
-      let got = try Disk.open(destination, options: outputOpenOptions()).digest(.sha256)
-      guard got == want else {
-        throw VMDKError(
-          .failure, "verification failed: the new image's sha256 is \(got), the source's \(want)", file: destination)
-      }
-      if !quiet { printError("verified: sha256 \(got)") }
+    if verify, let want = result.digest { try check(want, outputOpenOptions()) }
+  }
+
+  /// A restore: the whole source written into an existing NBD export (data where the source
+  /// has data, zeros everywhere else). Only bytes read correctly are written; a failure leaves
+  /// the export partly written.
+  private func restore(_ disk: Disk, cancel: CancelFlag) throws {
+    if let type, type != .raw {
+      throw VMDKError(
+        .invalidArgument, "an NBD export is a raw disk: --type \(type.rawValue) does not apply", file: destination)
     }
+    var o = try open.resolvedOptions()
+    o.writable = true
+    o.format = .raw
+    let result: CopyResult
+    let sameSize: Bool
+    do {
+      // The target's connection ends here: servers that take one client at a time (qemu-nbd's
+      // default) then accept the verification's.
+      let target = try Disk.open(destination, options: o)
+      let writer = try RestoreWriter(disk: target, capacityBytes: disk.capacityBytes)
+      sameSize = target.capacityBytes == disk.capacityBytes
+      let bar = ProgressBar(total: disk.capacityBytes, quiet: quiet)
+      var copy = CopyOptions()
+      copy.digest = verify && sameSize ? .sha256 : nil
+      result = try disk.copy(to: writer, options: copy, cancel: cancel) { bar.update($0) }
+      bar.finish()
+      if cancel.isCancelled { throw VMDKError(.cancelled, "stopped by the user") }
+      try writer.commit()
+      target.disconnect()
+    }
+    if verify {
+      guard let want = result.digest else {
+        throw VMDKError(
+          .invalidArgument,
+          "--verify needs an export of the source's size (\(disk.capacityBytes) bytes); this one differs",
+          file: destination)
+      }
+      var ro = try open.resolvedOptions()
+      ro.format = .raw
+      try check(want, ro)
+    }
+  }
+
+  /// --verify: the destination read back must have the source's sha256.
+  private func check(_ want: String, _ options: OpenOptions) throws {
+    let got = try Disk.open(destination, options: options).digest(.sha256)
+    guard got == want else {
+      throw VMDKError(
+        .failure, "verification failed: the new image's sha256 is \(got), the source's \(want)", file: destination)
+    }
+    if !quiet { printError("verified: sha256 \(got)") }
   }
 
   /// Opening the output for --verify: raw outputs are raw; extents are next to it.
   private func outputOpenOptions() -> OpenOptions {
     var o = OpenOptions()
-    o.format = type == .raw ? .raw : .vmdk
+    o.format = outputType == .raw ? .raw : .vmdk
     return o
   }
 
   /// The new image's options: the command line's, else the source's disk database.
   func createOptions(for disk: Disk) throws -> CreateOptions {
-    var o = CreateOptions(type: type, capacityBytes: disk.capacityBytes)
+    var o = CreateOptions(type: outputType, capacityBytes: disk.capacityBytes)
     guard let grain = parseSize(grainSize), grain % 512 == 0 else {
       throw VMDKError(.invalidArgument, "--grain-size \(grainSize): a size in bytes such as 64K")
     }
@@ -152,6 +207,9 @@ struct VMDKConvert: ParsableCommand {
     try o.validate()
     return o
   }
+
+  /// The output type: --type, else monolithicSparse.
+  private var outputType: DiskType { type ?? .monolithicSparse }
 
   private func sameFile(_ a: String, _ b: String) throws -> Bool {
     var sa = stat()

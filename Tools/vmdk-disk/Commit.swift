@@ -21,7 +21,7 @@ struct Commit: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      let result = try Disk.commit(child, options: open.options)
+      let result = try Disk.commit(child, options: open.resolvedOptions())
       if !quiet {
         print(
           "committed \(humanSize(result.dataBytes)) of data and \(humanSize(result.zeroBytes)) of zeros into \(result.parentPath)"

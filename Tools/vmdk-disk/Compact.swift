@@ -16,7 +16,7 @@ struct Compact: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      let r = try Disk.compact(image, options: open.options)
+      let r = try Disk.compact(image, options: open.resolvedOptions())
       print(
         "\(image): \(r.bytesBefore) → \(r.bytesAfter) bytes, \(r.grainsStored) grains stored, \(r.zeroGrainsDropped) zero grains dropped"
       )

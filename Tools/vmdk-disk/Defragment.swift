@@ -16,7 +16,7 @@ struct Defragment: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      let r = try Disk.defragment(image, options: open.options)
+      let r = try Disk.defragment(image, options: open.resolvedOptions())
       print("\(image): \(r.bytesBefore) → \(r.bytesAfter) bytes, \(r.grainsStored) grains in order")
     }
   }

@@ -17,7 +17,7 @@ struct Delete: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      let r = try Disk.delete(image, force: force, options: open.options)
+      let r = try Disk.delete(image, force: force, options: open.resolvedOptions())
       for (p, _) in r.files { print("removed \(p)") }
       for c in r.children { print("warning: \(c) named it as parent and is now a partial chain") }
     }

@@ -27,13 +27,13 @@ struct Metadata: ParsableCommand {
     try runReporting(status: 1) {
       if delete && value != nil { throw VMDKError(.invalidArgument, "a VALUE and --delete together") }
       if delete {
-        guard try Disk.setMetadata(path: image, key: key, value: nil, options: open.options) else {
+        guard try Disk.setMetadata(path: image, key: key, value: nil, options: open.resolvedOptions()) else {
           throw VMDKError(.invalidArgument, "the key \(key) is not in the descriptor", file: image)
         }
       } else if let value {
-        try Disk.setMetadata(path: image, key: key, value: value, options: open.options)
+        try Disk.setMetadata(path: image, key: key, value: value, options: open.resolvedOptions())
       } else {
-        guard let v = try Disk.topMetadata(path: image, key: key, options: open.options) else {
+        guard let v = try Disk.topMetadata(path: image, key: key, options: open.resolvedOptions()) else {
           throw VMDKError(.invalidArgument, "the key \(key) is not in the descriptor", file: image)
         }
         print(v)

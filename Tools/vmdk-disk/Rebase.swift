@@ -34,7 +34,7 @@ struct Rebase: ParsableCommand {
       case (let p?, false): newParent = p.isEmpty ? nil : p
       default: newParent = nil
       }
-      try Disk.rebase(child, onto: newParent, unsafe: unsafe, options: open.options)
+      try Disk.rebase(child, onto: newParent, unsafe: unsafe, options: open.resolvedOptions())
     }
   }
 }

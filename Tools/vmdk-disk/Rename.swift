@@ -17,7 +17,7 @@ struct Rename: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      let r = try Disk.rename(old, to: new, options: open.options)
+      let r = try Disk.rename(old, to: new, options: open.resolvedOptions())
       for (a, b) in r.files { print("\(a) → \(b)") }
       for c in r.children { print("updated parentFileNameHint of \(c)") }
     }

@@ -17,7 +17,7 @@ struct Repair: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      var o = open.options
+      var o = try open.resolvedOptions()
       o.singleLink = true
       let r = try Disk.repair(image, options: o)
       for f in r.fixed { print("fixed: \(f)") }

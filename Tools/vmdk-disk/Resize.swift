@@ -26,8 +26,8 @@ struct Resize: ParsableCommand {
         throw ValidationError("cannot read the size \(size)")
       }
       var bytes = n
-      if relative { bytes += try Disk.open(image, options: open.options).capacityBytes }
-      let r = try Disk.resize(image, to: bytes, allowShrink: shrink, options: open.options)
+      if relative { bytes += try Disk.open(image, options: open.resolvedOptions()).capacityBytes }
+      let r = try Disk.resize(image, to: bytes, allowShrink: shrink, options: open.resolvedOptions())
       print("\(image): \(r.oldCapacitySectors * 512) → \(r.newCapacitySectors * 512) bytes")
       for p in r.extentsAdded { print("  added \(p)") }
       for p in r.extentsRemoved { print("  removed \(p)") }

@@ -23,7 +23,7 @@ struct Snapshot: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      try Disk.createSnapshot(of: parent, at: child, split: split, options: open.options)
+      try Disk.createSnapshot(of: parent, at: child, split: split, options: open.resolvedOptions())
     }
   }
 }

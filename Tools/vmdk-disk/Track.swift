@@ -26,9 +26,9 @@ struct Track: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      try ChangeTracking.setEnabled(mode == .on, path: image, options: open.options)
+      try ChangeTracking.setEnabled(mode == .on, path: image, options: open.resolvedOptions())
       if mode == .on {
-        let disk = try Disk.open(image, options: open.options)
+        let disk = try Disk.open(image, options: open.resolvedOptions())
         if let id = try disk.currentChangeID() { print("change tracking: on, change ID: \(id)") }
       } else {
         print("change tracking: off")

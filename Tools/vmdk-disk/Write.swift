@@ -26,7 +26,7 @@ struct Write: ParsableCommand {
 
   func run() throws {
     try runReporting(status: 1) {
-      var options = open.options
+      var options = try open.resolvedOptions()
       options.writable = true
       let fd: Int32
       if let input {

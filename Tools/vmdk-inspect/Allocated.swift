@@ -30,7 +30,7 @@ struct Allocated: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       let ranges = try disk.allocatedBlocks(chunkSectors: chunkSectors, topOnly: top)
       let total = ranges.reduce(UInt64(0)) { $0 + $1.length }
       if json {

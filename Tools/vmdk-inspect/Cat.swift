@@ -17,7 +17,7 @@ struct Cat: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       let end = length.map { offset + $0 } ?? disk.capacityBytes
       guard offset <= disk.capacityBytes, end <= disk.capacityBytes, end >= offset else {
         throw VMDKError(
@@ -39,7 +39,7 @@ struct Digest: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       let hex = try disk.digest(algorithm)
       if json {
         printJSON(

@@ -14,7 +14,7 @@ struct Chain: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       if json {
         printJSON(.array(disk.links.enumerated().map { linkJSON($0.offset, $0.element) }))
         return
@@ -39,7 +39,7 @@ struct Metadata: ParsableCommand {
   func run() throws {
     var missing = false
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       if let key {
         guard let v = disk.metadata(key) else {
           printError("\(toolName): \(image): no key \(key) in the disk database")

@@ -34,7 +34,7 @@ struct Changed: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       let info: DiskChangeInfo
       if let base {
         let areas = try disk.changedBlocks(sinceAncestor: base)

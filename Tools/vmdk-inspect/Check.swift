@@ -16,7 +16,7 @@ struct Check: ParsableCommand {
   func run() throws {
     var clean = true
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       let report = try disk.check()
       clean = report.isClean
       if json {

@@ -15,7 +15,7 @@ struct Info: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       let top = disk.top
       let d = top.descriptor
       let allocated = try disk.allocatedHostBytes()
@@ -29,7 +29,7 @@ struct Info: ParsableCommand {
           ("virtualSize", .uint(disk.capacityBytes)),
           ("capacitySectors", .uint(disk.capacitySectors)),
           ("allocatedBytes", .opt(allocated)),
-          ("transport", .string("file")),
+          ("transport", .string(disk.transport)),
           ("descriptor", .string(top.descriptorLocation)),
         ]
         obj.append(("version", d.version.map { .int(Int64($0)) } ?? .null))
@@ -61,7 +61,7 @@ struct Info: ParsableCommand {
       print(
         "virtual size: \(humanSize(disk.capacityBytes)) (\(disk.capacityBytes) bytes, \(disk.capacitySectors) sectors)")
       if let allocated { print("allocated on host: \(humanSize(allocated)) (\(allocated) bytes)") }
-      print("transport: file")
+      print("transport: \(disk.transport)")
       if top.hasDescriptor {
         print(
           "descriptor: \(top.descriptorLocation), version \(d.version.map(String.init) ?? "?")\(d.encoding.map { ", encoding \($0)" } ?? "")"

@@ -18,7 +18,7 @@ struct MapCommand: ParsableCommand {
 
   func run() throws {
     try runReporting {
-      let disk = try Disk.open(image, options: open.options)
+      let disk = try Disk.open(image, options: open.resolvedOptions())
       if json {
         print("[", terminator: "")
         var first = true

@@ -17,7 +17,7 @@ struct VMDKInspect: ParsableCommand {
       """,
     subcommands: [
       Info.self, MapCommand.self, Chain.self, Metadata.self, Check.self, Cat.self, Digest.self, Allocated.self,
-      Changed.self,
+      Changed.self, Transports.self,
     ]
   )
 }

@@ -501,3 +501,16 @@ extension NBDDecoder {
     return d.u64()
   }
 }
+
+// Placeholder until the pipelined client lands (branch t5-nbd): zero buffers written as data.
+extension NBDClient {
+  public func writeZeroes(at offset: UInt64, length: UInt64) throws {
+    let zeros = [UInt8](repeating: 0, count: Int(min(length, 1 << 20)))
+    var done: UInt64 = 0
+    while done < length {
+      let n = Int(min(UInt64(zeros.count), length - done))
+      try zeros.withUnsafeBytes { try write(at: offset + done, from: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+      done += UInt64(n)
+    }
+  }
+}
