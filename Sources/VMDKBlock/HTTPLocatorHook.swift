@@ -4,5 +4,5 @@ import VMDKTransport
 
 /// The StoreLocator `Disk.open` uses for an http(s) URL.
 func makeHTTPLocator(options: OpenOptions) throws -> any StoreLocator {
-  throw VMDKError(.notSupported, "the HTTP transport is not built yet")
+  HTTPLocator(options: options.transport)
 }

@@ -543,3 +543,111 @@ func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UInt8]?) th
     }
   }
 }
+
+// MARK: Disks over HTTP (the block layer through HTTPLocator)
+
+@Suite struct HTTPDiskTests {
+  /// Every real image of TestImages, served by nginx: the digests digests.json records, or the
+  /// error it records, as from the local file.
+  @Test("Real images over HTTP: the recorded digests or errors", arguments: try CorpusEntry.load())
+  func corpusImageOverHTTP(entry: CorpusEntry) throws {
+    try withTemporaryFolder { folder in
+      let server = try NginxServer(prefix: folder)
+      defer { server.stop() }
+      let served = "\(server.root)/TestImages"
+      try FileManager.default.copyItem(atPath: testImagesFolder, toPath: served)
+      // Images with gzipped extents: the prepared copy sits in www/prepared.
+      let prepared = "\(server.root)/prepared"
+      try FileManager.default.createDirectory(atPath: prepared, withIntermediateDirectories: true)
+      let local = try CorpusTests.prepare(entry, in: prepared)
+      let url =
+        local.hasPrefix(prepared)
+        ? "\(server.baseURL)/prepared/\((local as NSString).lastPathComponent)"
+        : "\(server.baseURL)/TestImages/\(entry.image)"
+      if let text = entry.expectError {
+        let expected = try #require(CorpusEntry.expectedFailure(text), "unknown expectError wording: \(text)")
+        let error = expectVMDKError(expected.code) { _ = try Disk.open(url) }
+        if let name = expected.mentions {
+          #expect(error?.description.contains(name) == true, "\(String(describing: error)) does not name \(name)")
+        }
+        return
+      }
+      let disk = try Disk.open(url)
+      #expect(disk.transport == "http")
+      if let size = entry.virtualSize { #expect(disk.capacityBytes == size) }
+      for (algorithm, hex) in entry.digests {
+        #expect(try disk.digest(algorithm) == hex, "\(algorithm)")
+      }
+    }
+  }
+
+  /// Images qemu makes: a split twoGbMaxExtentSparse disk (two extents, data across the 2 GiB
+  /// border), the streamOptimized conversion of it, and a snapshot on top of it (the parent
+  /// resolved through the locator): each URL's digest equals the local file's.
+  @Test func qemuImagesOverHTTPHaveTheLocalDigests() throws {
+    try withTemporaryFolder { folder in
+      let server = try NginxServer(prefix: folder)
+      defer { server.stop() }
+      let www = server.root
+      let split = "\(www)/split/disk.vmdk"
+      try FileManager.default.createDirectory(atPath: "\(www)/split", withIntermediateDirectories: true)
+      try Qemu.create(split, size: (2 << 30) + (64 << 20), options: ["subformat=twoGbMaxExtentSparse"])
+      try Qemu.io(
+        split,
+        ["write -P 0x5a 0 1M", "write -P 0xa5 2047M 2M", "write -P 0x11 2090M 100k", "write -P 0x77 2111M 1M"])
+      #expect(FileManager.default.fileExists(atPath: "\(www)/split/disk-s002.vmdk"), "the image should be split")
+      let stream = "\(www)/stream/disk.vmdk"
+      try FileManager.default.createDirectory(atPath: "\(www)/stream", withIntermediateDirectories: true)
+      try Qemu.img("convert", "-O", "vmdk", "-o", "subformat=streamOptimized", split, stream)
+      // A snapshot whose parent hint is relative: qemu resolves it next to the overlay.
+      let snapshot = "\(www)/split/snap.vmdk"
+      try Qemu.img("create", "-q", "-f", "vmdk", "-b", "disk.vmdk", "-F", "vmdk", snapshot)
+      try Qemu.io(snapshot, ["write -P 0x3c 2046M 4M"])
+
+      for path in [split, stream, snapshot] {
+        let url = server.baseURL + path.dropFirst(www.count)
+        let disk = try Disk.open(url)
+        #expect(disk.transport == "http")
+        #expect(try disk.digest(.sha256) == Disk.open(path).digest(.sha256), "\(url)")
+      }
+    }
+  }
+
+  /// The block layer's rules hold over HTTP: an extent outside the descriptor's folder is
+  /// refused, a missing one is fileNotFound naming it, and a writable open is refused.
+  @Test func descriptorRulesHoldOverHTTP() throws {
+    try withTemporaryFolder { folder in
+      let server = try NginxServer(prefix: folder)
+      defer { server.stop() }
+      let descriptor = { (extent: String) in
+        """
+        # Disk DescriptorFile
+        version=1
+        CID=fffffffe
+        parentCID=ffffffff
+        createType="monolithicFlat"
+        RW 2048 FLAT "\(extent)" 0
+
+        """
+      }
+      try writeFile("\(server.root)/d/outside.vmdk", Array(descriptor("../flat.bin").utf8))
+      try writeFile("\(server.root)/d/missing.vmdk", Array(descriptor("gone-flat.vmdk").utf8))
+      try writeFile("\(server.root)/d/good.vmdk", Array(descriptor("good-flat.vmdk").utf8))
+      try writeFile("\(server.root)/flat.bin", [UInt8](repeating: 1, count: 1 << 20))
+      try writeFile("\(server.root)/d/good-flat.vmdk", [UInt8](repeating: 2, count: 1 << 20))
+      let base = "\(server.baseURL)/d"
+      let outside = expectVMDKError(.pathOutsideFolder) { _ = try Disk.open("\(base)/outside.vmdk") }
+      #expect(outside?.file == "\(base)/outside.vmdk")
+      var external = OpenOptions()
+      external.allowExternalPaths = true
+      #expect(try Disk.open("\(base)/outside.vmdk", options: external).capacityBytes == 1 << 20)
+      let missing = expectVMDKError(.fileNotFound) { _ = try Disk.open("\(base)/missing.vmdk") }
+      #expect(missing?.description.contains("gone-flat.vmdk") == true, "\(String(describing: missing))")
+      var writable = OpenOptions()
+      writable.writable = true
+      expectVMDKError(.fileReadOnly) { _ = try Disk.open("\(base)/good.vmdk", options: writable) }
+      let good = try Disk.open("\(base)/good.vmdk")
+      #expect(try good.digest(.sha256) == Disk.open("\(server.root)/d/good.vmdk").digest(.sha256))
+    }
+  }
+}
