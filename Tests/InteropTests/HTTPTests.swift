@@ -222,6 +222,32 @@ func quickOptions(retries: Int = 3) -> TransportOptions {
     #expect(elapsed < waits + 2, "the retries took \(elapsed) s, the backoff allows \(waits) s")
   }
 
+  @Test func aServerThatNeverAnswersTimesOutWithinTheReadTimeout() throws {
+    // A listening socket nobody accepts from: the kernel completes the TCP handshake and
+    // takes the request, and no answer ever comes.
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let listening = withUnsafeMutablePointer(to: &sa) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(fd, $0, length) == 0 && listen(fd, 4) == 0 && getsockname(fd, $0, &length) == 0
+      }
+    }
+    try #require(listening)
+    var options = quickOptions(retries: 1)
+    options.readTimeout = 0.3
+    let started = Date()
+    let e = expectVMDKError(.timeout) {
+      _ = try HTTPStore("http://127.0.0.1:\(UInt16(bigEndian: sa.sin_port))/d.vmdk", options: options)
+    }
+    let elapsed = Date().timeIntervalSince(started)
+    #expect(e?.isRetryable == true)
+    #expect(elapsed >= 0.6 && elapsed < 0.6 + options.backoff(attempt: 1) + 2, "took \(elapsed) s")
+  }
+
   @Test func aRestartInTheMiddleOfALongReadResumesWithTheRightBytes() throws {
     try withTemporaryFolder { folder in
       // 32 MiB/s per connection: the 64 MiB read takes about two seconds.

@@ -73,6 +73,9 @@ final class HTTPSession: @unchecked Sendable {
           .warning,
           "\(name): \(what) failed: \(e.message) [\(e.code.name)]; retry \(attempt) of \(options.retries) in \(wait) s")
         if wait > 0 { usleep(UInt32(min(wait, 3600) * 1_000_000)) }
+      } catch {
+        close()
+        throw error
       }
     }
   }
