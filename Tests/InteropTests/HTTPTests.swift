@@ -18,7 +18,7 @@ import VMDKTransport
 // MARK: Fixtures
 
 /// A deterministic generator (SplitMix64), so that a failing case can be replayed.
-struct SplitMix: RandomNumberGenerator {
+private struct SplitMix: RandomNumberGenerator {
   var state: UInt64
   mutating func next() -> UInt64 {
     state &+= 0x9e37_79b9_7f4a_7c15
@@ -31,7 +31,7 @@ struct SplitMix: RandomNumberGenerator {
 
 /// `count` bytes in which every MiB differs: one pseudo-random MiB with the MiB's number
 /// stamped every 4 KiB, so that a block returned from the wrong place shows.
-func distinctBytes(_ count: Int) -> [UInt8] {
+private func distinctBytes(_ count: Int) -> [UInt8] {
   var rng = SplitMix(state: 42)
   let mib = (0..<(1 << 20) / 8).flatMap { _ in withUnsafeBytes(of: rng.next()) { Array($0) } }
   var bytes = [UInt8](repeating: 0, count: count)
@@ -56,7 +56,7 @@ func distinctBytes(_ count: Int) -> [UInt8] {
 }
 
 /// Writes `bytes` to `path`, making the folders.
-func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+private func writeFile(_ path: String, _ bytes: [UInt8]) throws {
   try FileManager.default.createDirectory(
     atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
   guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else {
@@ -65,7 +65,7 @@ func writeFile(_ path: String, _ bytes: [UInt8]) throws {
 }
 
 /// Reads the whole store in pieces of `piece` bytes into a digest.
-func storeDigest(_ store: any ByteStore, piece: Int) throws -> String {
+private func storeDigest(_ store: any ByteStore, piece: Int) throws -> String {
   let context = DigestContext(.sha256)
   var buffer = [UInt8](repeating: 0, count: piece)
   var offset: UInt64 = 0
@@ -79,7 +79,7 @@ func storeDigest(_ store: any ByteStore, piece: Int) throws -> String {
 }
 
 /// Options whose retries are quick, for tests.
-func quickOptions(retries: Int = 3) -> TransportOptions {
+private func quickOptions(retries: Int = 3) -> TransportOptions {
   var o = TransportOptions()
   o.retries = retries
   o.backoffInitial = 0.05
@@ -296,7 +296,7 @@ func quickOptions(retries: Int = 3) -> TransportOptions {
 /// An HTTP server on loopback that answers each request (its head as text) with what the
 /// script returns (nil: close the connection), to check that the client refuses answers that
 /// break HTTP instead of trapping or allocating. Serves connections one after another.
-final class ScriptedHTTPServer: @unchecked Sendable {
+private final class ScriptedHTTPServer: @unchecked Sendable {
   let port: UInt16
   private let listener: Int32
   private let done = DispatchSemaphore(value: 0)
@@ -363,7 +363,7 @@ final class ScriptedHTTPServer: @unchecked Sendable {
 }
 
 /// The byte range a request asks for (`Range: bytes=A-B`).
-func requestedRange(_ request: String) -> (UInt64, UInt64)? {
+private func requestedRange(_ request: String) -> (UInt64, UInt64)? {
   guard let line = request.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("range: bytes=") }) else {
     return nil
   }
@@ -372,12 +372,12 @@ func requestedRange(_ request: String) -> (UInt64, UInt64)? {
 }
 
 /// A response head with `fields`, then `body`.
-func answer(_ status: String, _ fields: [String], body: [UInt8] = []) -> [UInt8] {
+private func answer(_ status: String, _ fields: [String], body: [UInt8] = []) -> [UInt8] {
   Array(("HTTP/1.1 \(status)\r\n" + fields.map { "\($0)\r\n" }.joined() + "\r\n").utf8) + body
 }
 
 /// A server for a 4 MiB file of 0x5a bytes whose answers to ranges `broken` spoils.
-func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UInt8]?) throws -> ScriptedHTTPServer {
+private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UInt8]?) throws -> ScriptedHTTPServer {
   try ScriptedHTTPServer { request in
     if request.hasPrefix("HEAD ") { return answer("200 OK", ["Content-Length: 4194304"]) }
     guard let (first, last) = requestedRange(request) else { return nil }
