@@ -59,6 +59,7 @@ final class HTTPSession: @unchecked Sendable {
         close()
         if reused && !answered && !reopenedIdle && e.code == .connectionLost {
           reopenedIdle = true
+          TransportLog.shared.log(.info, "\(name): the server closed the idle connection; connecting again")
           continue
         }
         guard e.isRetryable else { throw e.at(file: name, offset: offset) }
