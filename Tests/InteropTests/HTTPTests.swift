@@ -503,6 +503,22 @@ private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UIn
     #expect(store.reconnects == 1)
   }
 
+  @Test(arguments: [
+    (404, VMDKError.Code.fileNotFound, false), (410, .fileNotFound, false), (401, .fileAccess, false),
+    (403, .fileAccess, false), (416, .outOfRange, false), (500, .serverNotAvailable, false),
+    (502, .serverNotAvailable, true), (503, .serverNotAvailable, true), (504, .serverNotAvailable, true),
+    (301, .notSupported, false), (400, .protocolError, false),
+  ])
+  func aStatusIsATypedError(status: Int, code: VMDKError.Code, retryable: Bool) throws {
+    let server = try scriptedDisk { _, _ in answer("\(status) Status", ["Content-Length: 0"]) }
+    defer { server.finish() }
+    let store = try HTTPStore(server.url, options: quickOptions(retries: 1))
+    let e = expectVMDKError(code) { _ = try store.readUpTo(at: 0, count: 16) }
+    #expect(e?.isRetryable == retryable)
+    #expect(e?.message.contains("\(status)") == true)
+    #expect(store.reconnects == (retryable ? 1 : 0), "a retryable status is asked again once")
+  }
+
   @Test func aChangedFileIsRefused() throws {
     let server = try ScriptedHTTPServer { request in
       if request.hasPrefix("HEAD ") { return answer("200 OK", ["Content-Length: 4194304", "ETag: \"v1\""]) }
