@@ -1,8 +1,10 @@
 // The HTTP transport against a real nginx on loopback: sizes, random ranges and whole-file
-// digests equal to the local file's, 404, a server that is down (and how long the retries
-// take), a restart in the middle of a long read; against a scripted hostile server: a huge
-// header, a wrong Content-Range, a 200 to a range, a chunked range, a bad Content-Length; and
-// HTTPLocator's resolution rules. URL parsing is checked without a server.
+// digests equal to the local file's, 404, a server that is down or never answers (and how long
+// the retries take), a restart in the middle of a long read, one connection shared by the
+// files of a locator; against a scripted hostile server: a huge header, a wrong Content-Range,
+// a 200 to a range, a chunked range, bad heads, every error status; HTTPLocator's resolution
+// rules; and whole disks (TestImages, qemu's split, stream and snapshot images) opened by URL
+// through the block layer. URL parsing is checked without a server.
 
 import Dispatch
 import Foundation
@@ -179,6 +181,23 @@ private func quickOptions(retries: Int = 3) -> TransportOptions {
       #expect(try storeDigest(store, piece: (3 << 20) + 1) == fileDigest(path, .sha256))
       // Small pieces go through the cache and still add up to the same file.
       #expect(try storeDigest(store, piece: 200_003) == fileDigest(path, .sha256))
+    }
+  }
+
+  @Test func theFilesOfALocatorShareItsConnections() throws {
+    try withTemporaryFolder { folder in
+      let server = try NginxServer(prefix: folder)
+      defer { server.stop() }
+      let names = (0..<40).map { "extent-\($0).bin" }
+      for (i, name) in names.enumerated() { try writeFile("\(server.root)/\(name)", [UInt8(i), 1, 2, 3]) }
+      let locator = HTTPLocator(options: quickOptions())
+      // Opened all at once, as a split disk's extents are, then read in turn.
+      let stores = try names.map { try locator.open("\(server.baseURL)/\($0)", writable: false) }
+      for (i, store) in stores.enumerated() { #expect(try store.readUpTo(at: 0, count: 1) == [UInt8(i)]) }
+      let log = try server.requestLog()
+      let connections = Set(log.map { $0.split(separator: " ")[0] })
+      #expect(log.count == 80, "a HEAD and a GET per file")
+      #expect(connections.count == 1, "one connection at a time was in use: \(connections.count) were made")
     }
   }
 

@@ -58,7 +58,7 @@ final class NginxServer {
       error_log \(prefix)/error.log warn;
       events { worker_connections 64; }
       http {
-        log_format ranges '$request_method $uri $http_range $status $body_bytes_sent';
+        log_format ranges '$connection $request_method $uri $http_range $status $body_bytes_sent';
         access_log \(prefix)/access.log ranges;
       \(temps.joined())  default_type application/octet-stream;
         sendfile on;
@@ -103,7 +103,8 @@ final class NginxServer {
     p.waitUntilExit()
   }
 
-  /// The access log's lines: `METHOD URI RANGE STATUS BYTES` for each request answered.
+  /// The access log's lines: `CONNECTION METHOD URI RANGE STATUS BYTES` for each request
+  /// answered (CONNECTION: nginx's serial number of the TCP connection).
   func requestLog() throws -> [String] {
     try String(contentsOfFile: "\(prefix)/access.log", encoding: .utf8).split(separator: "\n").map(String.init)
   }

@@ -10,8 +10,9 @@
   import Darwin
 #endif
 
-/// A keep-alive connection to the server of one URL.
-final class HTTPConnection {
+/// A keep-alive connection to the server of one URL. Unchecked Sendable: one store uses it
+/// at a time, under its lock, between taking it from an HTTPConnectionPool and giving it back.
+final class HTTPConnection: @unchecked Sendable {
   /// The URL this connection was made for, for messages.
   let name: String
   private let channel: any ByteChannel

@@ -7,6 +7,9 @@ public struct HTTPLocator: StoreLocator {
   public let options: TransportOptions
   /// "https" for a locator made for TLS URLs, else "http"; either opens both schemes.
   public let transport: String
+  /// The connections the files opened through this locator share: a few per server, however
+  /// many extent files a disk has.
+  public let pool = HTTPConnectionPool()
 
   public init(options: TransportOptions = TransportOptions(), isTLS: Bool = false) {
     self.options = options
@@ -16,7 +19,7 @@ public struct HTTPLocator: StoreLocator {
   /// Opens an HTTPStore; a writable open is `fileReadOnly`.
   public func open(_ location: String, writable: Bool) throws -> any ByteStore {
     if writable { throw VMDKError(.fileReadOnly, "HTTP is read-only", file: location) }
-    return try HTTPStore(location, options: options)
+    return try HTTPStore(location, options: options, pool: pool)
   }
 
   /// Resolves `name` against the folder of the descriptor URL `descriptor` and checks that it
@@ -42,7 +45,7 @@ public struct HTTPLocator: StoreLocator {
       }
     }
     do {
-      _ = try HTTPStore(url: target, options: options)
+      _ = try HTTPStore(url: target, options: options, pool: pool)
     } catch let e as VMDKError where e.code == .fileNotFound {
       throw VMDKError(
         missingCode, "\(what) file \"\(name)\" named by \(base) does not exist (\(e.message))",

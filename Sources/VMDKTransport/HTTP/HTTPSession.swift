@@ -1,5 +1,5 @@
-// The request side of HTTPStore: one keep-alive connection, the retry loop around it, and the
-// two requests the store makes (the size, and a byte range into the caller's memory), with
+// The request side of HTTPStore: a keep-alive connection borrowed from a pool for each
+// exchange, the retry loop around it, and the two requests the store makes (the size, and a byte range into the caller's memory), with
 // every status, length and range the server sends checked against what was asked.
 
 #if canImport(Glibc)
@@ -10,55 +10,59 @@
   import Darwin
 #endif
 
-/// What HTTPStore keeps under its lock: the connection (made again after a failure) and the
-/// facts the first answer gave. Unchecked Sendable: HTTPStore only touches it under its
-/// mutex, one request at a time.
+/// What HTTPStore keeps under its lock: where its connections come from and the facts the
+/// first answer gave. Unchecked Sendable: HTTPStore only touches it under its mutex, one
+/// request at a time.
 final class HTTPSession: @unchecked Sendable {
   let url: HTTPURL
   let name: String
   let options: TransportOptions
-  private var connection: HTTPConnection?
-  /// Connections made after the first, for diagnostics and tests.
+  let pool: HTTPConnectionPool
+  /// Exchanges asked again on a new connection after a failure, for diagnostics and tests.
   private(set) var reconnects = 0
-  private var connectionsMade = 0
   /// The ETag the server gave when the store opened: a range answered from another version
   /// of the file is refused.
   var entityTag: String?
 
-  init(url: HTTPURL, options: TransportOptions) {
+  init(url: HTTPURL, options: TransportOptions, pool: HTTPConnectionPool) {
     self.url = url
     self.name = url.description
     self.options = options
-  }
-
-  func close() {
-    connection?.close()
-    connection = nil
+    self.pool = pool
   }
 
   // MARK: Retries
 
-  /// Runs `body` on a connection, made when there is none. A failure closes the connection;
-  /// a retryable one (connection errors, timeouts, 502/503/504) is retried on a new
-  /// connection after `options.backoff(attempt:)`, up to `options.retries` times, logged as a
-  /// warning. A reused connection that the server closed before answering (an idle keep-alive
-  /// timeout) is made again at once, without counting as a retry.
+  /// Runs `body` on a connection from the pool (a new one when it has none) and gives the
+  /// connection back after a complete exchange. A failure closes the connection; a retryable
+  /// one (connection errors, timeouts, 502/503/504) is retried on a new connection after
+  /// `options.backoff(attempt:)`, up to `options.retries` times, logged as a warning. A reused
+  /// connection that the server closed before answering (an idle keep-alive timeout) is made
+  /// again at once, without counting as a retry.
   func perform<T>(_ what: String, offset: UInt64?, _ body: (HTTPConnection) throws -> T) throws -> T {
     var attempt = 0
     var reopenedIdle = false
+    var fresh = false
     while true {
+      var used: HTTPConnection?
       var reused = false
       var answered = false
       do {
-        let c = try connected()
+        let c = try fresh ? HTTPConnection(url, options: options, name: name) : connection()
+        used = c
         reused = c.responsesRead > 0
         let before = c.bytesReceived
         defer { answered = c.bytesReceived > before }
-        return try body(c)
+        let result = try body(c)
+        pool.giveBack(c, for: url)
+        return result
       } catch let e as VMDKError {
-        close()
+        used?.close()
+        // Pooled connections may all be stale alike: the next try makes a new one.
+        fresh = true
         if reused && !answered && !reopenedIdle && e.code == .connectionLost {
           reopenedIdle = true
+          reconnects += 1
           TransportLog.shared.log(.info, "\(name): the server closed the idle connection; connecting again")
           continue
         }
@@ -69,26 +73,22 @@ final class HTTPSession: @unchecked Sendable {
           if options.retries > 0 { last.message += " (gave up after \(options.retries) retries)" }
           throw last
         }
+        reconnects += 1
         let wait = options.backoff(attempt: attempt)
         TransportLog.shared.log(
           .warning,
           "\(name): \(what) failed: \(e.message) [\(e.code.name)]; retry \(attempt) of \(options.retries) in \(wait) s")
         if wait > 0 { usleep(UInt32(min(wait, 3600) * 1_000_000)) }
       } catch {
-        close()
+        used?.close()
         throw error
       }
     }
   }
 
-  /// The open connection, or a new one.
-  private func connected() throws -> HTTPConnection {
-    if let connection, connection.isOpen { return connection }
-    let c = try HTTPConnection(url, options: options, name: name)
-    if connectionsMade > 0 { reconnects += 1 }
-    connectionsMade += 1
-    connection = c
-    return c
+  /// An idle connection from the pool, or a new one.
+  private func connection() throws -> HTTPConnection {
+    try pool.take(for: url) ?? HTTPConnection(url, options: options, name: name)
   }
 
   // MARK: Requests

@@ -1,5 +1,5 @@
 // HTTPStore: a read-only ByteStore over a file an HTTP(S) server serves, read with range
-// requests on one keep-alive connection. Opening asks for the size (HEAD); a read asks for
+// requests on keep-alive connections borrowed from a pool. Opening asks for the size (HEAD); a read asks for
 // exactly its range and takes the body straight into the caller's buffer. Small reads (the
 // many header, descriptor and grain-table reads of opening a disk) go through a small cache of
 // aligned 1 MiB blocks, so that they do not cost a round trip each; large reads bypass it.
@@ -36,25 +36,25 @@ public final class HTTPStore: ByteStore {
 
   /// Opens the file at `location` (an http:// or https:// URL) and asks for its size. Throws
   /// `invalidArgument` for a bad URL, `fileNotFound` (404, 410), `fileAccess` (401, 403),
-  /// the network codes, `protocolError` for an answer that breaks HTTP.
-  public convenience init(_ location: String, options: TransportOptions = TransportOptions()) throws {
-    try self.init(url: HTTPURL(location), options: options)
+  /// the network codes, `protocolError` for an answer that breaks HTTP. `pool` shares
+  /// connections with other stores (nil: a pool of the store's own).
+  public convenience init(
+    _ location: String, options: TransportOptions = TransportOptions(), pool: HTTPConnectionPool? = nil
+  ) throws {
+    try self.init(url: HTTPURL(location), options: options, pool: pool)
   }
 
   /// Opens the file at `url` and asks for its size.
-  public init(url: HTTPURL, options: TransportOptions = TransportOptions()) throws {
-    let session = HTTPSession(url: url, options: options)
+  public init(url: HTTPURL, options: TransportOptions = TransportOptions(), pool: HTTPConnectionPool? = nil) throws {
+    let session = HTTPSession(url: url, options: options, pool: pool ?? HTTPConnectionPool())
     fileSize = try session.fetchSize()
     self.url = url
     self.name = session.name
     state = Mutex(State(session: session))
   }
 
-  /// Connections made again after a failure, since the store opened.
+  /// Exchanges asked again on a new connection after a failure, since the store opened.
   public var reconnects: Int { state.withLock { $0.session.reconnects } }
-
-  /// Closes the connection; a later read connects again.
-  public func close() { state.withLock { $0.session.close() } }
 
   // MARK: ByteStore
 
