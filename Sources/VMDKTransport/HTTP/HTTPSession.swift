@@ -1,6 +1,7 @@
 // The request side of HTTPStore: a keep-alive connection borrowed from a pool for each
-// exchange, the retry loop around it, and the two requests the store makes (the size, and a byte range into the caller's memory), with
-// every status, length and range the server sends checked against what was asked.
+// exchange, the retry loop around it, and the two requests the store makes (the size, and a
+// byte range into the caller's memory), with every status, length and range the server sends
+// checked against what was asked.
 
 #if canImport(Glibc)
   import Glibc

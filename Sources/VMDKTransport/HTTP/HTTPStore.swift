@@ -1,8 +1,9 @@
 // HTTPStore: a read-only ByteStore over a file an HTTP(S) server serves, read with range
-// requests on keep-alive connections borrowed from a pool. Opening asks for the size (HEAD); a read asks for
-// exactly its range and takes the body straight into the caller's buffer. Small reads (the
-// many header, descriptor and grain-table reads of opening a disk) go through a small cache of
-// aligned 1 MiB blocks, so that they do not cost a round trip each; large reads bypass it.
+// requests on keep-alive connections borrowed from a pool. Opening asks for the size (HEAD);
+// a read asks for exactly its range and takes the body straight into the caller's buffer.
+// Small reads (the many header, descriptor and grain-table reads of opening a disk) go
+// through a small cache of aligned 1 MiB blocks, so that they do not cost a round trip each;
+// large reads bypass it.
 // Retryable failures reconnect and resume where the data stopped (HTTPSession).
 
 import Synchronization
