@@ -674,6 +674,21 @@ private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UIn
     }
   }
 
+  /// The tools take a URL where they take a path: vmdk-inspect's digest and info.
+  @Test func vmdkInspectReadsAURL() throws {
+    try withTemporaryFolder { folder in
+      let server = try NginxServer(prefix: folder)
+      defer { server.stop() }
+      try FileManager.default.copyItem(atPath: "\(testImagesFolder)/vdiskmanager", toPath: "\(server.root)/vd")
+      let url = "\(server.baseURL)/vd/twoGbMaxExtentSparse.vmdk"
+      let digest = try vmdkInspect("digest", url).output
+      #expect(digest.hasPrefix("a3bcf05f07a1c06a3380eeca8571f0efb2b85afafa1e21662b8cad436d1f7727"), "\(digest)")
+      let info = try vmdkInspect("info", url).output
+      #expect(info.contains("transport: http\n"), "\(info)")
+      #expect(info.contains("twoGbMaxExtentSparse-s001.vmdk"), "\(info)")
+    }
+  }
+
   /// The block layer's rules hold over HTTP: an extent outside the descriptor's folder is
   /// refused, a missing one is fileNotFound naming it, and a writable open is refused.
   @Test func descriptorRulesHoldOverHTTP() throws {
