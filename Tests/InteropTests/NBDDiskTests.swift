@@ -168,6 +168,21 @@ private func url(_ server: QemuNBDServer, _ export: String = "disk") -> String {
     }
   }
 
+  @Test func fileOperationsRefuseANetworkLocation() throws {
+    let tool = try builtToolPath("vmdk-disk")
+    let u = "nbd://127.0.0.1:1/disk"
+    for args in [
+      ["delete", u], ["rename", u, "/tmp/never.vmdk"], ["compact", u], ["resize", u, "1G"], ["cleanup", u],
+      ["create", u, "--capacity", "1M"], ["snapshot", u, "/tmp/never.vmdk"], ["metadata", u, "ddb.x", "1"],
+    ] {
+      let r = try runProcess(tool, args)
+      #expect(r.status == 1, "\(args)")
+      #expect(
+        r.errorOutput.contains("works on local disk files, not on a disk reached over nbd"), "\(args): \(r.errorOutput)"
+      )
+    }
+  }
+
   @Test func transportsListsEveryTransport() throws {
     let out = try vmdkInspect("transports").output
     for name in ["file", "nbd", "nbds", "http", "https"] {

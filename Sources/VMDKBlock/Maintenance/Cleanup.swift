@@ -40,6 +40,7 @@ public enum Cleanup {
 
   /// Removes the dead writers' temporary files in `folders` (not recursive).
   public static func run(folders: [String]) throws -> CleanupResult {
+    for folder in folders { try Maintenance.requireLocal(folder) }
     var result = CleanupResult()
     for folder in folders {
       let names: [String]

@@ -53,6 +53,7 @@ extension Disk {
     throws -> Bool
   {
     let full = try checkMetadata(key: key, value: value)
+    try Maintenance.requireLocal(path)
     var o = options
     o.writable = true
     o.singleLink = true

@@ -19,6 +19,8 @@ extension Disk {
   public static func createSnapshot(
     of parentPath: String, at childPath: String, split: Bool = false, options: OpenOptions = OpenOptions()
   ) throws {
+    try Maintenance.requireLocal(parentPath)
+    try Maintenance.requireLocal(childPath)
     if FileManager.default.fileExists(atPath: childPath) {
       throw VMDKError(.fileExists, "the snapshot's file exists; choose another name", file: childPath)
     }

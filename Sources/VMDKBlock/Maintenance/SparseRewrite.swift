@@ -167,6 +167,18 @@ final class SparseExtentRewriter {
 
 /// Helpers every maintenance operation shares.
 enum Maintenance {
+  /// Throws `notSupported` unless `location` is a local path: the maintenance operations make,
+  /// rename and delete files, which a network location (an NBD export is a whole raw disk;
+  /// HTTP is read-only) does not have.
+  static func requireLocal(_ location: String) throws {
+    let parsed = try DiskLocation(parsing: location)
+    guard case .file = parsed else {
+      throw VMDKError(
+        .notSupported,
+        "this operation works on local disk files, not on a disk reached over \(parsed.transport)", file: location)
+    }
+  }
+
   /// rename(2), by a name that `Disk.rename` does not hide.
   static func renameFile(_ from: String, _ to: String) -> Int32 { rename(from, to) }
 
@@ -219,6 +231,7 @@ enum Maintenance {
   /// (compact, defragment), point the children at the new name (rename), or decide about
   /// children themselves (delete, resize).
   static func openLocked(_ path: String, options: OpenOptions, parents: Bool) throws -> Disk {
+    try requireLocal(path)
     var o = options
     o.writable = true
     o.allowWritingUnderSnapshots = true

@@ -11,6 +11,7 @@ public enum ImageCreator {
   /// names until `commit()`. Throws `invalidArgument` for bad options, `fileExists` when an
   /// output exists and `overwrite` is off.
   public static func create(path: String, options: CreateOptions, overwrite: Bool = false) throws -> any ImageWriter {
+    try Maintenance.requireLocal(path)
     try options.validate()
     switch options.type {
     case .raw, .monolithicFlat, .twoGbMaxExtentFlat, .vmfs, .vmfsThin:
