@@ -74,8 +74,8 @@ public final class Disk: Sendable {
       return try openChain(path, options: options, locator: LocalLocator())
     case .nbd(let address, let export, let tls):
       return try openNBD(address, export: export, tls: tls, options: options)
-    case .http:
-      return try openChain(location, options: options, locator: try makeHTTPLocator(options: options))
+    case .http(_, let tls):
+      return try openChain(location, options: options, locator: HTTPLocator(options: options.transport, isTLS: tls))
     }
   }
 
