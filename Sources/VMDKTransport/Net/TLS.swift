@@ -413,8 +413,8 @@ final class PreSharedKey {
   /// Every `identity:hexkey` line of `text`; blank lines are skipped.
   static func parse(_ text: String, file: String, uri: String) throws -> [PreSharedKey] {
     var entries: [PreSharedKey] = []
-    for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-      let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
+    let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+    for (index, line) in lines.enumerated() {
       if line.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }
       let at = "the PSK file \(file) line \(index + 1)"
       guard let colon = line.firstIndex(of: ":") else {
