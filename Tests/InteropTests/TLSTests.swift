@@ -330,6 +330,27 @@ func silentListener() throws -> (fd: Int32, port: UInt16) {
     }
   }
 
+  /// GnuTLS (what nbdkit and qemu-nbd use) as the PSK server, in TLS 1.3 and in TLS 1.2 only.
+  @Test(arguments: [
+    ("NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK", "TLSv1.3"), ("NORMAL:-VERS-TLS1.3:+ECDHE-PSK:+DHE-PSK:+PSK", "TLSv1.2"),
+  ])
+  func preSharedKeysWithGnuTLS(priority: String, version: String) throws {
+    try withTemporaryFolder { folder in
+      let (file, _) = try writePSKFile(in: folder, identity: "vmdk")
+      let server = try LoopbackServer("gnutls-serv") { port in
+        ["--echo", "--port", String(port), "--pskpasswd", file, "--priority", priority]
+      }
+      var options = TLSOptions()
+      options.pskFile = file
+      let channel = try TLSChannel(socket: try server.connect(), options: options, host: "127.0.0.1", name: server.uri)
+      defer { channel.close() }
+      #expect(channel.negotiated?.version == version)
+      if version == "TLSv1.2" { #expect(channel.negotiated?.cipher.contains("PSK") == true) }
+      try channel.sendAll(Array("grain\n".utf8))
+      #expect(String(decoding: try channel.recvBytes(6), as: UTF8.self) == "grain\n")
+    }
+  }
+
   @Test func certificatesWithNbdkitAfterStartTLS() throws {
     try withTestPKI { pki in
       let server = try LoopbackServer("nbdkit") { port in

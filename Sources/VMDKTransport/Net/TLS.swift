@@ -162,6 +162,14 @@ final class TLSChannel: ByteChannel {
     }
   }
 
+  /// The negotiated protocol ("TLSv1.3") and cipher suite, for `info` and the log.
+  var negotiated: (version: String, cipher: String)? {
+    guard let ssl, let version = SSL_get_version(ssl), let cipher = SSL_get_current_cipher(ssl),
+      let cipherName = SSL_CIPHER_get_name(cipher)
+    else { return nil }
+    return (String(cString: version), String(cString: cipherName))
+  }
+
   // MARK: ByteChannel
 
   func sendAll(_ buffer: UnsafeRawBufferPointer) throws {
