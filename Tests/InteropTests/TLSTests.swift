@@ -8,6 +8,7 @@
 
 import Foundation
 import Testing
+import VMDKBlock
 
 @testable import VMDKTransport
 
@@ -348,6 +349,31 @@ func silentListener() throws -> (fd: Int32, port: UInt16) {
       if version == "TLSv1.2" { #expect(channel.negotiated?.cipher.contains("PSK") == true) }
       try channel.sendAll(Array("grain\n".utf8))
       #expect(String(decoding: try channel.recvBytes(6), as: UTF8.self) == "grain\n")
+    }
+  }
+
+  /// A GnuTLS echo server with the test certificates: a mebibyte each way in 64 KiB pieces of
+  /// text, each spanning several TLS records.
+  @Test func aMebibyteEachWayThroughGnuTLS() throws {
+    try withTestPKI { pki in
+      let server = try LoopbackServer("gnutls-serv") { port in
+        ["--echo", "--port", String(port), "--x509certfile", pki.serverCert, "--x509keyfile", pki.serverKey, "-a"]
+      }
+      let channel = try TLSChannel(
+        socket: try server.connect(), options: tlsOptions(caFile: pki.caCert), host: "localhost", name: server.uri)
+      defer { channel.close() }
+      let digestSent = DigestContext(.sha256)
+      let digestReceived = DigestContext(.sha256)
+      for piece in 0..<16 {
+        // Text lines: the echo server works on text.
+        var bytes = (0..<(64 << 10)).map { UInt8(ascii: "a") + UInt8(($0 &* 31 &+ piece) % 26) }
+        for end in stride(from: 99, to: bytes.count, by: 100) { bytes[end] = UInt8(ascii: "\n") }
+        bytes[bytes.count - 1] = UInt8(ascii: "\n")
+        bytes.withUnsafeBytes { digestSent.update($0) }
+        try channel.sendAll(bytes)
+        try channel.recvBytes(bytes.count).withUnsafeBytes { digestReceived.update($0) }
+      }
+      #expect(digestSent.finalHex() == digestReceived.finalHex())
     }
   }
 
