@@ -260,6 +260,11 @@ func silentListener() throws -> (fd: Int32, port: UInt16) {
       expectTLSFailure("cannot complete the TLS handshake") {
         try exchangeReversed(server, tlsOptions(caFile: pki.caCert))
       }
+      // Without verification, the untrusted certificate is not what the message blames.
+      let error = expectVMDKError(.tlsFailure) {
+        try exchangeReversed(server, tlsOptions(caFile: pki.otherCACert, verify: false))
+      }
+      #expect(error.map { !$0.message.contains("certificate") } == true, "\(String(describing: error))")
     }
   }
 

@@ -27,8 +27,12 @@ final class TLSChannel: ByteChannel {
   private var ssl: OpaquePointer?
   /// The PSK the callback hands to OpenSSL; kept alive as long as the session.
   private let psk: PreSharedKey?
+  /// Whether the server's certificate is verified (a failed handshake then reports why).
+  private let verifying: Bool
   /// The server ended the stream: later receives return 0 (OpenSSL would report an error).
   private var atEnd = false
+  /// A fatal error happened: no close_notify (OpenSSL forbids SSL_shutdown after one).
+  private var broken = false
 
   /// Runs the client handshake over `socket`, which the channel then owns. `host` is the name
   /// the server's certificate must carry (nil for a Unix socket: `options.serverName`, else no
@@ -40,6 +44,7 @@ final class TLSChannel: ByteChannel {
     self.socket = socket
     self.name = name
     self.bio = SocketBIO(fd: socket.fd)
+    self.verifying = options.verifyPeer
     do {
       self.psk = try options.pskFile.map { try PreSharedKey.load(file: $0, identity: options.pskIdentity, uri: name) }
     } catch {
@@ -221,7 +226,7 @@ final class TLSChannel: ByteChannel {
 
   /// Sends close_notify (best effort, without waiting for the server's), then closes the socket.
   func close() {
-    if let ssl, SSL_is_init_finished(ssl) == 1 {
+    if let ssl, !broken, SSL_is_init_finished(ssl) == 1 {
       ERR_clear_error()
       _ = SSL_shutdown(ssl)
       ERR_clear_error()
@@ -244,6 +249,7 @@ final class TLSChannel: ByteChannel {
   /// error (retryable); a failed certificate check or a TLS protocol failure is tlsFailure,
   /// not retryable.
   private func sessionError(_ code: Int32, doing: String) -> VMDKError {
+    broken = true
     if code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && bio.lastError != 0 {
       return Net.transferError(bio.lastError, name: name, doing: doing)
     }
@@ -251,7 +257,7 @@ final class TLSChannel: ByteChannel {
       return VMDKError(
         .connectionLost, "cannot \(doing): the server closed the connection", file: name, isRetryable: true)
     }
-    if let ssl {
+    if verifying, let ssl {
       let verify = SSL_get_verify_result(ssl)
       if verify != Int(X509_V_OK) {
         let reason = String(cString: X509_verify_cert_error_string(verify))
