@@ -33,6 +33,12 @@ final class TLSChannel: ByteChannel {
   private var atEnd = false
   /// A fatal error happened: no close_notify (OpenSSL forbids SSL_shutdown after one).
   private var broken = false
+  /// The server asked for a client certificate during the handshake.
+  fileprivate var certificateRequested = false
+  /// Whether any application data came from the server.
+  private var receivedData = false
+  /// The client certificate file offered, if any (named when the server hangs up on it).
+  private let certificateFile: String?
 
   /// Runs the client handshake over `socket`, which the channel then owns. `host` is the name
   /// the server's certificate must carry (nil for a Unix socket: `options.serverName`, else no
@@ -45,6 +51,7 @@ final class TLSChannel: ByteChannel {
     self.name = name
     self.bio = SocketBIO(fd: socket.fd)
     self.verifying = options.verifyPeer
+    self.certificateFile = options.certificateFile
     do {
       self.psk = try options.pskFile.map { try PreSharedKey.load(file: $0, identity: options.pskIdentity, uri: name) }
     } catch {
@@ -80,6 +87,7 @@ final class TLSChannel: ByteChannel {
       SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
     }
     try loadClientCertificate(context, certificate: options.certificateFile, key: options.privateKeyFile)
+    SSL_CTX_set_cert_cb(context, certificateRequestCallback, Unmanaged.passUnretained(self).toOpaque())
     guard let ssl = SSL_new(context) else { throw failure("cannot make a TLS session") }
     self.ssl = ssl
     if let psk {
@@ -213,9 +221,13 @@ final class TLSChannel: ByteChannel {
       ERR_clear_error()
       bio.lastError = 0
       let n = SSL_read(ssl, buffer.baseAddress!, Int32(clamping: buffer.count))
-      if n > 0 { return Int(n) }
+      if n > 0 {
+        receivedData = true
+        return Int(n)
+      }
       let code = SSL_get_error(ssl, n)
       if isEndOfStream(code) {
+        if let refusal = refusalAfterHandshake(code) { throw refusal }
         atEnd = true
         return 0
       }
@@ -249,6 +261,7 @@ final class TLSChannel: ByteChannel {
   /// error (retryable); a failed certificate check or a TLS protocol failure is tlsFailure,
   /// not retryable.
   private func sessionError(_ code: Int32, doing: String) -> VMDKError {
+    if let refusal = refusalAfterHandshake(code) { return refusal }
     broken = true
     if code == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && bio.lastError != 0 {
       return Net.transferError(bio.lastError, name: name, doing: doing)
@@ -266,6 +279,20 @@ final class TLSChannel: ByteChannel {
       }
     }
     return failure("cannot \(doing)")
+  }
+
+  /// In TLS 1.3 the server checks the client certificate after the client's handshake is
+  /// over; GnuTLS servers (qemu-nbd, nbdkit) that refuse it or miss it just hang up. An end of
+  /// stream before any data, after the server asked for a certificate, is that refusal.
+  /// The send that follows the hang-up fails with EPIPE or ECONNRESET instead.
+  private func refusalAfterHandshake(_ code: Int32) -> VMDKError? {
+    let hungUp = isEndOfStream(code) || (code == SSL_ERROR_SYSCALL && [EPIPE, ECONNRESET].contains(bio.lastError))
+    guard hungUp, certificateRequested, !receivedData, SSL_is_init_finished(ssl) == 1 else { return nil }
+    broken = true
+    let why =
+      certificateFile.map { "it did not accept the client certificate \($0)" }
+      ?? "it asked for a client certificate and none is configured"
+    return VMDKError(.tlsFailure, "the server closed the connection after the TLS handshake: \(why)", file: name)
   }
 
   /// Whether a failed call saw the end of the stream: close_notify, or the socket's end
@@ -389,6 +416,15 @@ nonisolated(unsafe) private let socketBIOMethod: OpaquePointer? = {
   }
   return method
 }()
+
+/// OpenSSL's certificate callback, which a client runs when the server sends a
+/// CertificateRequest: notes the request (the channel is the argument) and goes on with the
+/// certificate already set, or none.
+private let certificateRequestCallback: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?) -> Int32 = {
+  _, argument in
+  if let argument { Unmanaged<TLSChannel>.fromOpaque(argument).takeUnretainedValue().certificateRequested = true }
+  return 1
+}
 
 // MARK: TLS-PSK
 
