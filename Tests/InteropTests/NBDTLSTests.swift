@@ -1,8 +1,8 @@
 // nbds:// end to end: NBDClient with NBD_OPT_STARTTLS and TLSChannel against qemu-nbd
 // (`--object tls-creds-x509` and `tls-creds-psk`) and nbdkit (`--tls=require`), with the
-// certificates TLSTests makes at test time. The whole export's digest equals the file's; a
-// write lands in the file; the wrong CA, a missing client certificate and plain NBD to a server
-// that requires TLS are tlsFailure.
+// certificates TLSTests makes at test time. The whole export's digest equals the file's (also
+// read as many requests in flight); a write lands in the file; the wrong CA, a missing or
+// foreign client certificate and plain NBD to a server that requires TLS are tlsFailure.
 
 import Foundation
 import Testing
@@ -152,7 +152,20 @@ private func nbdkit(file: String, _ tlsArguments: [String]) throws -> LoopbackSe
       let client = try NBDClient(
         .tcp(host: "localhost", port: server.port), export: "", tls: true, options: nbdsOptions(caFile: pki.caCert))
       defer { client.close() }
-      #expect(try exportDigest(client) == fileDigest(raw, .sha256))
+      let expected = try fileDigest(raw, .sha256)
+      #expect(try exportDigest(client) == expected)
+      // One read of the whole export as 24 requests of 256 KiB, 16 in flight, over TLS.
+      var options = nbdsOptions(caFile: pki.caCert)
+      options.requestBytes = 256 << 10
+      options.requestsInFlight = 16
+      let pipelined = try NBDClient(.tcp(host: "localhost", port: server.port), export: "", tls: true, options: options)
+      defer { pipelined.close() }
+      var bytes = [UInt8](repeating: 0, count: 6 << 20)
+      let count = try bytes.withUnsafeMutableBytes { try pipelined.read(at: 0, into: $0) }
+      #expect(count == bytes.count)
+      let digest = DigestContext(.sha256)
+      bytes.withUnsafeBytes { digest.update($0) }
+      #expect(digest.finalHex() == expected)
     }
   }
 
