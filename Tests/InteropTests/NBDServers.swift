@@ -94,11 +94,13 @@ class NBDServerProcess {
 
 /// qemu-nbd serving one file as export `export`.
 final class QemuNBDServer: NBDServerProcess {
-  init(file: String, format: String, export: String = "disk", readOnly: Bool = false, socketPath: String? = nil)
-    throws
-  {
+  /// `extra` are more qemu-nbd options (`--discard=unmap`).
+  init(
+    file: String, format: String, export: String = "disk", readOnly: Bool = false, socketPath: String? = nil,
+    extra: [String] = []
+  ) throws {
     let port = socketPath == nil ? try freeLoopbackPort() : 0
-    var arguments = ["--export-name", export, "--persistent", "--shared", "8", "-f", format]
+    var arguments = ["--export-name", export, "--persistent", "--shared", "8", "-f", format] + extra
     if let socketPath {
       arguments += ["--socket", socketPath]
     } else {

@@ -91,7 +91,12 @@ public final class NBDClient: ByteStore {
     var closed = false
     /// The last block status answer, for nextData/nextHole.
     var cache: [NBDExtent] = []
+    /// Reconnections after failures so far.
+    var reconnects = 0
   }
+
+  /// How many times the client reconnected after a failure (for tools and tests).
+  public var reconnects: Int { state.withLock { $0.reconnects } }
 
   /// Connects, negotiates and opens `export`, retrying retryable failures as `options` say.
   /// With `tls`, the session is upgraded with NBD_OPT_STARTTLS before any other option; a server
@@ -366,6 +371,7 @@ public final class NBDClient: ByteStore {
     }
     TransportLog.shared.log(.warning, "\(name): reconnected (attempt \(attempt))")
     s.link = link
+    s.reconnects += 1
     return link
   }
 
