@@ -113,16 +113,15 @@ final class QemuNBDServer: NBDServerProcess {
 }
 
 /// nbdkit (foreground, exiting with the test runner) with `filters` in front of `plugin`,
-/// configured by `parameters` (`key=value`, the plugin's and the filters'). nbdkit serves its
-/// one export under any name.
+/// configured by `parameters` (`key=value`, the plugin's and the filters'); `serverOptions`
+/// go before the plugin (`--tls=require`). nbdkit serves its one export under any name.
 final class Nbdkit: NBDServerProcess {
   init(
-    plugin: String, _ parameters: [String], filters: [String] = [], readOnly: Bool = false, socketPath: String? = nil
-  )
-    throws
-  {
+    plugin: String, _ parameters: [String], filters: [String] = [], serverOptions: [String] = [],
+    readOnly: Bool = false, socketPath: String? = nil
+  ) throws {
     let port = socketPath == nil ? try freeLoopbackPort() : 0
-    var arguments = ["-f", "--exit-with-parent"]
+    var arguments = ["-f", "--exit-with-parent"] + serverOptions
     if let socketPath {
       arguments += ["-U", socketPath]
     } else {
