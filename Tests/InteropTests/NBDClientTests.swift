@@ -51,7 +51,7 @@ private func mergedRuns(_ runs: [(start: UInt64, length: UInt64, data: Bool, zer
       #expect(client.name == "nbd://127.0.0.1:\(server.port)/disk")
       #expect(client.structuredReplies && client.supportsBlockStatus)
 
-      // One call for the whole disk: the client splits it into 32 MiB requests.
+      // One call for the whole disk: the client splits it into requests, several in flight.
       var bytes = [UInt8](repeating: 0xee, count: Int(size))
       let n = try bytes.withUnsafeMutableBytes { try client.read(at: 0, into: $0) }
       #expect(n == Int(size))
