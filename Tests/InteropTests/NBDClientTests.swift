@@ -310,7 +310,11 @@ extension NBDClientTests {
       let expected = try #require(FileManager.default.contents(atPath: raw))
       let server = try QemuNBDServer(file: image, format: "vmdk", readOnly: true)
       defer { server.stop() }
-      let client = try NBDClient(server.address, export: "disk", options: pipelined(8, 256 << 10))
+      // Socket buffers set too (SO_SNDBUF/SO_RCVBUF before the connect).
+      var options = pipelined(8, 256 << 10)
+      options.sendBufferBytes = 1 << 20
+      options.receiveBufferBytes = 1 << 20
+      let client = try NBDClient(server.address, export: "disk", options: options)
       defer { client.close() }
       // Eight threads, each reading its own slices in an order of its own.
       let slice = 3 << 20 + 4096

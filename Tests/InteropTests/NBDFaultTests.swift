@@ -193,6 +193,26 @@ private func failureBound(_ options: TransportOptions, slack: Double = 2) -> Dou
     }
   }
 
+  @Test func anExportThatChangedSizeIsRefusedAfterReconnecting() throws {
+    try withTemporaryFolder { folder in
+      let file = "\(folder)/disk.raw"
+      _ = try patternFile(file, size: 4 << 20)
+      let server = try QemuNBDServer(file: file, format: "raw", readOnly: true)
+      defer { server.stop() }
+      let client = try NBDClient(server.address, export: "disk", options: quickRetries(5, backoff: 0.1))
+      defer { client.close() }
+      #expect(try client.readUpTo(at: 0, count: 4096).count == 4096)
+      server.stop(signal: SIGKILL)
+      let handle = try #require(FileHandle(forWritingAtPath: file))
+      try handle.truncate(atOffset: 8 << 20)
+      try handle.close()
+      try server.restart()
+      let e = expectVMDKError(.protocolError) { _ = try client.readUpTo(at: 4096, count: 4096) }
+      #expect(e?.isRetryable == false)
+      #expect(e?.message.contains("\(8 << 20) bytes (was \(4 << 20))") == true, "\(String(describing: e))")
+    }
+  }
+
   @Test func aServerThatRequiresTLSSaysSo() throws {
     try withTemporaryFolder { folder in
       let file = "\(folder)/disk.raw"

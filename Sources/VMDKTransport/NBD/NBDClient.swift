@@ -289,24 +289,31 @@ public final class NBDClient: ByteStore {
   }
 
   /// Walks the extents from `offset` to the first one whose zero flag is `toZero`, asking the
-  /// server only when the cached answer does not cover the position.
+  /// server only when the cached answer does not cover the position. One lock for the whole
+  /// walk, so that a write on another thread cannot slip in between an answer and its caching.
   private func scan(from offset: UInt64, toZero: Bool) throws -> UInt64? {
     guard supportsBlockStatus else { return nil }
-    var at = offset
-    while at < exportSize {
-      let extent = try extent(containing: at)
-      if extent.isZero == toZero { return at }
-      at = extent.end
+    return try state.withLock { s in
+      var at = offset
+      while at < exportSize {
+        let extent = try extent(containing: at, &s)
+        if extent.isZero == toZero { return at }
+        at = extent.end
+      }
+      return toZero ? max(offset, exportSize) : UInt64.max
     }
-    return toZero ? max(offset, exportSize) : UInt64.max
   }
 
-  /// The extent holding byte `at` (< exportSize), from the cache or a new block status request.
-  private func extent(containing at: UInt64) throws -> NBDExtent {
-    if let cached = state.withLock({ s in NBDClient.lookup(at, in: s.cache) }) { return cached }
-    let extents = try blockStatus(at: at, length: UInt32(min(exportSize - at, NBDClient.statusSpan)))
-    state.withLock { $0.cache = extents }
-    return extents[0]
+  /// The extent holding byte `at` (< exportSize), from the cache or a new block status request
+  /// whose answer replaces the cache.
+  private func extent(containing at: UInt64, _ s: inout State) throws -> NBDExtent {
+    if let cached = NBDClient.lookup(at, in: s.cache) { return cached }
+    var batch = NBDBatch(
+      command: NBDWire.cmdBlockStatus, what: "block status", start: at,
+      length: min(exportSize - at, NBDClient.statusSpan), pieceSize: UInt64(UInt32.max), payload: .none)
+    try perform(&batch, &s)
+    s.cache = batch.extents
+    return batch.extents[0]  // the pipeline never completes block status without an extent
   }
 
   /// Binary search of sorted, adjacent extents.
@@ -326,29 +333,35 @@ public final class NBDClient: ByteStore {
 
   // MARK: Retries
 
-  /// Runs a batch on the connection, reconnecting and sending again what did not complete
-  /// after a retryable failure. `changesAllocation` drops the cached block status.
+  /// Runs a batch on the connection under the lock. `changesAllocation` drops the cached
+  /// block status.
   private func run(_ batch: inout NBDBatch, changesAllocation: Bool = false) throws {
     try state.withLock { s in
-      guard !s.closed else { throw VMDKError(.connectionLost, "the client was closed", file: name) }
       if changesAllocation { s.cache = [] }
-      let window = min(max(options.requestsInFlight, 1), NBDClient.maxInFlight)
-      try NBDClient.retrying(options: options, name: name) { attempt, progressed in
-        let link = try connection(&s, attempt: attempt)
-        batch.resetUnfinished()
-        let before = batch.doneCount
-        defer { progressed = batch.doneCount > before }
-        do {
-          try NBDPipeline(link: link, name: name, window: window).pump(&batch)
-        } catch let e as VMDKError where e.code == NBDPipeline.serverReported {
-          let real = (e.underlying as? VMDKError) ?? e
-          // Still in step; dropped only to reconnect for a retry.
-          if real.isRetryable && options.retries > 0 { s.link = nil }
-          throw real
-        } catch {
-          s.link = nil
-          throw error
-        }
+      try perform(&batch, &s)
+    }
+  }
+
+  /// Runs a batch, reconnecting and sending again what did not complete after a retryable
+  /// failure. The caller holds the lock.
+  private func perform(_ batch: inout NBDBatch, _ s: inout State) throws {
+    guard !s.closed else { throw VMDKError(.connectionLost, "the client was closed", file: name) }
+    let window = min(max(options.requestsInFlight, 1), NBDClient.maxInFlight)
+    try NBDClient.retrying(options: options, name: name) { attempt, progressed in
+      let link = try connection(&s, attempt: attempt)
+      batch.resetUnfinished()
+      let before = batch.doneCount
+      defer { progressed = batch.doneCount > before }
+      do {
+        try NBDPipeline(link: link, name: name, window: window).pump(&batch)
+      } catch let e as VMDKError where e.code == NBDPipeline.serverReported {
+        let real = (e.underlying as? VMDKError) ?? e
+        // Still in step; dropped only to reconnect for a retry.
+        if real.isRetryable && options.retries > 0 { s.link = nil }
+        throw real
+      } catch {
+        s.link = nil
+        throw error
       }
     }
   }
