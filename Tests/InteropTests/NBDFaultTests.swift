@@ -245,6 +245,28 @@ private func failureBound(_ options: TransportOptions, slack: Double = 2) -> Dou
     #expect(e?.file?.hasPrefix("nbds://127.0.0.1:") == true)
   }
 
+  @Test func theConnectTimeoutBoundsTheWholeHandshake() throws {
+    // Every step answers within the timeout, but all of them together take longer.
+    let server = try ScriptedServer { peer in
+      try peer.greet()
+      for _ in 0..<3 {
+        let option = try peer.option()
+        usleep(300_000)
+        try peer.optionReply(option, type: 0x8000_0001, [])  // NBD_REP_ERR_UNSUP
+      }
+      _ = try? peer.receive(1)
+    }
+    defer { server.finish() }
+    var options = quickRetries(0)
+    options.connectTimeout = 0.5
+    let started = Date()
+    let e = expectVMDKError(.timeout) {
+      _ = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x", options: options)
+    }
+    #expect(e?.isRetryable == true)
+    #expect(Date().timeIntervalSince(started) < options.connectTimeout + 0.4)
+  }
+
   @Test func interleavedChunksOfRequestsInFlightLandInPlace() throws {
     let server = try ScriptedServer { peer in
       try peer.handshake()
