@@ -224,29 +224,51 @@ extension NBDClientTests {
     expectVMDKError(.connectionLost) { _ = try client.readUpTo(at: 0, count: 16) }
   }
 
-  @Test func aServerErrorChunkIsTypedAndKeepsTheConnection() throws {
+  @Test func serverErrorChunksAreTypedAndESHUTDOWNEndsTheSessionSoftly() throws {
+    let sawDisconnect = Flag()
     let server = try ScriptedServer { peer in
       try peer.handshake()
-      // First read: an ERROR chunk, ESHUTDOWN with a message.
-      var request = try peer.receive(28)
-      let message = Array("going down".utf8)
-      try peer.send(
-        be(0x668e_33ef, 4) + be(1, 2) + be(0x8001, 2) + request[8..<16] + be(UInt64(6 + message.count), 4)
-          + be(108, 4) + be(UInt64(message.count), 2) + message)
-      // Second read: a simple reply with the data.
-      request = try peer.receive(28)
+      func errorChunk(_ request: [UInt8], _ error: UInt64, _ text: String) throws {
+        let message = Array(text.utf8)
+        try peer.send(
+          be(0x668e_33ef, 4) + be(1, 2) + be(0x8001, 2) + request[8..<16] + be(UInt64(6 + message.count), 4)
+            + be(error, 4) + be(UInt64(message.count), 2) + message)
+      }
+      // First read: an ERROR chunk, EIO with a message.
+      try errorChunk(try peer.receive(28), 5, "bad sector")
+      // Second read, on the same connection: a simple reply with the data.
+      let request = try peer.receive(28)
       try peer.send(be(0x6744_6698, 4) + be(0, 4) + request[8..<16] + [UInt8](repeating: 0x42, count: 16))
+      // Third read: ESHUTDOWN. The client must answer with NBD_CMD_DISC.
+      try errorChunk(try peer.receive(28), 108, "going down")
+      let goodbye = try peer.receive(28)
+      sawDisconnect.set(number(goodbye[6..<8]) == 2)
       _ = try? peer.receive(1)
     }
     defer { server.finish() }
-    // No retries: the error reaches the caller and the one connection stays usable.
+    // No retries: the errors reach the caller.
     let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x", timeout: 5)
+    let eio = expectVMDKError(.fileAccess) { _ = try client.readUpTo(at: 1024, count: 16) }
+    #expect(eio?.isRetryable == false)
+    #expect(eio?.message.contains("bad sector") == true)
+    #expect(eio?.offset == 1024)
+    #expect(try client.readUpTo(at: 0, count: 16) == [UInt8](repeating: 0x42, count: 16))
     let e = expectVMDKError(.serverShutdown) { _ = try client.readUpTo(at: 512, count: 16) }
     #expect(e?.isRetryable == true)
     #expect(e?.message.contains("going down") == true)
     #expect(e?.offset == 512)
-    #expect(try client.readUpTo(at: 0, count: 16) == [UInt8](repeating: 0x42, count: 16))
+    // The session ended with a soft disconnect, as the protocol requires after ESHUTDOWN.
+    expectVMDKError(.connectionLost) { _ = try client.readUpTo(at: 0, count: 16) }
+    server.finish()
+    #expect(sawDisconnect.value)
   }
+}
+
+/// A flag set on one thread and read on another.
+final class Flag: Sendable {
+  private let state = Mutex(false)
+  func set(_ value: Bool) { state.withLock { $0 = value } }
+  var value: Bool { state.withLock { $0 } }
 }
 
 // MARK: Requests in flight, write-zeroes, trim, holes

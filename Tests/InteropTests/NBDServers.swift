@@ -4,6 +4,7 @@
 
 import Dispatch
 import Foundation
+import Synchronization
 import Testing
 import VMDKTransport
 
@@ -189,8 +190,17 @@ final class ScriptedServer: @unchecked Sendable {
     }
   }
 
+  private let finished = Mutex(false)
+
   /// Waits for the script to end (the client closed or the script finished), then closes.
+  /// Later calls do nothing.
   func finish() {
+    guard
+      finished.withLock({ f in
+        defer { f = true }
+        return !f
+      })
+    else { return }
     _ = done.wait(timeout: .now() + 5)
     close(listener)
   }

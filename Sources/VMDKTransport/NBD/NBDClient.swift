@@ -5,7 +5,9 @@
 //
 // Every call becomes a batch of requests of `requestBytes` (at most 32 MiB and what the server
 // allows) with up to `requestsInFlight` outstanding (NBDPipeline). Calls are serialized on the
-// connection by a lock, so the client is safe to share between threads.
+// connection by a lock, so the client is safe to share between threads. Requests go out at the
+// caller's offsets: the client does no read-modify-write for a server whose minimum block size
+// (NBD_INFO_BLOCK_SIZE) is larger than the caller's alignment.
 //
 // Retries: a retryable failure (connection lost or refused, a timeout, the server shutting
 // down) drops the connection, waits `options.backoff(attempt:)`, reconnects with the full
@@ -355,9 +357,13 @@ public final class NBDClient: ByteStore {
       do {
         try NBDPipeline(link: link, name: name, window: window).pump(&batch)
       } catch let e as VMDKError where e.code == NBDPipeline.serverReported {
+        // Still in step, nothing in flight. ESHUTDOWN obliges the client to a soft disconnect
+        // (NBD_CMD_DISC); another retryable error drops the link only to reconnect for a retry.
         let real = (e.underlying as? VMDKError) ?? e
-        // Still in step; dropped only to reconnect for a retry.
-        if real.isRetryable && options.retries > 0 { s.link = nil }
+        if real.code == .serverShutdown || (real.isRetryable && options.retries > 0) {
+          link.disconnect()
+          s.link = nil
+        }
         throw real
       } catch {
         s.link = nil
