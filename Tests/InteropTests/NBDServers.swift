@@ -4,6 +4,7 @@
 
 import Dispatch
 import Foundation
+import Synchronization
 import Testing
 import VMDKTransport
 
@@ -94,11 +95,13 @@ class NBDServerProcess {
 
 /// qemu-nbd serving one file as export `export`.
 final class QemuNBDServer: NBDServerProcess {
-  init(file: String, format: String, export: String = "disk", readOnly: Bool = false, socketPath: String? = nil)
-    throws
-  {
+  /// `extra` are more qemu-nbd options (`--discard=unmap`).
+  init(
+    file: String, format: String, export: String = "disk", readOnly: Bool = false, socketPath: String? = nil,
+    extra: [String] = []
+  ) throws {
     let port = socketPath == nil ? try freeLoopbackPort() : 0
-    var arguments = ["--export-name", export, "--persistent", "--shared", "8", "-f", format]
+    var arguments = ["--export-name", export, "--persistent", "--shared", "8", "-f", format] + extra
     if let socketPath {
       arguments += ["--socket", socketPath]
     } else {
@@ -111,16 +114,15 @@ final class QemuNBDServer: NBDServerProcess {
 }
 
 /// nbdkit (foreground, exiting with the test runner) with `filters` in front of `plugin`,
-/// configured by `parameters` (`key=value`, the plugin's and the filters'). nbdkit serves its
-/// one export under any name.
+/// configured by `parameters` (`key=value`, the plugin's and the filters'); `serverOptions`
+/// go before the plugin (`--tls=require`). nbdkit serves its one export under any name.
 final class Nbdkit: NBDServerProcess {
   init(
-    plugin: String, _ parameters: [String], filters: [String] = [], readOnly: Bool = false, socketPath: String? = nil
-  )
-    throws
-  {
+    plugin: String, _ parameters: [String], filters: [String] = [], serverOptions: [String] = [],
+    readOnly: Bool = false, socketPath: String? = nil
+  ) throws {
     let port = socketPath == nil ? try freeLoopbackPort() : 0
-    var arguments = ["-f", "--exit-with-parent"]
+    var arguments = ["-f", "--exit-with-parent"] + serverOptions
     if let socketPath {
       arguments += ["-U", socketPath]
     } else {
@@ -188,8 +190,17 @@ final class ScriptedServer: @unchecked Sendable {
     }
   }
 
+  private let finished = Mutex(false)
+
   /// Waits for the script to end (the client closed or the script finished), then closes.
+  /// Later calls do nothing.
   func finish() {
+    guard
+      finished.withLock({ f in
+        defer { f = true }
+        return !f
+      })
+    else { return }
     _ = done.wait(timeout: .now() + 5)
     close(listener)
   }

@@ -5,7 +5,9 @@
 //
 // Every call becomes a batch of requests of `requestBytes` (at most 32 MiB and what the server
 // allows) with up to `requestsInFlight` outstanding (NBDPipeline). Calls are serialized on the
-// connection by a lock, so the client is safe to share between threads.
+// connection by a lock, so the client is safe to share between threads. Requests go out at the
+// caller's offsets: the client does no read-modify-write for a server whose minimum block size
+// (NBD_INFO_BLOCK_SIZE) is larger than the caller's alignment.
 //
 // Retries: a retryable failure (connection lost or refused, a timeout, the server shutting
 // down) drops the connection, waits `options.backoff(attempt:)`, reconnects with the full
@@ -91,7 +93,12 @@ public final class NBDClient: ByteStore {
     var closed = false
     /// The last block status answer, for nextData/nextHole.
     var cache: [NBDExtent] = []
+    /// Reconnections after failures so far.
+    var reconnects = 0
   }
+
+  /// How many times the client reconnected after a failure (for tools and tests).
+  public var reconnects: Int { state.withLock { $0.reconnects } }
 
   /// Connects, negotiates and opens `export`, retrying retryable failures as `options` say.
   /// With `tls`, the session is upgraded with NBD_OPT_STARTTLS before any other option; a server
@@ -284,24 +291,31 @@ public final class NBDClient: ByteStore {
   }
 
   /// Walks the extents from `offset` to the first one whose zero flag is `toZero`, asking the
-  /// server only when the cached answer does not cover the position.
+  /// server only when the cached answer does not cover the position. One lock for the whole
+  /// walk, so that a write on another thread cannot slip in between an answer and its caching.
   private func scan(from offset: UInt64, toZero: Bool) throws -> UInt64? {
     guard supportsBlockStatus else { return nil }
-    var at = offset
-    while at < exportSize {
-      let extent = try extent(containing: at)
-      if extent.isZero == toZero { return at }
-      at = extent.end
+    return try state.withLock { s in
+      var at = offset
+      while at < exportSize {
+        let extent = try extent(containing: at, &s)
+        if extent.isZero == toZero { return at }
+        at = extent.end
+      }
+      return toZero ? max(offset, exportSize) : UInt64.max
     }
-    return toZero ? max(offset, exportSize) : UInt64.max
   }
 
-  /// The extent holding byte `at` (< exportSize), from the cache or a new block status request.
-  private func extent(containing at: UInt64) throws -> NBDExtent {
-    if let cached = state.withLock({ s in NBDClient.lookup(at, in: s.cache) }) { return cached }
-    let extents = try blockStatus(at: at, length: UInt32(min(exportSize - at, NBDClient.statusSpan)))
-    state.withLock { $0.cache = extents }
-    return extents[0]
+  /// The extent holding byte `at` (< exportSize), from the cache or a new block status request
+  /// whose answer replaces the cache.
+  private func extent(containing at: UInt64, _ s: inout State) throws -> NBDExtent {
+    if let cached = NBDClient.lookup(at, in: s.cache) { return cached }
+    var batch = NBDBatch(
+      command: NBDWire.cmdBlockStatus, what: "block status", start: at,
+      length: min(exportSize - at, NBDClient.statusSpan), pieceSize: UInt64(UInt32.max), payload: .none)
+    try perform(&batch, &s)
+    s.cache = batch.extents
+    return batch.extents[0]  // the pipeline never completes block status without an extent
   }
 
   /// Binary search of sorted, adjacent extents.
@@ -321,29 +335,39 @@ public final class NBDClient: ByteStore {
 
   // MARK: Retries
 
-  /// Runs a batch on the connection, reconnecting and sending again what did not complete
-  /// after a retryable failure. `changesAllocation` drops the cached block status.
+  /// Runs a batch on the connection under the lock. `changesAllocation` drops the cached
+  /// block status.
   private func run(_ batch: inout NBDBatch, changesAllocation: Bool = false) throws {
     try state.withLock { s in
-      guard !s.closed else { throw VMDKError(.connectionLost, "the client was closed", file: name) }
       if changesAllocation { s.cache = [] }
-      let window = min(max(options.requestsInFlight, 1), NBDClient.maxInFlight)
-      try NBDClient.retrying(options: options, name: name) { attempt, progressed in
-        let link = try connection(&s, attempt: attempt)
-        batch.resetUnfinished()
-        let before = batch.doneCount
-        defer { progressed = batch.doneCount > before }
-        do {
-          try NBDPipeline(link: link, name: name, window: window).pump(&batch)
-        } catch let e as VMDKError where e.code == NBDPipeline.serverReported {
-          let real = (e.underlying as? VMDKError) ?? e
-          // Still in step; dropped only to reconnect for a retry.
-          if real.isRetryable && options.retries > 0 { s.link = nil }
-          throw real
-        } catch {
+      try perform(&batch, &s)
+    }
+  }
+
+  /// Runs a batch, reconnecting and sending again what did not complete after a retryable
+  /// failure. The caller holds the lock.
+  private func perform(_ batch: inout NBDBatch, _ s: inout State) throws {
+    guard !s.closed else { throw VMDKError(.connectionLost, "the client was closed", file: name) }
+    let window = min(max(options.requestsInFlight, 1), NBDClient.maxInFlight)
+    try NBDClient.retrying(options: options, name: name) { attempt, progressed in
+      let link = try connection(&s, attempt: attempt)
+      batch.resetUnfinished()
+      let before = batch.doneCount
+      defer { progressed = batch.doneCount > before }
+      do {
+        try NBDPipeline(link: link, name: name, window: window).pump(&batch)
+      } catch let e as VMDKError where e.code == NBDPipeline.serverReported {
+        // Still in step, nothing in flight. ESHUTDOWN obliges the client to a soft disconnect
+        // (NBD_CMD_DISC); another retryable error drops the link only to reconnect for a retry.
+        let real = (e.underlying as? VMDKError) ?? e
+        if real.code == .serverShutdown || (real.isRetryable && options.retries > 0) {
+          link.disconnect()
           s.link = nil
-          throw error
         }
+        throw real
+      } catch {
+        s.link = nil
+        throw error
       }
     }
   }
@@ -366,6 +390,7 @@ public final class NBDClient: ByteStore {
     }
     TransportLog.shared.log(.warning, "\(name): reconnected (attempt \(attempt))")
     s.link = link
+    s.reconnects += 1
     return link
   }
 

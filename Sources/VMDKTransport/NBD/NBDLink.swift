@@ -22,12 +22,15 @@ final class NBDLink {
     scratch.deallocate()
   }
 
-  /// Connects and runs the handshake. `options.connectTimeout` bounds the connect and every
-  /// step of the handshake; then the read and write timeouts apply to the socket. With `tls`
-  /// the session runs over TLS from NBD_OPT_STARTTLS on.
+  /// Connects and runs the handshake. `options.connectTimeout` bounds the connect and the
+  /// handshake together (each wait for the server gets what is left of it); then the read and
+  /// write timeouts apply to the socket. With `tls` the session runs over TLS from
+  /// NBD_OPT_STARTTLS on.
   static func open(
     _ address: SocketAddress, export: String, writable: Bool, tls: Bool, options: TransportOptions, name: String
   ) throws -> NBDLink {
+    let clock = ContinuousClock()
+    let deadline = clock.now + .seconds(max(options.connectTimeout, 0))
     let fd = try Net.connect(
       address, name: name, timeout: options.connectTimeout, sendBuffer: options.sendBufferBytes,
       receiveBuffer: options.receiveBufferBytes)
@@ -35,7 +38,19 @@ final class NBDLink {
     var host: String?
     if case .tcp(let h, _) = address { host = h }
     let (channel, negotiated) = try NBDHandshake.run(
-      socket: socket, export: export, tls: tls ? options.tls : nil, host: host, name: name)
+      socket: socket, export: export, tls: tls ? options.tls : nil, host: host, name: name
+    ) {
+      guard options.connectTimeout > 0 else { return }
+      let left = clock.now.duration(to: deadline)
+      guard left > .zero else {
+        throw VMDKError(
+          .timeout, "the handshake took longer than the \(options.connectTimeout) s connect timeout", file: name,
+          isRetryable: true)
+      }
+      // At least a millisecond: a zero timeout would mean no timeout at all.
+      let seconds = max(Double(left.components.seconds) + Double(left.components.attoseconds) * 1e-18, 0.001)
+      Net.setTimeouts(fd: fd, receive: seconds, send: seconds)
+    }
     let link = NBDLink(channel: channel, negotiated: negotiated)
     if writable && negotiated.flags & NBDWire.transReadOnly != 0 {
       throw VMDKError(.fileReadOnly, "the server exports '\(export)' read-only", file: name)
