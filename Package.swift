@@ -33,7 +33,7 @@ let package = Package(
     .target(name: "VMDKFormat", dependencies: ["CZlib"]),
     // Linux calls behind _GNU_SOURCE (sync_file_range), wrapped in C.
     .target(name: "CPlatform", path: "Sources/CPlatform"),
-    .target(name: "VMDKTransport", dependencies: ["CPlatform", "CSSL"]),
+    .target(name: "VMDKTransport", dependencies: ["CPlatform", "CSSL"], exclude: ["Config/CONFIG.md"]),
     .target(
       name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"],
       exclude: ["ChangeTracking/FORMAT.md"]),
@@ -56,7 +56,7 @@ let package = Package(
       dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-disk"),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
-    .testTarget(name: "VMDKBlockTests", dependencies: ["VMDKBlock"]),
+    .testTarget(name: "VMDKBlockTests", dependencies: ["VMDKBlock", "VMDKTransport"]),
     .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
   ]
 )

@@ -43,8 +43,10 @@ public struct TransportOptions: Sendable, Equatable {
   public var receiveBufferBytes: Int? = nil
   /// Requests an NBD connection keeps in flight.
   public var requestsInFlight: Int = 16
-  /// Bytes per NBD read or write request (at most 32 MiB).
-  public var requestBytes: Int = 2 << 20
+  /// Bytes per NBD read or write request (at most 32 MiB). 512 KiB × 16 in flight read a 4 GiB
+  /// qemu-nbd export on loopback at 2.5–3.6 GiB/s, at or above nbdcopy on the same machine;
+  /// 2 MiB and larger requests were 20–40 % slower (the data in flight leaves the CPU caches).
+  public var requestBytes: Int = 512 << 10
   /// TLS for nbds:// and https://.
   public var tls = TLSOptions()
 

@@ -5,6 +5,7 @@
 
 import Dispatch
 import Foundation
+import Synchronization
 import Testing
 import VMDKBlock
 import VMDKTransport
@@ -12,108 +13,6 @@ import VMDKTransport
 #if canImport(Glibc)
   import Glibc
 #endif
-
-/// A qemu-nbd child process serving one file on 127.0.0.1 (or a Unix socket), stopped in
-/// `stop()` (and by the test's defer).
-final class QemuNBDServer {
-  let process = Process()
-  let port: UInt16
-  let socketPath: String?
-  private(set) var running = true
-
-  init(file: String, format: String, export: String = "disk", readOnly: Bool = false, socketPath: String? = nil)
-    throws
-  {
-    let tool = try requireTool("qemu-nbd")
-    self.port = socketPath == nil ? try freeLoopbackPort() : 0
-    self.socketPath = socketPath
-    var arguments = ["--export-name", export, "--persistent", "--shared", "4", "-f", format]
-    if let socketPath {
-      arguments += ["--socket", socketPath]
-    } else {
-      arguments += ["--bind", "127.0.0.1", "--port", String(port)]
-    }
-    if readOnly { arguments.append("--read-only") }
-    arguments.append(file)
-    process.executableURL = URL(fileURLWithPath: tool)
-    process.arguments = arguments
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = FileHandle.nullDevice
-    // Quiet: the readiness probes make it complain about clients that left before the handshake.
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    // Wait (up to 5 s) until the server accepts connections.
-    let deadline = Date().addingTimeInterval(5)
-    while !canConnect() {
-      guard process.isRunning, Date() < deadline else {
-        stop()
-        throw ToolFailure("qemu-nbd \(arguments.joined(separator: " ")) did not start listening")
-      }
-      usleep(20_000)
-    }
-  }
-
-  deinit { stop() }
-
-  var address: NBDClient.Address {
-    socketPath.map { .unix(path: $0) } ?? .tcp(host: "127.0.0.1", port: port)
-  }
-
-  /// Kills the server and waits. SIGKILL: qemu-nbd inherits the test runner's blocked signal
-  /// mask (SIGTERM included) and would never see a SIGTERM. The client flushes what it wrote
-  /// (NBD_CMD_FLUSH) before the server stops.
-  func stop(signal: Int32 = SIGKILL) {
-    guard running else { return }
-    running = false
-    if process.isRunning { kill(process.processIdentifier, signal) }
-    process.waitUntilExit()
-  }
-
-  private func canConnect() -> Bool {
-    if let socketPath { return FileManager.default.fileExists(atPath: socketPath) }
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var sa = loopback(port)
-    return withUnsafePointer(to: &sa) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-      }
-    }
-  }
-}
-
-private func loopback(_ port: UInt16) -> sockaddr_in {
-  var sa = sockaddr_in()
-  sa.sin_family = sa_family_t(AF_INET)
-  sa.sin_port = port.bigEndian
-  sa.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-  return sa
-}
-
-/// A socket bound to 127.0.0.1 on a port the kernel chose; `listening` also calls listen().
-private func boundLoopbackSocket(listening: Bool) throws -> (fd: Int32, port: UInt16) {
-  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-  var sa = loopback(0)
-  let bound = withUnsafePointer(to: &sa) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-  }
-  guard fd >= 0, bound == 0, !listening || listen(fd, 4) == 0 else {
-    throw ToolFailure("cannot bind a loopback socket: \(String(cString: strerror(errno)))")
-  }
-  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-  _ = withUnsafeMutablePointer(to: &sa) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-  }
-  return (fd, UInt16(bigEndian: sa.sin_port))
-}
-
-/// A loopback port nobody listens on right now.
-func freeLoopbackPort() throws -> UInt16 {
-  let (fd, port) = try boundLoopbackSocket(listening: false)
-  close(fd)
-  return port
-}
 
 /// Merges adjacent runs with the same (data, zero) flags: qemu-img map splits runs by host
 /// offset, NBD block status by the server's own granularity.
@@ -152,7 +51,7 @@ private func mergedRuns(_ runs: [(start: UInt64, length: UInt64, data: Bool, zer
       #expect(client.name == "nbd://127.0.0.1:\(server.port)/disk")
       #expect(client.structuredReplies && client.supportsBlockStatus)
 
-      // One call for the whole disk: the client splits it into 32 MiB requests.
+      // One call for the whole disk: the client splits it into requests, several in flight.
       var bytes = [UInt8](repeating: 0xee, count: Int(size))
       let n = try bytes.withUnsafeMutableBytes { try client.read(at: 0, into: $0) }
       #expect(n == Int(size))
@@ -226,8 +125,11 @@ private func mergedRuns(_ runs: [(start: UInt64, length: UInt64, data: Bool, zer
 
   @Test func aClosedPortIsARetryableRefusal() throws {
     let port = try freeLoopbackPort()
+    var options = TransportOptions()
+    options.retries = 2
+    options.backoffInitial = 0.05
     let e = expectVMDKError(.connectionRefused) {
-      _ = try NBDClient(.tcp(host: "127.0.0.1", port: port), export: "disk")
+      _ = try NBDClient(.tcp(host: "127.0.0.1", port: port), export: "disk", options: options)
     }
     #expect(e?.isRetryable == true)
     #expect(e?.description.contains("nbd://127.0.0.1:\(port)/disk") == true)
@@ -281,90 +183,6 @@ private func mergedRuns(_ runs: [(start: UInt64, length: UInt64, data: Bool, zer
   }
 }
 
-// MARK: A hostile server
-
-/// A one-connection NBD server on loopback that follows a script, to check that the client
-/// refuses replies that break the protocol instead of allocating or trapping.
-private final class ScriptedServer: @unchecked Sendable {
-  let port: UInt16
-  private let listener: Int32
-  private let done = DispatchSemaphore(value: 0)
-
-  init(_ script: @escaping @Sendable (ScriptedServer.Peer) throws -> Void) throws {
-    (listener, port) = try boundLoopbackSocket(listening: true)
-    let listener = self.listener
-    let done = self.done
-    Thread.detachNewThread {
-      defer { done.signal() }
-      let fd = accept(listener, nil, nil)
-      guard fd >= 0 else { return }
-      defer { close(fd) }
-      try? script(Peer(fd: fd))
-    }
-  }
-
-  /// Waits for the script to end (the client closed or the script finished), then closes.
-  func finish() {
-    _ = done.wait(timeout: .now() + 5)
-    close(listener)
-  }
-
-  struct Peer {
-    let fd: Int32
-    func send(_ bytes: [UInt8]) throws {
-      var done = 0
-      while done < bytes.count {
-        let n = bytes[done...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        guard n > 0 else { throw ToolFailure("scripted server: send failed") }
-        done += n
-      }
-    }
-    func receive(_ count: Int) throws -> [UInt8] {
-      var bytes = [UInt8](repeating: 0, count: count)
-      var done = 0
-      while done < count {
-        let n = bytes[done...].withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard n > 0 else { throw ToolFailure("scripted server: the client left") }
-        done += n
-      }
-      return bytes
-    }
-    /// NBDMAGIC, IHAVEOPT, fixed newstyle + no zeroes; then the client's flags.
-    func greet() throws {
-      try send(be(0x4e42_444d_4147_4943, 8) + be(0x4948_4156_454f_5054, 8) + be(3, 2))
-      _ = try receive(4)
-    }
-    /// Reads one option request; returns its number.
-    func option() throws -> UInt64 {
-      let header = try receive(16)
-      let option = number(header[8..<12])
-      _ = try receive(Int(number(header[12..<16])))
-      return option
-    }
-    /// Structured replies yes, meta contexts no, then a 1 MiB read-only export.
-    func handshake() throws {
-      try greet()
-      guard try option() == 8 else { throw ToolFailure("expected STRUCTURED_REPLY") }
-      try optionReply(8, type: 1, [])
-      guard try option() == 10 else { throw ToolFailure("expected SET_META_CONTEXT") }
-      try optionReply(10, type: 0x8000_0001, [])
-      guard try option() == 7 else { throw ToolFailure("expected GO") }
-      try optionReply(7, type: 3, be(0, 2) + be(1 << 20, 8) + be(3, 2))
-      try optionReply(7, type: 1, [])
-    }
-    func optionReply(_ option: UInt64, type: UInt64, _ payload: [UInt8], length: UInt64? = nil) throws {
-      try send(
-        be(0x0003_e889_0455_65a9, 8) + be(option, 4) + be(type, 4) + be(length ?? UInt64(payload.count), 4) + payload)
-    }
-  }
-}
-
-private func be(_ value: UInt64, _ count: Int) -> [UInt8] {
-  (0..<count).map { UInt8(truncatingIfNeeded: value >> UInt64(8 * (count - 1 - $0))) }
-}
-
-private func number(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
-
 extension NBDClientTests {
   @Test func aHugeOptionReplyIsAProtocolErrorNotAnAllocation() throws {
     let server = try ScriptedServer { peer in
@@ -395,7 +213,8 @@ extension NBDClientTests {
       _ = try? peer.receive(1)  // until the client hangs up
     }
     defer { server.finish() }
-    let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x")
+    // No retries: the scripted server takes one connection.
+    let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x", timeout: 5)
     #expect(try client.size() == 1 << 20)
     #expect(!client.supportsBlockStatus)
     expectVMDKError(.notSupported) { _ = try client.blockStatus(at: 0, length: 512) }
@@ -405,26 +224,256 @@ extension NBDClientTests {
     expectVMDKError(.connectionLost) { _ = try client.readUpTo(at: 0, count: 16) }
   }
 
-  @Test func aServerErrorChunkIsTypedAndKeepsTheConnection() throws {
+  @Test func serverErrorChunksAreTypedAndESHUTDOWNEndsTheSessionSoftly() throws {
+    let sawDisconnect = Flag()
     let server = try ScriptedServer { peer in
       try peer.handshake()
-      // First read: an ERROR chunk, ESHUTDOWN with a message.
-      var request = try peer.receive(28)
-      let message = Array("going down".utf8)
-      try peer.send(
-        be(0x668e_33ef, 4) + be(1, 2) + be(0x8001, 2) + request[8..<16] + be(UInt64(6 + message.count), 4)
-          + be(108, 4) + be(UInt64(message.count), 2) + message)
-      // Second read: a simple reply with the data.
-      request = try peer.receive(28)
+      func errorChunk(_ request: [UInt8], _ error: UInt64, _ text: String) throws {
+        let message = Array(text.utf8)
+        try peer.send(
+          be(0x668e_33ef, 4) + be(1, 2) + be(0x8001, 2) + request[8..<16] + be(UInt64(6 + message.count), 4)
+            + be(error, 4) + be(UInt64(message.count), 2) + message)
+      }
+      // First read: an ERROR chunk, EIO with a message.
+      try errorChunk(try peer.receive(28), 5, "bad sector")
+      // Second read, on the same connection: a simple reply with the data.
+      let request = try peer.receive(28)
       try peer.send(be(0x6744_6698, 4) + be(0, 4) + request[8..<16] + [UInt8](repeating: 0x42, count: 16))
+      // Third read: ESHUTDOWN. The client must answer with NBD_CMD_DISC.
+      try errorChunk(try peer.receive(28), 108, "going down")
+      let goodbye = try peer.receive(28)
+      sawDisconnect.set(number(goodbye[6..<8]) == 2)
       _ = try? peer.receive(1)
     }
     defer { server.finish() }
-    let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x")
+    // No retries: the errors reach the caller.
+    let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x", timeout: 5)
+    let eio = expectVMDKError(.fileAccess) { _ = try client.readUpTo(at: 1024, count: 16) }
+    #expect(eio?.isRetryable == false)
+    #expect(eio?.message.contains("bad sector") == true)
+    #expect(eio?.offset == 1024)
+    #expect(try client.readUpTo(at: 0, count: 16) == [UInt8](repeating: 0x42, count: 16))
     let e = expectVMDKError(.serverShutdown) { _ = try client.readUpTo(at: 512, count: 16) }
     #expect(e?.isRetryable == true)
     #expect(e?.message.contains("going down") == true)
     #expect(e?.offset == 512)
-    #expect(try client.readUpTo(at: 0, count: 16) == [UInt8](repeating: 0x42, count: 16))
+    // The session ended with a soft disconnect, as the protocol requires after ESHUTDOWN.
+    expectVMDKError(.connectionLost) { _ = try client.readUpTo(at: 0, count: 16) }
+    server.finish()
+    #expect(sawDisconnect.value)
+  }
+}
+
+/// A flag set on one thread and read on another.
+final class Flag: Sendable {
+  private let state = Mutex(false)
+  func set(_ value: Bool) { state.withLock { $0 = value } }
+  var value: Bool { state.withLock { $0 } }
+}
+
+// MARK: Requests in flight, write-zeroes, trim, holes
+
+/// The SHA-256 of a buffer, as hex.
+func sha256Hex(_ bytes: UnsafeRawBufferPointer) -> String {
+  let context = DigestContext(.sha256)
+  context.update(bytes)
+  return context.finalHex()
+}
+
+/// Options with `inFlight` requests of `bytes` bytes.
+private func pipelined(_ inFlight: Int, _ bytes: Int) -> TransportOptions {
+  var options = TransportOptions()
+  options.requestsInFlight = inFlight
+  options.requestBytes = bytes
+  return options
+}
+
+/// A 70.5 MiB VMDK mixing data, written zeros and never-written holes, with an odd-sized tail.
+private func mixedFixture(_ folder: String) throws -> (image: String, size: UInt64) {
+  let image = "\(folder)/mixed.vmdk"
+  let size: UInt64 = (70 << 20) + (512 << 10)
+  try Qemu.create(image, size: size)
+  try Qemu.io(
+    image,
+    [
+      "write -P 0x5a 0 1M", "write -P 0xa5 3M 5M", "write -z 12M 2M", "write -P 0x11 33M 100k",
+      "write -P 0x77 40M 17M", "write -P 0x3c 70M 512k",
+    ])
+  return (image, size)
+}
+
+extension NBDClientTests {
+  @Test func everyWindowAndRequestSizeReadsTheDiskLikeQemu() throws {
+    try withTemporaryFolder { folder in
+      let (image, size) = try mixedFixture(folder)
+      let reference = try Qemu.rawSHA256(image, scratch: folder)
+      let server = try QemuNBDServer(file: image, format: "vmdk", readOnly: true)
+      defer { server.stop() }
+      let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(size), alignment: 64)
+      defer { buffer.deallocate() }
+      for inFlight in [1, 4, 64] {
+        for bytes in [64 << 10, 2 << 20, 32 << 20] {
+          let client = try NBDClient(server.address, export: "disk", options: pipelined(inFlight, bytes))
+          defer { client.close() }
+          #expect(client.requestBytes == bytes)
+          buffer.initializeMemory(as: UInt8.self, repeating: 0xee)
+          #expect(try client.read(at: 0, into: buffer) == Int(size))
+          #expect(sha256Hex(UnsafeRawBufferPointer(buffer)) == reference, "\(inFlight) × \(bytes) bytes")
+        }
+      }
+    }
+  }
+
+  @Test func threadsSharingAClientReadTheirOwnBytes() throws {
+    try withTemporaryFolder { folder in
+      let (image, size) = try mixedFixture(folder)
+      let raw = "\(folder)/mixed.raw"
+      try Qemu.img("convert", "-O", "raw", image, raw)
+      let expected = try #require(FileManager.default.contents(atPath: raw))
+      let server = try QemuNBDServer(file: image, format: "vmdk", readOnly: true)
+      defer { server.stop() }
+      // Socket buffers set too (SO_SNDBUF/SO_RCVBUF before the connect).
+      var options = pipelined(8, 256 << 10)
+      options.sendBufferBytes = 1 << 20
+      options.receiveBufferBytes = 1 << 20
+      let client = try NBDClient(server.address, export: "disk", options: options)
+      defer { client.close() }
+      // Eight threads, each reading its own slices in an order of its own.
+      let slice = 3 << 20 + 4096
+      let failures = Mutex(0)
+      DispatchQueue.concurrentPerform(iterations: 8) { thread in
+        var bytes = [UInt8](repeating: 0, count: slice)
+        for k in 0..<6 {
+          let offset = UInt64(((thread * 7 + k * 13) % 23) * slice)
+          guard offset < size else { continue }
+          let n = (try? bytes.withUnsafeMutableBytes { try client.read(at: offset, into: $0) }) ?? -1
+          let want = expected[Int(offset)..<min(Int(offset) + slice, expected.count)]
+          if n != want.count || !bytes[0..<max(n, 0)].elementsEqual(want) { failures.withLock { $0 += 1 } }
+        }
+      }
+      #expect(failures.withLock { $0 } == 0)
+    }
+  }
+
+  @Test func nextDataAndNextHoleFollowQemusMap() throws {
+    try withTemporaryFolder { folder in
+      let (image, size) = try mixedFixture(folder)
+      let qemuMap = try Qemu.map(image)
+      let server = try QemuNBDServer(file: image, format: "vmdk", readOnly: true)
+      defer { server.stop() }
+      let client = try NBDClient(server.address, export: "disk")
+      defer { client.close() }
+      // The runs that do not read as zeros, by qemu-img map and by walking nextData/nextHole.
+      var theirs: [Range<UInt64>] = []
+      for r in qemuMap where !r.zero {
+        if let last = theirs.last, last.upperBound == r.start {
+          theirs[theirs.count - 1] = last.lowerBound..<(r.start + r.length)
+        } else {
+          theirs.append(r.start..<(r.start + r.length))
+        }
+      }
+      var ours: [Range<UInt64>] = []
+      var at: UInt64 = 0
+      while let data = try client.nextData(from: at), data < size {
+        let hole = try #require(try client.nextHole(from: data))
+        #expect(hole > data && hole <= size)
+        ours.append(data..<hole)
+        at = hole
+      }
+      #expect(ours == theirs)
+      #expect(theirs.count >= 4, "the fixture should mix data and zeros: \(theirs)")
+      #expect(try client.nextHole(from: size) == size)
+      #expect(try client.nextData(from: size) == UInt64.max)
+      // In the middle of a data run: data right here, the hole at its end.
+      let run = try #require(theirs.last)
+      #expect(try client.nextData(from: run.lowerBound + 1) == run.lowerBound + 1)
+      #expect(try client.nextHole(from: run.lowerBound + 1) == run.upperBound)
+    }
+  }
+
+  @Test func writeZeroesTrimAndPipelinedWritesLandInTheFile() throws {
+    try withTemporaryFolder { folder in
+      let file = "\(folder)/disk.raw"
+      let size = 48 << 20
+      let pattern = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 >> 12) }
+      #expect(FileManager.default.createFile(atPath: file, contents: Data(pattern)))
+      let server = try QemuNBDServer(file: file, format: "raw", extra: ["--discard=unmap"])
+      defer { server.stop() }
+      let client = try NBDClient(server.address, export: "disk", writable: true, options: pipelined(16, 1 << 20))
+      #expect(client.supportsWriteZeroes && client.supportsTrim)
+      // 20 MiB of new data in 1 MiB requests, 16 in flight, from an unaligned offset.
+      let written = (0..<(20 << 20)).map { UInt8(truncatingIfNeeded: ($0 >> 9) &* 7 &+ 1) }
+      let at = 5 << 20 + 777
+      try written.withUnsafeBytes { try client.write(at: UInt64(at), from: $0) }
+      try client.writeZeroes(at: (30 << 20) + 512, length: 3 << 20)
+      try client.trim(at: 40 << 20, length: 4 << 20)
+      try client.flush()
+      client.close()
+      server.stop()
+
+      var expected = pattern
+      expected.replaceSubrange(at..<(at + written.count), with: written)
+      expected.replaceSubrange(((30 << 20) + 512)..<((33 << 20) + 512), with: repeatElement(0, count: 3 << 20))
+      let stored = Array(try #require(FileManager.default.contents(atPath: file)))
+      #expect(stored.count == size)
+      // A trimmed range may read as anything; qemu-nbd with --discard=unmap punches a hole.
+      #expect(stored[(40 << 20)..<(44 << 20)].allSatisfy { $0 == 0 })
+      expected.replaceSubrange((40 << 20)..<(44 << 20), with: repeatElement(0, count: 4 << 20))
+      #expect(stored == expected)
+    }
+  }
+
+  @Test func writeZeroesWithoutServerSupportWritesZeroBuffers() throws {
+    try withTemporaryFolder { folder in
+      let file = "\(folder)/disk.raw"
+      let size = 40 << 20
+      #expect(FileManager.default.createFile(atPath: file, contents: Data(repeating: 0x6b, count: size)))
+      // nbdkit's nozero filter hides NBD_CMD_WRITE_ZEROES.
+      let server = try Nbdkit(plugin: "file", [file], filters: ["nozero"])
+      defer { server.stop() }
+      let client = try NBDClient(server.address, export: "", writable: true, options: pipelined(4, 1 << 20))
+      #expect(!client.supportsWriteZeroes)
+      try client.writeZeroes(at: 4096 + 3, length: (9 << 20) + 5)
+      try client.flush()
+      client.close()
+      server.stop()
+      let stored = Array(try #require(FileManager.default.contents(atPath: file)))
+      let zeroed = (4096 + 3)..<(4096 + 3 + (9 << 20) + 5)
+      #expect(stored[zeroed].allSatisfy { $0 == 0 })
+      #expect(stored[..<zeroed.lowerBound].allSatisfy { $0 == 0x6b })
+      #expect(stored[zeroed.upperBound...].allSatisfy { $0 == 0x6b })
+    }
+  }
+
+  @Test func theServersMaximumPayloadBoundsTheRequestSize() throws {
+    try withTemporaryFolder { folder in
+      let file = "\(folder)/disk.raw"
+      let bytes = (0..<(6 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 16) }
+      #expect(FileManager.default.createFile(atPath: file, contents: Data(bytes)))
+      let server = try Nbdkit(
+        plugin: "file", [file, "blocksize-maximum=1M"], filters: ["blocksize-policy"], readOnly: true)
+      defer { server.stop() }
+      let client = try NBDClient(server.address, export: "", options: pipelined(4, 32 << 20))
+      defer { client.close() }
+      #expect(client.requestBytes == 1 << 20)
+      #expect(try client.readExactly(at: 0, count: bytes.count, what: "disk") == bytes)
+    }
+  }
+
+  @Test func aNbdkitExportOverAUnixSocket() throws {
+    try withTemporaryFolder { folder in
+      let file = "\(folder)/disk.raw"
+      let bytes = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 29 &+ 3) }
+      #expect(FileManager.default.createFile(atPath: file, contents: Data(bytes)))
+      let socket = "\(folder)/nbdkit.sock"
+      let server = try Nbdkit(plugin: "file", [file], readOnly: true, socketPath: socket)
+      defer { server.stop() }
+      let client = try NBDClient(server.address, export: "", options: pipelined(8, 256 << 10))
+      defer { client.close() }
+      #expect(client.name == "nbd+unix:///?socket=\(socket)")
+      #expect(!client.usesTLS)
+      #expect(try client.size() == UInt64(bytes.count))
+      #expect(try client.readExactly(at: 0, count: bytes.count, what: "disk") == bytes)
+    }
   }
 }

@@ -1,14 +1,22 @@
 // NBDClient: a client of the Network Block Device protocol (fixed newstyle handshake,
-// structured replies, base:allocation block status) over blocking POSIX sockets, TCP or Unix.
-// An NBD export is a whole virtual disk (the server already resolved the format), so this is a
-// ByteStore of the disk's bytes, not of a VMDK file.
+// optional STARTTLS, structured replies, base:allocation block status) over TCP or a Unix
+// socket. An NBD export is a whole virtual disk (the server already resolved the format), so
+// this is a ByteStore of the disk's bytes, not of a VMDK file.
 //
-// This first version keeps one request in flight: every call sends its request and reads the
-// whole reply under a lock before the next request goes out. Requests are at most 32 MiB;
-// larger reads and writes are split. Everything the server sends is checked against what was
-// asked: lengths are capped before anything is allocated, chunk offsets must fall inside the
-// request, and a reply that breaks the protocol closes the connection (the stream is out of
-// step after it) and throws `protocolError`.
+// Every call becomes a batch of requests of `requestBytes` (at most 32 MiB and what the server
+// allows) with up to `requestsInFlight` outstanding (NBDPipeline). Calls are serialized on the
+// connection by a lock, so the client is safe to share between threads. Requests go out at the
+// caller's offsets: the client does no read-modify-write for a server whose minimum block size
+// (NBD_INFO_BLOCK_SIZE) is larger than the caller's alignment.
+//
+// Retries: a retryable failure (connection lost or refused, a timeout, the server shutting
+// down) drops the connection, waits `options.backoff(attempt:)`, reconnects with the full
+// handshake, checks that the export did not change, and sends again every request of the call
+// that had not completed. `options.retries` bounds the failed attempts in a row without
+// progress: an attempt that completed at least one request starts the count again, so a long
+// transfer over a flaky server finishes, and a server that stays down fails within
+// retries × (backoff + timeouts). Non-retryable errors (EIO, EPERM, protocol errors, an
+// unknown export) fail at once. Retries and reconnects are logged at .warning.
 
 import Synchronization
 
@@ -34,6 +42,7 @@ public struct NBDExtent: Equatable, Sendable, CustomStringConvertible {
     self.isHole = isHole
     self.isZero = isZero
   }
+  public var end: UInt64 { start + length }
   public var description: String { "{\(start)+\(length) hole \(isHole) zero \(isZero)}" }
 }
 
@@ -42,16 +51,23 @@ public final class NBDClient: ByteStore {
   /// Where the server listens.
   public typealias Address = SocketAddress
 
-  /// The largest request sent (reads and writes are split into pieces of this size).
-  public static let maxRequest = 32 << 20
-  /// The largest option reply or non-data reply chunk accepted.
-  static let maxControlPayload = 1 << 20
+  /// The largest request sent (reads and writes are split into pieces of at most this size).
+  public static let maxRequest = TransportOptions.maxRequestBytes
+  /// The largest write-zeroes or trim request: 2 GiB, a multiple of every block size.
+  static let maxZeroRequest: UInt64 = 1 << 31
+  /// The most requests kept in flight, whatever the options say.
+  static let maxInFlight = 1024
+  /// How much block status one request asks for.
+  static let statusSpan: UInt64 = 1 << 30
 
   public let address: Address
   public let export: String
-  /// `nbd://host:port/export` or `nbd+unix:///export?socket=PATH`, for messages.
+  /// `nbd://host:port/export` or `nbd+unix:///export?socket=PATH` (`nbds` with TLS).
   public let name: String
   public let isWritable: Bool
+  /// Whether the session runs over TLS (NBD_OPT_STARTTLS).
+  public let usesTLS: Bool
+  public let options: TransportOptions
   /// The export's size in bytes, from NBD_INFO_EXPORT.
   public let exportSize: UInt64
   /// The transmission flags the server sent.
@@ -59,66 +75,93 @@ public final class NBDClient: ByteStore {
   /// Whether the server agreed to structured replies.
   public let structuredReplies: Bool
   /// Whether block status (base:allocation) is available.
-  public var supportsBlockStatus: Bool { allocationContext != nil }
+  public let supportsBlockStatus: Bool
+  /// Whether the server takes NBD_CMD_WRITE_ZEROES (otherwise zeros are written as data).
+  public var supportsWriteZeroes: Bool { transmissionFlags & NBDWire.transSendWriteZeroes != 0 }
+  /// Whether the server takes NBD_CMD_TRIM (otherwise trim does nothing).
+  public var supportsTrim: Bool { transmissionFlags & NBDWire.transSendTrim != 0 }
+  /// Bytes per read or write request: the options' size, at most 32 MiB and the server's
+  /// maximum payload, a multiple of its minimum block size.
+  public let requestBytes: Int
 
-  private let allocationContext: UInt32?
-  private let connection: Mutex<Connection>
+  private let state: Mutex<State>
 
-  private struct Connection {
-    var fd: Int32
-    var cookie: UInt64 = 1
-    mutating func next() -> UInt64 {
-      defer { cookie &+= 1 }
-      return cookie
-    }
+  private struct State {
+    /// The live connection; nil after a failure until the next attempt reconnects.
+    var link: NBDLink?
+    /// close() was called: no more reconnects.
+    var closed = false
+    /// The last block status answer, for nextData/nextHole.
+    var cache: [NBDExtent] = []
+    /// Reconnections after failures so far.
+    var reconnects = 0
   }
 
-  /// Connects, negotiates and opens `export`. `timeout` (seconds) bounds every send and receive
-  /// (SO_SNDTIMEO/SO_RCVTIMEO; also the connect). Throws `serverNotFound`, `connectionRefused`,
-  /// `timeout`, `serverNotAvailable` (the server refused the export, naming it), `protocolError`,
-  /// `fileReadOnly` (a writable open of a read-only export).
-  public init(_ address: Address, export: String, writable: Bool = false, timeout: Double = 30) throws {
+  /// How many times the client reconnected after a failure (for tools and tests).
+  public var reconnects: Int { state.withLock { $0.reconnects } }
+
+  /// Connects, negotiates and opens `export`, retrying retryable failures as `options` say.
+  /// With `tls`, the session is upgraded with NBD_OPT_STARTTLS before any other option; a server
+  /// that requires TLS when `tls` is false, or refuses STARTTLS, gives `tlsFailure`. Throws
+  /// `serverNotFound`, `connectionRefused`, `timeout`, `serverNotAvailable` (the server refused
+  /// the export, naming it), `protocolError`, `tlsFailure`, `fileReadOnly` (a writable open of
+  /// a read-only export).
+  public init(
+    _ address: Address, export: String, writable: Bool = false, tls: Bool = false,
+    options: TransportOptions = TransportOptions()
+  ) throws {
     self.address = address
     self.export = export
-    let name: String
-    switch address {
-    case .tcp(let host, let port):
-      let h = host.contains(":") ? "[\(host)]" : host
-      name = "nbd://\(h):\(port)/\(export)"
-    case .unix(let path): name = "nbd+unix:///\(export)?socket=\(path)"
-    }
+    self.isWritable = writable
+    self.usesTLS = tls
+    self.options = options
+    let name = NBDClient.uri(address, export: export, tls: tls)
     self.name = name
-    var fd = try Net.connect(address, name: name, timeout: timeout)
-    do {
-      let n = try NBDClient.negotiate(fd: fd, export: export, name: name)
-      if writable && n.flags & NBDWire.transReadOnly != 0 {
-        throw VMDKError(.fileReadOnly, "the server exports '\(export)' read-only", file: name)
-      }
-      exportSize = n.size
-      transmissionFlags = n.flags
-      structuredReplies = n.structured
-      allocationContext = n.context
-    } catch {
-      closeSocket(fd)
-      fd = -1
-      throw error
+    let link = try NBDClient.retrying(options: options, name: name) { _, _ in
+      try NBDLink.open(address, export: export, writable: writable, tls: tls, options: options, name: name)
     }
-    isWritable = writable
-    connection = Mutex(Connection(fd: fd))
+    let n = link.negotiated
+    exportSize = n.size
+    transmissionFlags = n.flags
+    structuredReplies = n.structured
+    supportsBlockStatus = n.context != nil
+    var bytes = min(max(options.requestBytes, 1), NBDClient.maxRequest, Int(n.maximumPayload))
+    bytes -= bytes % Int(n.minimumBlock)
+    requestBytes = max(bytes, Int(n.minimumBlock))
+    state = Mutex(State(link: link))
+  }
+
+  /// Connects like the designated initializer with `timeout` seconds for the connect and for
+  /// every send and receive, and without retries: the first failure is thrown and a lost
+  /// connection stays lost.
+  public convenience init(_ address: Address, export: String, writable: Bool = false, timeout: Double) throws {
+    var options = TransportOptions()
+    options.connectTimeout = timeout
+    options.readTimeout = timeout
+    options.writeTimeout = timeout
+    options.retries = 0
+    try self.init(address, export: export, writable: writable, options: options)
   }
 
   deinit { close() }
 
-  /// Says goodbye (NBD_CMD_DISC) and closes the socket. Further calls throw `connectionLost`.
+  /// The URI of an export, as libnbd and qemu write it.
+  static func uri(_ address: Address, export: String, tls: Bool) -> String {
+    let scheme = tls ? "nbds" : "nbd"
+    switch address {
+    case .tcp(let host, let port):
+      let h = host.contains(":") ? "[\(host)]" : host
+      return "\(scheme)://\(h):\(port)/\(export)"
+    case .unix(let path): return "\(scheme)+unix:///\(export)?socket=\(path)"
+    }
+  }
+
+  /// Says goodbye (NBD_CMD_DISC) and closes. Further calls throw `connectionLost`.
   public func close() {
-    connection.withLock { c in
-      guard c.fd >= 0 else { return }
-      var e = NBDEncoder()
-      NBDClient.request(&e, type: NBDWire.cmdDisc, cookie: c.cookie, offset: 0, length: 0)
-      try? Net.sendAll(fd: c.fd, e.bytes, name: name)
-      shutdown(c.fd, Int32(SHUT_RDWR))
-      closeSocket(c.fd)
-      c.fd = -1
+    state.withLock { s in
+      s.closed = true
+      s.link?.disconnect()
+      s.link = nil
     }
   }
 
@@ -126,52 +169,74 @@ public final class NBDClient: ByteStore {
 
   public func size() throws -> UInt64 { exportSize }
 
+  /// Reads up to `buffer.count` bytes at `offset` (fewer only at the end of the export).
   public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
     guard offset < exportSize, buffer.count > 0 else { return 0 }
     let total = Int(min(UInt64(buffer.count), exportSize - offset))
-    var done = 0
-    while done < total {
-      let n = min(total - done, NBDClient.maxRequest)
-      let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
-      try transact { c in try readPiece(&c, offset: offset + UInt64(done), into: piece) }
-      done += n
-    }
+    let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<total])
+    var batch = NBDBatch(
+      command: NBDWire.cmdRead, what: "read", start: offset, length: UInt64(total), pieceSize: UInt64(requestBytes),
+      payload: .read(target))
+    try run(&batch)
     return total
   }
 
+  /// Writes all of `buffer` at `offset`; it must end inside the export.
   public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
-    guard isWritable else { throw VMDKError(.fileReadOnly, "opened read-only", file: name, offset: offset) }
-    guard offset <= exportSize, UInt64(buffer.count) <= exportSize - offset else {
-      throw VMDKError(
-        .outOfRange, "a write of \(buffer.count) bytes ends past the export's \(exportSize) bytes", file: name,
-        offset: offset)
-    }
-    var done = 0
-    while done < buffer.count {
-      let n = min(buffer.count - done, NBDClient.maxRequest)
-      let piece = UnsafeRawBufferPointer(rebasing: buffer[done..<(done + n)])
-      let at = offset + UInt64(done)
-      try transact { c in
-        let cookie = c.next()
-        var e = NBDEncoder()
-        NBDClient.request(&e, type: NBDWire.cmdWrite, cookie: cookie, offset: at, length: UInt32(n))
-        try Net.sendAll(fd: c.fd, e.bytes, name: name)
-        try Net.sendAll(fd: c.fd, piece, name: name)
-        try readStatusReply(&c, cookie: cookie, offset: at, what: "write")
-      }
-      done += n
-    }
+    try checkWritable(offset: offset, length: UInt64(buffer.count), what: "a write")
+    guard buffer.count > 0 else { return }
+    var batch = NBDBatch(
+      command: NBDWire.cmdWrite, what: "write", start: offset, length: UInt64(buffer.count),
+      pieceSize: UInt64(requestBytes), payload: .write(buffer))
+    try run(&batch, changesAllocation: true)
   }
 
   /// NBD_CMD_FLUSH when the server offers it (NBD_FLAG_SEND_FLUSH); otherwise nothing to do.
   public func flush() throws {
     guard isWritable, transmissionFlags & NBDWire.transSendFlush != 0 else { return }
-    try transact { c in
-      let cookie = c.next()
-      var e = NBDEncoder()
-      NBDClient.request(&e, type: NBDWire.cmdFlush, cookie: cookie, offset: 0, length: 0)
-      try Net.sendAll(fd: c.fd, e.bytes, name: name)
-      try readStatusReply(&c, cookie: cookie, offset: 0, what: "flush")
+    var batch = NBDBatch(command: NBDWire.cmdFlush, what: "flush", start: 0, length: 0, pieceSize: 1, payload: .none)
+    try run(&batch)
+  }
+
+  /// Makes `length` bytes at `offset` read as zeros: NBD_CMD_WRITE_ZEROES when the server
+  /// offers it (it may free the space), otherwise writes of one zero-filled request buffer.
+  public func writeZeroes(at offset: UInt64, length: UInt64) throws {
+    try checkWritable(offset: offset, length: length, what: "write-zeroes")
+    guard length > 0 else { return }
+    if supportsWriteZeroes {
+      var batch = NBDBatch(
+        command: NBDWire.cmdWriteZeroes, what: "write-zeroes", start: offset, length: length,
+        pieceSize: NBDClient.maxZeroRequest, payload: .none)
+      try run(&batch, changesAllocation: true)
+      return
+    }
+    let bytes = Int(min(length, UInt64(requestBytes)))
+    let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 16)
+    defer { zeros.deallocate() }
+    zeros.initializeMemory(as: UInt8.self, repeating: 0)
+    var batch = NBDBatch(
+      command: NBDWire.cmdWrite, what: "write", start: offset, length: length, pieceSize: UInt64(bytes),
+      payload: .repeated(UnsafeRawBufferPointer(zeros)))
+    try run(&batch, changesAllocation: true)
+  }
+
+  /// Tells the server that `length` bytes at `offset` are no longer needed (NBD_CMD_TRIM; they
+  /// may then read as anything). Does nothing when the server does not offer trim.
+  public func trim(at offset: UInt64, length: UInt64) throws {
+    try checkWritable(offset: offset, length: length, what: "a trim")
+    guard length > 0, supportsTrim else { return }
+    var batch = NBDBatch(
+      command: NBDWire.cmdTrim, what: "trim", start: offset, length: length, pieceSize: NBDClient.maxZeroRequest,
+      payload: .none)
+    try run(&batch, changesAllocation: true)
+  }
+
+  private func checkWritable(offset: UInt64, length: UInt64, what: String) throws {
+    guard isWritable else { throw VMDKError(.fileReadOnly, "opened read-only", file: name, offset: offset) }
+    guard offset <= exportSize, length <= exportSize - offset else {
+      throw VMDKError(
+        .outOfRange, "\(what) of \(length) bytes ends past the export's \(exportSize) bytes", file: name,
+        offset: offset)
     }
   }
 
@@ -181,18 +246,15 @@ public final class NBDClient: ByteStore {
   /// server may answer for less than asked, never more: extents are clipped to the request).
   /// Throws `notSupported` when the server did not agree to base:allocation.
   public func blockStatus(at offset: UInt64, length: UInt32) throws -> [NBDExtent] {
-    guard let context = allocationContext else {
+    guard supportsBlockStatus else {
       throw VMDKError(.notSupported, "the server offers no base:allocation block status", file: name)
     }
     guard offset < exportSize, length > 0 else { return [] }
-    let asked = UInt32(min(UInt64(length), exportSize - offset))
-    return try transact { c in
-      let cookie = c.next()
-      var e = NBDEncoder()
-      NBDClient.request(&e, type: NBDWire.cmdBlockStatus, cookie: cookie, offset: offset, length: asked)
-      try Net.sendAll(fd: c.fd, e.bytes, name: name)
-      return try readBlockStatusReply(&c, cookie: cookie, offset: offset, length: asked, context: context)
-    }
+    var batch = NBDBatch(
+      command: NBDWire.cmdBlockStatus, what: "block status", start: offset,
+      length: min(UInt64(length), exportSize - offset), pieceSize: UInt64(UInt32.max), payload: .none)
+    try run(&batch)
+    return batch.extents
   }
 
   /// The allocation of the whole export, adjacent extents with the same flags merged.
@@ -200,305 +262,168 @@ public final class NBDClient: ByteStore {
     var result: [NBDExtent] = []
     var at: UInt64 = 0
     while at < exportSize {
-      let ask = UInt32(min(exportSize - at, 1 << 30))
-      let extents = try blockStatus(at: at, length: ask)
-      guard let last = extents.last else {
-        throw VMDKError(.protocolError, "block status answered no extent", file: name, offset: at)
-      }
+      let extents = try blockStatus(at: at, length: UInt32(min(exportSize - at, NBDClient.statusSpan)))
       for x in extents {
-        if let p = result.last, p.isHole == x.isHole, p.isZero == x.isZero, p.start + p.length == x.start {
+        if let p = result.last, p.isHole == x.isHole, p.isZero == x.isZero, p.end == x.start {
           result[result.count - 1].length += x.length
         } else {
           result.append(x)
         }
       }
-      at = last.start + last.length
+      guard let last = extents.last else {
+        throw VMDKError(.protocolError, "block status answered no extent", file: name, offset: at)
+      }
+      at = last.end
     }
     return result
   }
 
-  // MARK: Transmission
+  /// The first byte at or after `offset` that holds data: not NBD_STATE_ZERO (a hole that does
+  /// not read as zeros is data). `UInt64.max` when no data follows; nil without block status.
+  public func nextData(from offset: UInt64) throws -> UInt64? {
+    try scan(from: offset, toZero: false)
+  }
 
-  /// Runs one request and its reply under the lock. A failure that leaves the stream out of
-  /// step (anything but an error the server reported cleanly) closes the connection.
-  private func transact<T>(_ body: (inout Connection) throws -> T) throws -> T {
-    try connection.withLock { c in
-      guard c.fd >= 0 else {
-        throw VMDKError(.connectionLost, "the connection is closed", file: name, isRetryable: true)
+  /// The first byte at or after `offset` that reads as zeros (NBD_STATE_ZERO); the end of the
+  /// export counts as a hole. nil without block status.
+  public func nextHole(from offset: UInt64) throws -> UInt64? {
+    try scan(from: offset, toZero: true)
+  }
+
+  /// Walks the extents from `offset` to the first one whose zero flag is `toZero`, asking the
+  /// server only when the cached answer does not cover the position. One lock for the whole
+  /// walk, so that a write on another thread cannot slip in between an answer and its caching.
+  private func scan(from offset: UInt64, toZero: Bool) throws -> UInt64? {
+    guard supportsBlockStatus else { return nil }
+    return try state.withLock { s in
+      var at = offset
+      while at < exportSize {
+        let extent = try extent(containing: at, &s)
+        if extent.isZero == toZero { return at }
+        at = extent.end
       }
+      return toZero ? max(offset, exportSize) : UInt64.max
+    }
+  }
+
+  /// The extent holding byte `at` (< exportSize), from the cache or a new block status request
+  /// whose answer replaces the cache.
+  private func extent(containing at: UInt64, _ s: inout State) throws -> NBDExtent {
+    if let cached = NBDClient.lookup(at, in: s.cache) { return cached }
+    var batch = NBDBatch(
+      command: NBDWire.cmdBlockStatus, what: "block status", start: at,
+      length: min(exportSize - at, NBDClient.statusSpan), pieceSize: UInt64(UInt32.max), payload: .none)
+    try perform(&batch, &s)
+    s.cache = batch.extents
+    return batch.extents[0]  // the pipeline never completes block status without an extent
+  }
+
+  /// Binary search of sorted, adjacent extents.
+  private static func lookup(_ at: UInt64, in extents: [NBDExtent]) -> NBDExtent? {
+    var low = 0
+    var high = extents.count
+    while low < high {
+      let mid = (low + high) / 2
+      if extents[mid].end <= at {
+        low = mid + 1
+      } else {
+        high = mid
+      }
+    }
+    return low < extents.count && extents[low].start <= at ? extents[low] : nil
+  }
+
+  // MARK: Retries
+
+  /// Runs a batch on the connection under the lock. `changesAllocation` drops the cached
+  /// block status.
+  private func run(_ batch: inout NBDBatch, changesAllocation: Bool = false) throws {
+    try state.withLock { s in
+      if changesAllocation { s.cache = [] }
+      try perform(&batch, &s)
+    }
+  }
+
+  /// Runs a batch, reconnecting and sending again what did not complete after a retryable
+  /// failure. The caller holds the lock.
+  private func perform(_ batch: inout NBDBatch, _ s: inout State) throws {
+    guard !s.closed else { throw VMDKError(.connectionLost, "the client was closed", file: name) }
+    let window = min(max(options.requestsInFlight, 1), NBDClient.maxInFlight)
+    try NBDClient.retrying(options: options, name: name) { attempt, progressed in
+      let link = try connection(&s, attempt: attempt)
+      batch.resetUnfinished()
+      let before = batch.doneCount
+      defer { progressed = batch.doneCount > before }
       do {
-        return try body(&c)
-      } catch let e as VMDKError where e.code == NBDClient.serverReported {
-        throw e.withCode()
+        try NBDPipeline(link: link, name: name, window: window).pump(&batch)
+      } catch let e as VMDKError where e.code == NBDPipeline.serverReported {
+        // Still in step, nothing in flight. ESHUTDOWN obliges the client to a soft disconnect
+        // (NBD_CMD_DISC); another retryable error drops the link only to reconnect for a retry.
+        let real = (e.underlying as? VMDKError) ?? e
+        if real.code == .serverShutdown || (real.isRetryable && options.retries > 0) {
+          link.disconnect()
+          s.link = nil
+        }
+        throw real
       } catch {
-        shutdown(c.fd, Int32(SHUT_RDWR))
-        closeSocket(c.fd)
-        c.fd = -1
+        s.link = nil
         throw error
       }
     }
   }
 
-  /// A marker code for an error the server reported in a well-formed reply: the connection
-  /// stays usable. `withCode()` turns it into the real code carried in `underlying`.
-  fileprivate static let serverReported = VMDKError.Code(-1, "server reported")
+  /// The live link, or a new one when an earlier attempt lost it. A call that finds the link
+  /// lost by an earlier call fails its first attempt with `connectionLost`, so that without
+  /// retries a lost connection stays lost.
+  private func connection(_ s: inout State, attempt: Int) throws -> NBDLink {
+    if let link = s.link { return link }
+    guard attempt > 0 else { throw Net.closedError(name) }
+    let link = try NBDLink.open(
+      address, export: export, writable: isWritable, tls: usesTLS, options: options, name: name)
+    let n = link.negotiated
+    guard n.size == exportSize, UInt64(requestBytes) <= UInt64(n.maximumPayload),
+      requestBytes % Int(n.minimumBlock) == 0
+    else {
+      throw VMDKError(
+        .protocolError, "after reconnecting, the export has \(n.size) bytes (was \(exportSize)) or new block sizes",
+        file: name)
+    }
+    TransportLog.shared.log(.warning, "\(name): reconnected (attempt \(attempt))")
+    s.link = link
+    s.reconnects += 1
+    return link
+  }
 
-  private func readPiece(_ c: inout Connection, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-    let cookie = c.next()
-    let length = UInt32(buffer.count)
-    var e = NBDEncoder()
-    NBDClient.request(&e, type: NBDWire.cmdRead, cookie: cookie, offset: offset, length: length)
-    try Net.sendAll(fd: c.fd, e.bytes, name: name)
-    let magic = NBDDecoder(try recv(c, 4)).u32Value
-    if magic == NBDWire.simpleReplyMagic {
-      var d = NBDDecoder(try recv(c, 12))
-      let error = d.u32()
-      try checkCookie(d.u64(), cookie, offset)
-      if error != 0 { throw serverError(error, offset: offset, what: "read", message: nil) }
-      try Net.recvAll(fd: c.fd, into: buffer, name: name)
-      return
-    }
-    guard magic == NBDWire.structuredReplyMagic, structuredReplies else {
-      throw protocolError("a reply with magic 0x\(String(magic, radix: 16))", offset)
-    }
-    var covered: [(UInt64, UInt64)] = []
-    var failure: VMDKError?
-    let end = offset + UInt64(length)
-    var first = true
+  /// Runs `body(attempt, &progressed)` until it succeeds, a non-retryable error, or
+  /// `options.retries` failed attempts in a row; an attempt that set `progressed` (completed
+  /// some requests) before failing starts the count again. Waits `options.backoff(attempt:)`
+  /// between attempts. Errors that are not VMDKErrors are not retried.
+  private static func retrying<T>(
+    options: TransportOptions, name: String, _ body: (Int, inout Bool) throws -> T
+  ) throws -> T {
+    var failures = 0
+    var attempt = 0
     while true {
-      let (flags, type, chunkLength) = try readChunkHeader(c, cookie: cookie, offset: offset, first: first)
-      switch type {
-      case NBDWire.chunkOffsetData:
-        guard chunkLength > 8 else { throw protocolError("a data chunk of \(chunkLength) bytes", offset) }
-        let at = NBDDecoder(try recv(c, 8)).u64Value
-        let count = UInt64(chunkLength - 8)
-        guard at >= offset, at <= end, count <= end - at else {
-          throw protocolError("data for \(count) bytes at \(at), outside the request \(offset)+\(length)", offset)
-        }
-        let start = Int(at - offset)
-        try Net.recvAll(
-          fd: c.fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(count))]), name: name)
-        covered.append((at, count))
-      case NBDWire.chunkOffsetHole:
-        guard chunkLength == 12 else { throw protocolError("a hole chunk of \(chunkLength) bytes", offset) }
-        var d = NBDDecoder(try recv(c, 12))
-        let at = d.u64()
-        let count = UInt64(d.u32())
-        guard count > 0, at >= offset, at <= end, count <= end - at else {
-          throw protocolError("a hole of \(count) bytes at \(at), outside the request \(offset)+\(length)", offset)
-        }
-        let start = Int(at - offset)
-        UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(count))]).initializeMemory(
-          as: UInt8.self, repeating: 0)
-        covered.append((at, count))
-      default:
-        if let e = try readNonDataChunk(c, type: type, length: chunkLength, offset: offset, what: "read") {
-          failure = failure ?? e
-        }
-      }
-      if flags & NBDWire.replyFlagDone != 0 { break }
-      first = false
-    }
-    if let failure { throw failure }
-    // Without an error the chunks must cover the request exactly once.
-    covered.sort { $0.0 < $1.0 }
-    var next = offset
-    for (at, count) in covered {
-      guard at == next else { throw protocolError("the read reply overlaps or leaves a gap at \(next)", offset) }
-      next += count
-    }
-    guard next == end else { throw protocolError("the read reply ends at \(next), not \(end)", offset) }
-  }
-
-  /// The reply to a write or flush: a simple reply, or structured chunks without data.
-  private func readStatusReply(_ c: inout Connection, cookie: UInt64, offset: UInt64, what: String) throws {
-    let magic = NBDDecoder(try recv(c, 4)).u32Value
-    if magic == NBDWire.simpleReplyMagic {
-      var d = NBDDecoder(try recv(c, 12))
-      let error = d.u32()
-      try checkCookie(d.u64(), cookie, offset)
-      if error != 0 { throw serverError(error, offset: offset, what: what, message: nil) }
-      return
-    }
-    guard magic == NBDWire.structuredReplyMagic, structuredReplies else {
-      throw protocolError("a reply with magic 0x\(String(magic, radix: 16))", offset)
-    }
-    var failure: VMDKError?
-    var first = true
-    while true {
-      let (flags, type, length) = try readChunkHeader(c, cookie: cookie, offset: offset, first: first)
-      if let e = try readNonDataChunk(c, type: type, length: length, offset: offset, what: what) {
-        failure = failure ?? e
-      }
-      if flags & NBDWire.replyFlagDone != 0 { break }
-      first = false
-    }
-    if let failure { throw failure }
-  }
-
-  private func readBlockStatusReply(
-    _ c: inout Connection, cookie: UInt64, offset: UInt64, length: UInt32, context: UInt32
-  ) throws -> [NBDExtent] {
-    let magic = NBDDecoder(try recv(c, 4)).u32Value
-    if magic == NBDWire.simpleReplyMagic {
-      var d = NBDDecoder(try recv(c, 12))
-      let error = d.u32()
-      try checkCookie(d.u64(), cookie, offset)
-      guard error != 0 else { throw protocolError("a simple reply without error to block status", offset) }
-      throw serverError(error, offset: offset, what: "block status", message: nil)
-    }
-    guard magic == NBDWire.structuredReplyMagic, structuredReplies else {
-      throw protocolError("a reply with magic 0x\(String(magic, radix: 16))", offset)
-    }
-    var extents: [NBDExtent] = []
-    var failure: VMDKError?
-    let end = offset + UInt64(length)
-    var first = true
-    while true {
-      let (flags, type, chunkLength) = try readChunkHeader(c, cookie: cookie, offset: offset, first: first)
-      if type == NBDWire.chunkBlockStatus {
-        guard chunkLength >= 12, (chunkLength - 4) % 8 == 0, chunkLength <= NBDClient.maxControlPayload else {
-          throw protocolError("a block status chunk of \(chunkLength) bytes", offset)
-        }
-        var d = NBDDecoder(try recv(c, Int(chunkLength)))
-        let id = d.u32()
-        guard id == context, extents.isEmpty else {
-          throw protocolError("block status for context \(id) (asked for \(context)), or twice", offset)
-        }
-        var at = offset
-        while d.remaining >= 8 {
-          let count = UInt64(d.u32())
-          let state = d.u32()
-          guard count > 0 else { throw protocolError("an empty block status extent", offset) }
-          guard at < end else { continue }  // the last extent may run past the request: clip
-          let clipped = min(count, end - at)
-          extents.append(
-            NBDExtent(
-              start: at, length: clipped, isHole: state & NBDWire.stateHole != 0,
-              isZero: state & NBDWire.stateZero != 0))
-          at += clipped
-        }
-      } else if let e = try readNonDataChunk(c, type: type, length: chunkLength, offset: offset, what: "block status") {
-        failure = failure ?? e
-      }
-      if flags & NBDWire.replyFlagDone != 0 { break }
-      first = false
-    }
-    if let failure { throw failure }
-    guard !extents.isEmpty else { throw protocolError("block status answered no extent", offset) }
-    return extents
-  }
-
-  /// Reads a structured chunk header: flags, type, payload length. The first chunk's magic
-  /// was read by the caller; every later chunk starts with its own.
-  private func readChunkHeader(_ c: Connection, cookie: UInt64, offset: UInt64, first: Bool) throws -> (
-    UInt16, UInt16, UInt32
-  ) {
-    if !first {
-      let magic = NBDDecoder(try recv(c, 4)).u32Value
-      guard magic == NBDWire.structuredReplyMagic else {
-        throw protocolError("a reply chunk with magic 0x\(String(magic, radix: 16))", offset)
+      var progressed = false
+      do {
+        return try body(attempt, &progressed)
+      } catch let e as VMDKError where e.isRetryable {
+        failures = progressed ? 1 : failures + 1
+        guard failures <= options.retries else { throw e }
+        attempt += 1
+        let wait = options.backoff(attempt: failures)
+        TransportLog.shared.log(
+          .warning, "\(name): \(e.code.name): \(e.message); retry \(failures) of \(options.retries) in \(wait) s")
+        sleep(seconds: wait)
       }
     }
-    var d = NBDDecoder(try recv(c, 16))
-    let flags = d.u16()
-    let type = d.u16()
-    try checkCookie(d.u64(), cookie, offset)
-    let length = d.u32()
-    // Only data chunks may be large; they are checked against the request by the caller.
-    if type != NBDWire.chunkOffsetData && length > UInt32(NBDClient.maxControlPayload) {
-      throw protocolError("a reply chunk of type \(type) with \(length) bytes", offset)
-    }
-    return (flags, type, length)
   }
 
-  /// Reads a NONE or ERROR chunk (the error, if any, is returned to be thrown after DONE);
-  /// any other chunk type is a protocol error here.
-  private func readNonDataChunk(_ c: Connection, type: UInt16, length: UInt32, offset: UInt64, what: String) throws
-    -> VMDKError?
-  {
-    if type == NBDWire.chunkNone {
-      guard length == 0 else { throw protocolError("a NONE chunk of \(length) bytes", offset) }
-      return nil
-    }
-    guard type & NBDWire.chunkErrorBit != 0 else {
-      throw protocolError("an unexpected reply chunk of type \(type) to \(what)", offset)
-    }
-    guard length >= 6 else { throw protocolError("an error chunk of \(length) bytes", offset) }
-    var d = NBDDecoder(try recv(c, Int(length)))
-    let error = d.u32()
-    let messageLength = Int(d.u16())
-    guard messageLength <= d.remaining else {
-      throw protocolError("an error message of \(messageLength) bytes in a chunk of \(length)", offset)
-    }
-    let message = String(decoding: d.take(messageLength), as: UTF8.self)
-    var at = offset
-    if type == NBDWire.chunkErrorOffset && d.remaining >= 8 { at = d.u64() }
-    guard error != 0 else { throw protocolError("an error chunk with error 0", offset) }
-    return serverError(error, offset: at, what: what, message: message.isEmpty ? nil : message)
-  }
-
-  private func checkCookie(_ got: UInt64, _ expected: UInt64, _ offset: UInt64) throws {
-    guard got == expected else { throw protocolError("a reply to request \(got), expected \(expected)", offset) }
-  }
-
-  private func recv(_ c: Connection, _ count: Int) throws -> [UInt8] {
-    try Net.recvBytes(fd: c.fd, count, name: name)
-  }
-
-  private func protocolError(_ what: String, _ offset: UInt64) -> VMDKError {
-    VMDKError(.protocolError, "the server sent \(what)", file: name, offset: offset)
-  }
-
-  /// An error the server reported (the connection stays in step), wrapped for `transact`.
-  private func serverError(_ error: UInt32, offset: UInt64, what: String, message: String?) -> VMDKError {
-    let text = message.map { ": \($0)" } ?? ""
-    let (code, meaning, retry): (VMDKError.Code, String, Bool)
-    switch error {
-    case NBDWire.ePerm: (code, meaning, retry) = (.fileAccess, "EPERM", false)
-    case NBDWire.eIO: (code, meaning, retry) = (.fileAccess, "EIO", false)
-    case NBDWire.eNoMem: (code, meaning, retry) = (.failure, "ENOMEM", true)
-    case NBDWire.eInval: (code, meaning, retry) = (.invalidArgument, "EINVAL", false)
-    case NBDWire.eNoSpc: (code, meaning, retry) = (.diskFull, "ENOSPC", false)
-    case NBDWire.eOverflow: (code, meaning, retry) = (.outOfRange, "EOVERFLOW", false)
-    case NBDWire.eNotSup: (code, meaning, retry) = (.notSupported, "ENOTSUP", false)
-    case NBDWire.eShutdown: (code, meaning, retry) = (.serverShutdown, "ESHUTDOWN", true)
-    default: (code, meaning, retry) = (.failure, "error \(error)", false)
-    }
-    let real = VMDKError(
-      code, "the server refused the \(what) (\(meaning))\(text)", file: name, offset: offset, isRetryable: retry)
-    return VMDKError(NBDClient.serverReported, real.message, file: name, offset: offset, underlying: real)
-  }
-
-  // MARK: Requests
-
-  fileprivate static func request(
-    _ e: inout NBDEncoder, type: UInt16, cookie: UInt64, offset: UInt64, length: UInt32
-  ) {
-    e.u32(NBDWire.requestMagic)
-    e.u16(0)
-    e.u16(type)
-    e.u64(cookie)
-    e.u64(offset)
-    e.u32(length)
-  }
-}
-
-extension VMDKError {
-  /// The error a server reported, out of its `serverReported` wrapper.
-  fileprivate func withCode() -> VMDKError {
-    (underlying as? VMDKError) ?? self
-  }
-}
-
-extension NBDDecoder {
-  fileprivate var u32Value: UInt32 {
-    var d = self
-    return d.u32()
-  }
-  fileprivate var u64Value: UInt64 {
-    var d = self
-    return d.u64()
+  private static func sleep(seconds: Double) {
+    guard seconds > 0 else { return }
+    var left = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
+    var asked = left
+    while nanosleep(&asked, &left) != 0 && errno == EINTR { asked = left }
   }
 }
 

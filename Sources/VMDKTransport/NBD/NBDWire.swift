@@ -11,6 +11,7 @@ enum NBDWire {
   static let flagNoZeroes: UInt16 = 1 << 1
 
   // Options.
+  static let optStartTLS: UInt32 = 5
   static let optGo: UInt32 = 7
   static let optStructuredReply: UInt32 = 8
   static let optSetMetaContext: UInt32 = 10
@@ -31,11 +32,14 @@ enum NBDWire {
   static let repErrTooBig: UInt32 = repErrorBit | 9
 
   static let infoExport: UInt16 = 0
+  static let infoBlockSize: UInt16 = 3
 
   // Transmission flags.
   static let transHasFlags: UInt16 = 1 << 0
   static let transReadOnly: UInt16 = 1 << 1
   static let transSendFlush: UInt16 = 1 << 2
+  static let transSendTrim: UInt16 = 1 << 5
+  static let transSendWriteZeroes: UInt16 = 1 << 6
 
   // Requests and replies.
   static let requestMagic: UInt32 = 0x2560_9513
@@ -45,6 +49,8 @@ enum NBDWire {
   static let cmdWrite: UInt16 = 1
   static let cmdDisc: UInt16 = 2
   static let cmdFlush: UInt16 = 3
+  static let cmdTrim: UInt16 = 4
+  static let cmdWriteZeroes: UInt16 = 6
   static let cmdBlockStatus: UInt16 = 7
 
   static let replyFlagDone: UInt16 = 1 << 0
@@ -70,6 +76,20 @@ enum NBDWire {
   static let eShutdown: UInt32 = 108
 
   static let baseAllocation = "base:allocation"
+
+  /// The size of a request header (magic, flags, type, cookie, offset, length).
+  static let requestHeaderBytes = 28
+}
+
+/// Big-endian loads and stores in a raw buffer: the request and reply headers of the
+/// transmission phase are built and parsed in place, without an array per message.
+extension UnsafeMutableRawBufferPointer {
+  func storeBE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+    storeBytes(of: value.bigEndian, toByteOffset: offset, as: T.self)
+  }
+  func loadBE<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+    T(bigEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+  }
 }
 
 /// A message being built, big-endian.

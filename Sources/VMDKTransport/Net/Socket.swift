@@ -89,7 +89,13 @@ final class SocketChannel: ByteChannel {
 enum Net {
   // MARK: Connecting
 
-  static func connect(_ address: SocketAddress, name: String, timeout: Double) throws -> Int32 {
+  /// Connects to `address`; `timeout` bounds the connect and then every send and receive until
+  /// `setTimeouts` changes it. `sendBuffer`/`receiveBuffer` set SO_SNDBUF/SO_RCVBUF before the
+  /// connect (so that TCP can scale its window to them); nil keeps the system's default.
+  static func connect(
+    _ address: SocketAddress, name: String, timeout: Double, sendBuffer: Int? = nil, receiveBuffer: Int? = nil
+  ) throws -> Int32 {
+    let buffers = (sendBuffer, receiveBuffer)
     switch address {
     case .unix(let path):
       var sa = sockaddr_un()
@@ -102,7 +108,7 @@ enum Net {
       withUnsafeMutableBytes(of: &sa.sun_path) { raw in
         for (i, b) in bytes.enumerated() { raw[i] = b }
       }
-      let fd = try socketFor(family: AF_UNIX, name: name, timeout: timeout)
+      let fd = try socketFor(family: AF_UNIX, name: name, timeout: timeout, buffers: buffers)
       let rc = withUnsafePointer(to: &sa) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
           connectSocket(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
@@ -129,7 +135,7 @@ enum Net {
       var entry: UnsafeMutablePointer<addrinfo>? = first
       while let ai = entry {
         entry = ai.pointee.ai_next
-        let fd = try socketFor(family: ai.pointee.ai_family, name: name, timeout: timeout)
+        let fd = try socketFor(family: ai.pointee.ai_family, name: name, timeout: timeout, buffers: buffers)
         if connectSocket(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 {
           var one: Int32 = 1
           _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -143,19 +149,30 @@ enum Net {
     }
   }
 
-  private static func socketFor(family: Int32, name: String, timeout: Double) throws -> Int32 {
+  private static func socketFor(
+    family: Int32, name: String, timeout: Double, buffers: (send: Int?, receive: Int?)
+  ) throws -> Int32 {
     let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else {
       let err = errno
       throw VMDKError(.failure, "cannot make a socket: \(String(cString: strerror(err)))", file: name)
     }
-    if timeout > 0 {
-      var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1_000_000))
-      let size = socklen_t(MemoryLayout<timeval>.size)
-      _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, size)
-      _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, size)
+    setTimeouts(fd: fd, receive: timeout, send: timeout)
+    for (option, bytes) in [(SO_SNDBUF, buffers.send), (SO_RCVBUF, buffers.receive)] {
+      guard var value = bytes.map({ Int32(clamping: $0) }), value > 0 else { continue }
+      _ = setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<Int32>.size))
     }
     return fd
+  }
+
+  /// Sets SO_RCVTIMEO and SO_SNDTIMEO (seconds; 0 or less: wait forever).
+  static func setTimeouts(fd: Int32, receive: Double, send: Double) {
+    let size = socklen_t(MemoryLayout<timeval>.size)
+    for (option, seconds) in [(SO_RCVTIMEO, receive), (SO_SNDTIMEO, send)] {
+      let s = max(seconds, 0)
+      var tv = timeval(tv_sec: Int(s), tv_usec: Int((s - s.rounded(.down)) * 1_000_000))
+      _ = setsockopt(fd, SOL_SOCKET, option, &tv, size)
+    }
   }
 
   private static func connectError(_ err: Int32, name: String) -> VMDKError {
