@@ -63,7 +63,9 @@ public final class Disk: Sendable {
   /// export is the whole virtual disk) or the `http(s)://` URL of a VMDK file.
   public static func open(_ location: String, options: OpenOptions = OpenOptions()) throws -> Disk {
     let parsed = try DiskLocation(parsing: location)
-    guard options.transports.contains(parsed.transport) else {
+    // nbd:// may be upgraded to TLS when only nbds is enabled (openNBD).
+    let acceptable = parsed.transport == "nbd" ? ["nbd", "nbds"] : [parsed.transport]
+    guard options.transports.contains(where: acceptable.contains) else {
       throw VMDKError(
         .notSupported,
         "the \(parsed.transport) transport is not enabled (transports: \(options.transports.joined(separator: ":")))",
@@ -79,13 +81,30 @@ public final class Disk: Sendable {
     }
   }
 
-  /// An NBD export as a one-link raw disk.
+  /// An NBD export as a one-link raw disk. nbds:// always uses TLS. For nbd://, the enabled
+  /// transports decide: with only "nbds" enabled the session is upgraded to TLS; with "nbds"
+  /// before "nbd", TLS is tried first and plain NBD used only when the server does not offer
+  /// TLS at all (as VDDK's "nbdssl:nbd"); a TLS session that fails (a certificate, say) is an
+  /// error, never a quiet downgrade.
   private static func openNBD(_ address: SocketAddress, export: String, tls: Bool, options: OpenOptions) throws -> Disk
   {
-    let client = try NBDClient(
-      address, export: export, writable: options.writable, timeout: options.transport.connectTimeout)
+    let order = options.transports.filter { $0 == "nbd" || $0 == "nbds" }
+    let attempts = tls ? [true] : order.map { $0 == "nbds" }
+    var client: NBDClient? = nil
+    for (i, useTLS) in attempts.enumerated() {
+      do {
+        client = try NBDClient(
+          address, export: export, writable: options.writable, tls: useTLS, options: options.transport)
+        break
+      } catch let e as VMDKError where useTLS && i + 1 < attempts.count && NBDClient.isTLSUnavailable(e) {
+        TransportLog.shared.log(.info, "\(e.file ?? ""): the server does not offer TLS; using plain NBD")
+      }
+    }
+    guard let client else {
+      throw VMDKError(.notSupported, "no NBD transport is enabled (transports: \(options.transports.joined(separator: ":")))")
+    }
     let link = try DiskLink.raw(
-      client.name, file: client, size: client.exportSize, transport: tls ? "nbds" : "nbd")
+      client.name, file: client, size: client.exportSize, transport: client.usesTLS ? "nbds" : "nbd")
     let writer = options.writable ? try LinkWriter(link: link) : nil
     return Disk(links: [link], options: options, writer: writer)
   }

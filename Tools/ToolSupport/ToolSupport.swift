@@ -1,6 +1,7 @@
 // What every tool shares: how to open an image, how errors end the program, JSON output, sizes.
 
 import ArgumentParser
+import Synchronization
 import VMDKBlock
 import VMDKFormat
 import VMDKTransport
@@ -32,8 +33,22 @@ public struct OpenFlags: ParsableArguments {
   @Option(help: "Most links in a snapshot chain.")
   public var maxChainDepth: Int = 255
 
-  /// The options, with the configuration file's transport settings applied.
-  public func resolvedOptions() throws -> OpenOptions { options }
+  @Option(
+    help: """
+      Configuration file: timeouts, retries, TLS, transports, log (default: the file named by \
+      VMDK_TOOLKIT_CONFIG, else the defaults; see the README).
+      """)
+  public var config: String?
+
+  /// The options with the configuration file's transport settings (read and applied to the
+  /// log once per process).
+  public func resolvedOptions() throws -> OpenOptions {
+    var o = options
+    let c = try ToolConfig.load(config)
+    o.transport = c.transport
+    o.transports = c.transportOrder
+    return o
+  }
 
   public var options: OpenOptions {
     var o = OpenOptions()
@@ -43,6 +58,23 @@ public struct OpenFlags: ParsableArguments {
     o.singleLink = singleLink
     o.maxChainDepth = maxChainDepth
     return o
+  }
+}
+
+/// The configuration file, read once per process: `apply()` configures the log, and
+/// `tempDirectory` becomes TMPDIR for whatever the tool makes there.
+enum ToolConfig {
+  private static let loaded = Mutex<(path: String?, config: TransportConfig)?>(nil)
+
+  static func load(_ path: String?) throws -> TransportConfig {
+    try loaded.withLock { cached in
+      if let cached, cached.path == path { return cached.config }
+      let c = try path.map { try TransportConfig.load(path: $0) } ?? TransportConfig.fromEnvironment()
+      c.apply()
+      setenv("TMPDIR", c.tempDirectory, 1)
+      cached = (path, c)
+      return c
+    }
   }
 }
 

@@ -17,7 +17,7 @@
 /// | Key                   | Value                                               | Default                     |
 /// |-----------------------|-----------------------------------------------------|-----------------------------|
 /// | `tempDirectory`       | an existing writable folder                         | `$TMPDIR`, else `/tmp`      |
-/// | `transports`          | colon-separated, from file, nbd, nbds, http, https  | `file:nbds:nbd:https:http`  |
+/// | `transports`          | colon-separated, from file, nbd, nbds, http, https  | `file:nbd:nbds:http:https`  |
 /// | `connectTimeout`      | seconds, > 0 and ≤ 86400                            | 30                          |
 /// | `readTimeout`         | seconds, > 0 and ≤ 86400                            | 60                          |
 /// | `writeTimeout`        | seconds, > 0 and ≤ 86400                            | 60                          |
@@ -55,7 +55,7 @@ public struct TransportConfig: Sendable, Equatable {
   /// Every transport name `transports` accepts.
   public static let transportNames: Set<String> = ["file", "nbd", "nbds", "http", "https"]
   /// The default transport order.
-  public static let defaultTransportOrder = ["file", "nbds", "nbd", "https", "http"]
+  public static let defaultTransportOrder = DiskLocation.transports
   /// The environment variable naming the configuration file.
   public static let environmentVariable = "VMDK_TOOLKIT_CONFIG"
   /// The largest configuration file read (it is a few dozen lines).

@@ -97,6 +97,16 @@ public final class NBDClient: ByteStore {
     var reconnects = 0
   }
 
+  /// The start of the message of the `tlsFailure` for a server that does not offer TLS (it
+  /// refused NBD_OPT_STARTTLS), as opposed to a TLS session that failed.
+  static let startTLSRefused = "the server refused STARTTLS"
+
+  /// Whether `error` says the server does not offer TLS at all (it refused NBD_OPT_STARTTLS):
+  /// only then may a client that prefers TLS fall back to plain NBD.
+  public static func isTLSUnavailable(_ error: VMDKError) -> Bool {
+    error.code == .tlsFailure && error.message.hasPrefix(startTLSRefused)
+  }
+
   /// How many times the client reconnected after a failure (for tools and tests).
   public var reconnects: Int { state.withLock { $0.reconnects } }
 
@@ -424,18 +434,5 @@ public final class NBDClient: ByteStore {
     var left = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
     var asked = left
     while nanosleep(&asked, &left) != 0 && errno == EINTR { asked = left }
-  }
-}
-
-// Placeholder until the pipelined client lands (branch t5-nbd): zero buffers written as data.
-extension NBDClient {
-  public func writeZeroes(at offset: UInt64, length: UInt64) throws {
-    let zeros = [UInt8](repeating: 0, count: Int(min(length, 1 << 20)))
-    var done: UInt64 = 0
-    while done < length {
-      let n = Int(min(UInt64(zeros.count), length - done))
-      try zeros.withUnsafeBytes { try write(at: offset + done, from: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-      done += UInt64(n)
-    }
   }
 }

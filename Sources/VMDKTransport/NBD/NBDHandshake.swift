@@ -71,7 +71,7 @@ struct NBDHandshake {
       let message = String(decoding: payload, as: UTF8.self)
       let detail = message.isEmpty ? "" : " (\(message))"
       throw VMDKError(
-        .tlsFailure, "the server refused STARTTLS (reply 0x\(String(type, radix: 16)))\(detail)", file: name)
+        .tlsFailure, "\(NBDClient.startTLSRefused) (reply 0x\(String(type, radix: 16)))\(detail)", file: name)
     }
   }
 
