@@ -35,7 +35,7 @@ private func drain(_ pipe: Pipe) -> [String] {
     let config = try TransportConfig(parsing: "# nothing set\n\n", file: "empty.conf")
     #expect(config == TransportConfig())
     #expect(config.transport == TransportOptions())
-    #expect(config.transportOrder == ["file", "nbds", "nbd", "https", "http"])
+    #expect(config.transportOrder == ["file", "nbd", "nbds", "http", "https"])
     let tmpdir = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 }
     #expect(config.tempDirectory == tmpdir ?? "/tmp")
     #expect(config.logLevel == .off)
