@@ -15,8 +15,10 @@ final class NginxServer {
   let port: UInt16
   /// The folder nginx serves: put the files to serve here.
   var root: String { "\(prefix)/www" }
-  /// `http://127.0.0.1:PORT`.
-  var baseURL: String { "http://127.0.0.1:\(port)" }
+  /// Certificate and key (PEM) when the server speaks https.
+  let tls: (certificate: String, key: String)?
+  /// `http://127.0.0.1:PORT`, or https.
+  var baseURL: String { "\(tls == nil ? "http" : "https")://127.0.0.1:\(port)" }
   private let executable: String
   private let configPath: String
   private var process: Process?
@@ -24,15 +26,17 @@ final class NginxServer {
   /// Writes the configuration under `prefix` (made when missing) and starts nginx.
   /// `limitRate` (bytes per second per connection) slows the server down, so that a test can
   /// act in the middle of a transfer.
-  init(prefix: String, limitRate: Int? = nil) throws {
+  /// With `tls`, the server speaks https with that certificate and key.
+  init(prefix: String, limitRate: Int? = nil, tls: (certificate: String, key: String)? = nil) throws {
     executable = try NginxServer.binary()
     self.prefix = prefix
+    self.tls = tls
     port = try freeLoopbackPort()
     configPath = "\(prefix)/nginx.conf"
     for folder in ["www", "tmp"] {
       try FileManager.default.createDirectory(atPath: "\(prefix)/\(folder)", withIntermediateDirectories: true)
     }
-    try NginxServer.config(prefix: prefix, port: port, limitRate: limitRate)
+    try NginxServer.config(prefix: prefix, port: port, limitRate: limitRate, tls: tls)
       .write(toFile: configPath, atomically: true, encoding: .utf8)
     try start()
   }
@@ -45,7 +49,13 @@ final class NginxServer {
     return FileManager.default.isExecutableFile(atPath: debian) ? debian : try requireTool("nginx")
   }
 
-  private static func config(prefix: String, port: UInt16, limitRate: Int?) -> String {
+  private static func config(
+    prefix: String, port: UInt16, limitRate: Int?, tls: (certificate: String, key: String)?
+  ) -> String {
+    let listen =
+      tls.map {
+        "listen 127.0.0.1:\(port) ssl;\n    ssl_certificate \($0.certificate);\n    ssl_certificate_key \($0.key);"
+      } ?? "listen 127.0.0.1:\(port);"
     // As root nginx would switch to nobody, who cannot read the test's folder.
     let user = geteuid() == 0 ? "user root;\n" : ""
     let rate = limitRate.map { "    limit_rate \($0);\n" } ?? ""
@@ -64,7 +74,7 @@ final class NginxServer {
         sendfile on;
         keepalive_timeout 30s;
         server {
-          listen 127.0.0.1:\(port);
+          \(listen)
           root \(prefix)/www;
       \(rate)  }
       }
