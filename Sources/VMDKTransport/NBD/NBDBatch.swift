@@ -40,7 +40,7 @@ struct NBDBatch: Sendable {
   var scattered: [Int: [(UInt64, UInt64)]] = [:]
   /// Block status answers (for NBD_CMD_BLOCK_STATUS).
   var extents: [NBDExtent] = []
-  /// The first error the server reported in this round.
+  /// The error the server reported in this round for the lowest offset.
   var failure: VMDKError?
   /// The cookie of request 0 on the current link.
   var cookieBase: UInt64 = 0

@@ -226,8 +226,10 @@ struct NBDPipeline {
     return serverError(error, offset: at, what: what, message: message.isEmpty ? nil : message)
   }
 
+  /// Keeps the error of the lowest offset, so that the caller hears about the first bad byte
+  /// whatever order the replies came in.
   private func record(_ batch: inout NBDBatch, _ error: VMDKError) {
-    if batch.failure == nil { batch.failure = error }
+    if (error.offset ?? .max) < (batch.failure?.offset ?? .max) || batch.failure == nil { batch.failure = error }
   }
 
   private func protocolError(_ what: String, _ offset: UInt64) -> VMDKError {
