@@ -344,6 +344,25 @@ private func failureBound(_ options: TransportOptions, slack: Double = 2) -> Dou
   }
 }
 
+extension NBDFaultTests {
+  @Test func anErrorOffsetOutsideTheRequestIsAProtocolError() throws {
+    let server = try ScriptedServer { peer in
+      try peer.handshake()
+      let request = try peer.receive(28)
+      let message = Array("elsewhere".utf8)
+      // NBD_REPLY_TYPE_ERROR_OFFSET, EIO, naming a byte 1 MiB past the request.
+      try peer.send(
+        be(0x668e_33ef, 4) + be(1, 2) + be(0x8002, 2) + request[8..<16] + be(UInt64(6 + message.count + 8), 4)
+          + be(5, 4) + be(UInt64(message.count), 2) + message + be(number(request[16..<24]) + (1 << 20), 8))
+      _ = try? peer.receive(1)
+    }
+    defer { server.finish() }
+    let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x", options: quickRetries(0))
+    let e = expectVMDKError(.protocolError) { _ = try client.readUpTo(at: 4096, count: 512) }
+    #expect(e?.message.contains("outside the request") == true, "\(String(describing: e))")
+  }
+}
+
 /// Reads a whole export into the test's buffer, or writes the buffer to it, on another thread,
 /// in calls of a given size, publishing how far it got. The test waits for `finished` before
 /// it reads or frees the buffer.
