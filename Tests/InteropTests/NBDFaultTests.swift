@@ -345,6 +345,26 @@ private func failureBound(_ options: TransportOptions, slack: Double = 2) -> Dou
 }
 
 extension NBDFaultTests {
+  @Test func anOpenWaitsForAServerThatStartsLate() throws {
+    try withTemporaryFolder { folder in
+      let file = "\(folder)/disk.raw"
+      let digest = try patternFile(file, size: 4 << 20)
+      let server = try QemuNBDServer(file: file, format: "raw", readOnly: true)
+      defer { server.stop() }
+      server.stop(signal: SIGKILL)
+      let address = server.address
+      let options = quickRetries(8, backoff: 0.1)
+      // The open starts while nothing listens; the server comes back 0.3 s later.
+      let opening = Opening()
+      Thread.detachNewThread { opening.finish(Result { try NBDClient(address, export: "disk", options: options) }) }
+      usleep(300_000)
+      try server.restart()
+      let client = try opening.wait().get()
+      defer { client.close() }
+      #expect(try exportDigest(client) == digest)
+    }
+  }
+
   @Test func anErrorOffsetOutsideTheRequestIsAProtocolError() throws {
     let server = try ScriptedServer { peer in
       try peer.handshake()
@@ -360,6 +380,24 @@ extension NBDFaultTests {
     let client = try NBDClient(.tcp(host: "127.0.0.1", port: server.port), export: "x", options: quickRetries(0))
     let e = expectVMDKError(.protocolError) { _ = try client.readUpTo(at: 4096, count: 512) }
     #expect(e?.message.contains("outside the request") == true, "\(String(describing: e))")
+  }
+}
+
+/// The result of an open on another thread.
+private final class Opening: Sendable {
+  private let result = Mutex<Result<NBDClient, any Error>?>(nil)
+  private let done = DispatchSemaphore(value: 0)
+
+  func finish(_ outcome: Result<NBDClient, any Error>) {
+    result.withLock { $0 = outcome }
+    done.signal()
+  }
+
+  func wait() throws -> Result<NBDClient, any Error> {
+    guard done.wait(timeout: .now() + 30) == .success, let outcome = result.withLock({ $0 }) else {
+      throw ToolFailure("the open did not finish within 30 s")
+    }
+    return outcome
   }
 }
 
