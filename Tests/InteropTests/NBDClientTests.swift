@@ -391,6 +391,41 @@ extension NBDClientTests {
     }
   }
 
+  @Test func aSequentialHoleScanAsksTheServerOnce() throws {
+    try withTemporaryFolder { folder in
+      // A sparse 64 MiB file with five 1 MiB islands of data.
+      let file = "\(folder)/sparse.raw"
+      let islands: [UInt64] = [1, 5, 9, 20, 40].map { $0 << 20 }
+      #expect(FileManager.default.createFile(atPath: file, contents: nil))
+      let handle = try #require(FileHandle(forWritingAtPath: file))
+      for at in islands {
+        try handle.seek(toOffset: at)
+        try handle.write(contentsOf: Data(repeating: 0x5a, count: 1 << 20))
+      }
+      try handle.truncate(atOffset: 64 << 20)
+      try handle.close()
+      // nbdkit's log filter records every request the client makes.
+      let log = "\(folder)/requests.log"
+      let server = try Nbdkit(plugin: "file", [file, "logfile=\(log)"], filters: ["log"], readOnly: true)
+      defer { server.stop() }
+      let client = try NBDClient(server.address, export: "")
+      var ours: [Range<UInt64>] = []
+      var at: UInt64 = 0
+      while let data = try client.nextData(from: at), data != UInt64.max {
+        let hole = try #require(try client.nextHole(from: data))
+        ours.append(data..<hole)
+        at = hole
+      }
+      client.close()
+      server.stop()
+      #expect(ours == islands.map { $0..<($0 + (1 << 20)) })
+      let requests = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").filter {
+        $0.contains(" Extents id=")
+      }
+      #expect(requests.count == 1, "one block status request for the whole scan: \(requests)")
+    }
+  }
+
   @Test func writeZeroesTrimAndPipelinedWritesLandInTheFile() throws {
     try withTemporaryFolder { folder in
       let file = "\(folder)/disk.raw"

@@ -37,15 +37,15 @@ struct NBDBatch: Sendable {
   let payload: NBDPayload
   private(set) var requests: [Request]
   /// Chunks that arrived out of order, per request (rare: only then is anything allocated).
-  var scattered: [Int: [(UInt64, UInt64)]] = [:]
+  private var scattered: [Int: [(UInt64, UInt64)]] = [:]
   /// Block status answers (for NBD_CMD_BLOCK_STATUS).
   var extents: [NBDExtent] = []
-  /// The first error the server reported in this round.
+  /// The error the server reported in this round for the lowest offset.
   var failure: VMDKError?
   /// The cookie of request 0 on the current link.
   var cookieBase: UInt64 = 0
   /// The first request that may still be waiting.
-  var nextWaiting = 0
+  private var nextWaiting = 0
   private(set) var doneCount = 0
 
   /// `length` bytes at `start` in requests of `pieceSize` bytes (one request of length 0
@@ -61,8 +61,6 @@ struct NBDBatch: Sendable {
     let count = length == 0 ? 1 : Int((length + pieceSize - 1) / pieceSize)
     requests = Array(repeating: Request(), count: count)
   }
-
-  var isComplete: Bool { doneCount == requests.count }
 
   /// Request `i`'s offset and length.
   func range(_ i: Int) -> (offset: UInt64, length: UInt32) {

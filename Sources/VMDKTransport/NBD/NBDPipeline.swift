@@ -149,7 +149,7 @@ struct NBDPipeline {
       guard type & NBDWire.chunkErrorBit != 0 else {
         throw protocolError("an unexpected reply chunk of type \(type) to \(batch.what)", offset)
       }
-      record(&batch, try errorChunk(type: type, length: length, offset: offset, what: batch.what))
+      record(&batch, try errorChunk(type: type, length: length, request: offset..<end, what: batch.what))
       batch.markErrored(i)
     }
   }
@@ -208,8 +208,10 @@ struct NBDPipeline {
     }
   }
 
-  /// An ERROR or ERROR_OFFSET chunk, as the typed error it reports.
-  private func errorChunk(type: UInt16, length: UInt32, offset: UInt64, what: String) throws -> VMDKError {
+  /// An ERROR or ERROR_OFFSET chunk, as the typed error it reports. An ERROR_OFFSET must point
+  /// inside the request.
+  private func errorChunk(type: UInt16, length: UInt32, request: Range<UInt64>, what: String) throws -> VMDKError {
+    let offset = request.lowerBound
     guard length >= 6, length <= UInt32(Self.maxControlPayload) else {
       throw protocolError("an error chunk of \(length) bytes", offset)
     }
@@ -221,13 +223,21 @@ struct NBDPipeline {
     }
     let message = String(decoding: d.take(messageLength), as: UTF8.self)
     var at = offset
-    if type == NBDWire.chunkErrorOffset && d.remaining >= 8 { at = d.u64() }
+    if type == NBDWire.chunkErrorOffset {
+      guard d.remaining == 8 else { throw protocolError("an error offset chunk of \(length) bytes", offset) }
+      at = d.u64()
+      guard request.contains(at) else {
+        throw protocolError("an error at \(at), outside the request \(offset)+\(request.count)", offset)
+      }
+    }
     guard error != 0 else { throw protocolError("an error chunk with error 0", offset) }
     return serverError(error, offset: at, what: what, message: message.isEmpty ? nil : message)
   }
 
+  /// Keeps the error of the lowest offset, so that the caller hears about the first bad byte
+  /// whatever order the replies came in.
   private func record(_ batch: inout NBDBatch, _ error: VMDKError) {
-    if batch.failure == nil { batch.failure = error }
+    if (error.offset ?? .max) < (batch.failure?.offset ?? .max) || batch.failure == nil { batch.failure = error }
   }
 
   private func protocolError(_ what: String, _ offset: UInt64) -> VMDKError {
