@@ -33,7 +33,7 @@ let package = Package(
     .target(name: "VMDKFormat", dependencies: ["CZlib"]),
     // Linux calls behind _GNU_SOURCE (sync_file_range), wrapped in C.
     .target(name: "CPlatform", path: "Sources/CPlatform"),
-    .target(name: "VMDKTransport", dependencies: ["CPlatform", "CSSL"], exclude: ["Config/CONFIG.md"]),
+    .target(name: "VMDKTransport", dependencies: ["CPlatform", "CSSL"]),
     .target(
       name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"],
       exclude: ["ChangeTracking/FORMAT.md"]),

@@ -57,4 +57,18 @@ import VMDKBlock
     #expect(lines[2] == "data at 327680, 65536 bytes, link 0")
     #expect(lines[3].hasSuffix(" true"))
   }
+
+  /// The Transports section's snippet names a host that does not exist here: compiled, not run.
+  @Test func transportsSnippetCompiles() {
+    let snippet: () throws -> Disk = {
+      // --- README, transports ---
+      var remote = OpenOptions()
+      remote.transport.retries = 8
+      remote.transport.tls.caFile = "/etc/pki/lab-ca.pem"
+      let export = try Disk.open("nbds://backup-host/disk", options: remote)  // a raw disk
+      // --- README ends ---
+      return export
+    }
+    _ = snippet
+  }
 }

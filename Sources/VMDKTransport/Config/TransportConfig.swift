@@ -12,7 +12,7 @@
 #endif
 
 /// The toolkit's configuration: what the configuration file sets, with the defaults below for
-/// every key it leaves out. Sources/VMDKTransport/Config/CONFIG.md documents the same table.
+/// every key it leaves out. The README's "Configuration file" documents the same table.
 ///
 /// | Key                   | Value                                               | Default                     |
 /// |-----------------------|-----------------------------------------------------|-----------------------------|
@@ -27,7 +27,7 @@
 /// | `socketSendBuffer`    | bytes, K or M suffix, 4K … 256M                     | the system's                |
 /// | `socketReceiveBuffer` | bytes, K or M suffix, 4K … 256M                     | the system's                |
 /// | `requestsInFlight`    | 1 … 256                                             | 16                          |
-/// | `requestSize`         | bytes, K or M suffix, a multiple of 4K, 4K … 32M    | 2M                          |
+/// | `requestSize`         | bytes, K or M suffix, a multiple of 4K, 4K … 32M    | 512K                        |
 /// | `tls.verify`          | yes, no, true, false, 1, 0                          | yes                         |
 /// | `tls.caFile`          | a readable PEM file of CA certificates              | the system's store          |
 /// | `tls.certFile`        | a readable PEM client certificate                   | none                        |
