@@ -48,7 +48,7 @@ public enum DiskLocation: Sendable, Equatable {
       var path = rest
       if path.hasPrefix("//localhost/") { path.removeFirst("//localhost".count) }
       if path.hasPrefix("///") { path.removeFirst(2) }
-      guard let decoded = DiskLocation.percentDecoded(path), !decoded.isEmpty else {
+      guard let decoded = PercentEncoding.decoded(path), !decoded.isEmpty else {
         throw bad("bad percent-encoding or an empty path")
       }
       self = .file(path: decoded)
@@ -60,7 +60,7 @@ public enum DiskLocation: Sendable, Equatable {
       var path = String(afterSlashes[authorityEnd...])
       if let q = path.firstIndex(where: { $0 == "?" || $0 == "#" }) { path = String(path[..<q]) }
       let (host, port) = try DiskLocation.hostAndPort(authority, defaultPort: DiskLocation.defaultNBDPort, bad: bad)
-      guard let export = DiskLocation.percentDecoded(path.isEmpty ? "" : String(path.dropFirst())) else {
+      guard let export = PercentEncoding.decoded(path.dropFirst()) else {
         throw bad("bad percent-encoding in the export name")
       }
       self = .nbd(address: .tcp(host: host, port: port), export: export, tls: scheme == "nbds")
@@ -77,11 +77,11 @@ public enum DiskLocation: Sendable, Equatable {
       if let queryStart {
         for item in afterSlashes[afterSlashes.index(after: queryStart)...].split(separator: "&") {
           let parts = item.split(separator: "=", maxSplits: 1)
-          if parts.count == 2 && parts[0] == "socket" { socket = DiskLocation.percentDecoded(String(parts[1])) }
+          if parts.count == 2 && parts[0] == "socket" { socket = PercentEncoding.decoded(String(parts[1])) }
         }
       }
       guard let socket, !socket.isEmpty else { throw bad("an nbd+unix URI needs ?socket=PATH") }
-      guard let export = DiskLocation.percentDecoded(path) else { throw bad("bad percent-encoding in the export name") }
+      guard let export = PercentEncoding.decoded(path) else { throw bad("bad percent-encoding in the export name") }
       self = .nbd(address: .unix(path: socket), export: export, tls: scheme == "nbds+unix")
     case "http", "https":
       guard rest.hasPrefix("//"), rest.count > 2 else { throw bad("expected \(scheme)://host[:port]/path") }
@@ -99,12 +99,12 @@ public enum DiskLocation: Sendable, Equatable {
     case .http(let url, _): return url
     case .nbd(let address, let export, let tls):
       let s = tls ? "nbds" : "nbd"
-      let e = DiskLocation.percentEncoded(export)
+      let e = PercentEncoding.encodedPath(export)
       switch address {
       case .tcp(let host, let port):
         let h = host.contains(":") ? "[\(host)]" : host
         return "\(s)://\(h):\(port)/\(e)"
-      case .unix(let path): return "\(s)+unix:///\(e)?socket=\(DiskLocation.percentEncoded(path))"
+      case .unix(let path): return "\(s)+unix:///\(e)?socket=\(PercentEncoding.encodedPath(path))"
       }
     }
   }
@@ -134,39 +134,6 @@ public enum DiskLocation: Sendable, Equatable {
     guard let portText else { return (host, defaultPort) }
     guard let port = UInt16(portText), port > 0 else { throw bad("port '\(portText)' is not 1…65535") }
     return (host, port)
-  }
-
-  /// `%XX` decoded; nil when an escape is malformed or the result is not UTF-8.
-  static func percentDecoded(_ s: String) -> String? {
-    guard s.contains("%") else { return s }
-    var bytes: [UInt8] = []
-    var it = Array(s.utf8)[...]
-    while let b = it.popFirst() {
-      guard b == UInt8(ascii: "%") else {
-        bytes.append(b)
-        continue
-      }
-      guard it.count >= 2, let v = UInt8(String(decoding: it.prefix(2), as: UTF8.self), radix: 16) else { return nil }
-      bytes.append(v)
-      it = it.dropFirst(2)
-    }
-    return String(validating: bytes, as: UTF8.self)
-  }
-
-  /// Percent-encodes everything but unreserved characters and '/'.
-  static func percentEncoded(_ s: String) -> String {
-    var out = ""
-    for b in s.utf8 {
-      switch b {
-      case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-        UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
-        UInt8(ascii: "~"), UInt8(ascii: "/"):
-        out.unicodeScalars.append(UnicodeScalar(b))
-      default:
-        out += "%" + (b < 16 ? "0" : "") + String(b, radix: 16, uppercase: true)
-      }
-    }
-    return out
   }
 }
 

@@ -54,7 +54,7 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
     (host, port) = try HTTPURL.parseAuthority(authority, defaultPort: isTLS ? 443 : 80, refuse: refuse)
     segments = try HTTPURL.normalized(
       rest[slash...].split(separator: "/", omittingEmptySubsequences: false).dropFirst().map {
-        guard let s = HTTPURL.percentDecoded($0) else {
+        guard let s = PercentEncoding.decoded($0) else {
           throw refuse("the path segment \"\($0)\" has a bad percent escape")
         }
         return s
@@ -82,7 +82,7 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
 
   /// The path as a request line carries it: "/" and the percent-encoded segments.
   public var requestTarget: String {
-    "/" + segments.map(HTTPURL.percentEncoded).joined(separator: "/")
+    "/" + segments.map(PercentEncoding.encodedSegment).joined(separator: "/")
   }
 
   /// Whether `other` is on the same server (scheme, host and port).
@@ -141,49 +141,5 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
       }
     }
     return out
-  }
-
-  /// `%XX` escapes decoded as UTF-8; nil for a bad escape, an encoded NUL or invalid UTF-8.
-  static func percentDecoded(_ s: Substring) -> String? {
-    var bytes: [UInt8] = []
-    var it = Array(s.utf8)[...]
-    while let b = it.popFirst() {
-      guard b == UInt8(ascii: "%") else {
-        bytes.append(b)
-        continue
-      }
-      guard it.count >= 2, let hi = hexValue(it.removeFirst()), let lo = hexValue(it.removeFirst()) else { return nil }
-      let v = hi << 4 | lo
-      if v == 0 { return nil }
-      bytes.append(v)
-    }
-    return String(validating: bytes, as: UTF8.self)
-  }
-
-  private static func hexValue(_ b: UInt8) -> UInt8? {
-    switch b {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
-    case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
-    default: nil
-    }
-  }
-
-  /// A segment with everything but RFC 3986's unreserved characters and a few safe
-  /// sub-delimiters percent-encoded (spaces, "%", "?", "#", "/" and non-ASCII included).
-  static func percentEncoded(_ segment: String) -> String {
-    let hex = Array("0123456789ABCDEF".utf8)
-    var out: [UInt8] = []
-    for b in segment.utf8 {
-      let plain =
-        (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z"))
-        || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || "-._~!$&'()*+,;=:@".utf8.contains(b)
-      if plain {
-        out.append(b)
-      } else {
-        out += [UInt8(ascii: "%"), hex[Int(b >> 4)], hex[Int(b & 15)]]
-      }
-    }
-    return String(decoding: out, as: UTF8.self)
   }
 }
