@@ -101,7 +101,8 @@ public final class Disk: Sendable {
       }
     }
     guard let client else {
-      throw VMDKError(.notSupported, "no NBD transport is enabled (transports: \(options.transports.joined(separator: ":")))")
+      throw VMDKError(
+        .notSupported, "no NBD transport is enabled (transports: \(options.transports.joined(separator: ":")))")
     }
     let link = try DiskLink.raw(
       client.name, file: client, size: client.exportSize, transport: client.usesTLS ? "nbds" : "nbd")
@@ -319,10 +320,12 @@ public final class Disk: Sendable {
               start: run.start * 512, length: bytes, depth: level, present: true, zero: true, data: true,
               offset: run.extentRun.hostOffset, file: path, compressed: false))
         case .zero:
+          // A zeroed grain has no place in a file; a hole in an NBD export has one (as in qemu).
+          let offset = run.extentRun.hostOffset
           try emit(
             BlockStatus(
-              start: run.start * 512, length: bytes, depth: level, present: true, zero: true, data: false, offset: nil,
-              file: nil, compressed: false))
+              start: run.start * 512, length: bytes, depth: level, present: true, zero: true, data: false,
+              offset: offset, file: offset == nil ? nil : path, compressed: false))
         case .unallocated:
           try absent(run.start, run.count)
         }

@@ -42,15 +42,21 @@ private func url(_ server: QemuNBDServer, _ export: String = "disk") -> String {
       #expect(disk.top.kind == .raw)
       #expect(disk.capacityBytes == local.capacityBytes)
       #expect(try disk.digest() == want)
-      // The data the export holds is where the local image has it (block status over NBD).
+      // Block status over NBD is qemu-img map's over the same export, holes and all, and the
+      // data the export holds is where the local image has it.
+      let qemuMap = try MapRecord.parse(try Qemu.img("map", "--output=json", "-f", "raw", url(server)).stdout)
+      expectSameMap(try disk.blockStatus().map(MapRecord.init), qemuMap, "map over NBD")
+      let json = try vmdkInspect("map", "--json", url(server)).stdout
+      expectSameMap(try MapRecord.parse(json), qemuMap, "vmdk-inspect map --json over NBD")
       let remoteData = try disk.blockStatus().filter { $0.data && !$0.zero }.map { ($0.start, $0.length) }
-      let covered = remoteData.reduce(UInt64(0)) { $0 + $1.1 }
-      #expect(covered < disk.capacityBytes / 4, "block status should report the holes: \(remoteData)")
       for b in try local.blockStatus() where b.data && !b.zero {
         #expect(
           remoteData.contains { $0.0 <= b.start && b.start + b.length <= $0.0 + $0.1 },
           "local data \(b.start)+\(b.length) is not data over NBD")
       }
+      // Holes are not allocated (VixDiskLib's QueryAllocatedBlocks).
+      let allocated = try disk.allocatedBlocks().reduce(UInt64(0)) { $0 + $1.length }
+      #expect(allocated < disk.capacityBytes / 4, "\(allocated) bytes allocated")
       // Through the CLI: digest and the transport line.
       let digest = try vmdkInspect("digest", url(server)).output
       #expect(digest.hasPrefix(want))

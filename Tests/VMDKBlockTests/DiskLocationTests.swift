@@ -46,6 +46,8 @@ import VMDKTransport
     for bad in [
       "nbd:/host", "nbd://h:0/x", "nbd://h:70000/x", "nbd://h:port/x", "nbd://[::1/x", "nbd://user@h/x",
       "nbd+unix:///x", "nbd+unix://host/x?socket=/s", "nbd://h/%g0", "http:/x",
+      // Not escapes: a sign (once read as the number 1) and an encoded NUL.
+      "nbd://h/%+1", "nbd://h/a%00b", "file:///a%00b",
     ] {
       #expect(throws: VMDKError.self, "\(bad)") { try DiskLocation(parsing: bad) }
       do {

@@ -26,6 +26,9 @@ final class FlatExtent: Extent {
       guard e > s else { return }
       try body(ExtentRun(start: s, count: e - s, status: status, hostOffset: baseBytes + s * 512))
     }
+    if let nbd = file as? NBDClient, nbd.supportsBlockStatus {
+      return try mapNBDRuns(nbd, start: start, end: end, body)
+    }
     // Without hole information, everything is data.
     guard try file.nextData(from: baseBytes + start * 512) != nil else {
       return try emit(start, end, .data)
@@ -46,6 +49,48 @@ final class FlatExtent: Extent {
       try emit(pos, dataEnd, .data)
       pos = dataEnd
     }
+  }
+
+  /// An NBD export's block status as qemu maps it: a hole that reads as zeros is `zero` (not
+  /// data), allocated zeros are `dataZero`, anything else (a hole that is not known to read
+  /// as zeros included) is data. Runs cover whole sectors; a sector with any data is data.
+  private func mapNBDRuns(
+    _ nbd: NBDClient, start: UInt64, end: UInt64, _ body: (ExtentRun) throws -> Void
+  ) throws {
+    var pos = start
+    var pending: ExtentRun? = nil
+    while pos < end {
+      let byte = baseBytes + pos * 512
+      guard let x = try nbd.status(at: byte) else {
+        let rest = ExtentRun(start: pos, count: end - pos, status: .data, hostOffset: byte)
+        pending = try merge(pending, rest, body)
+        break
+      }
+      let status: LayerStatus = x.isZero ? (x.isHole ? .zero : .dataZero) : .data
+      // A zero run ends at its last whole sector; a data run at the sector holding its end.
+      let extentEnd = x.start + x.length
+      let stop = status == .data ? (extentEnd - baseBytes + 511) / 512 : (extentEnd - baseBytes) / 512
+      let next = min(end, max(pos + 1, stop))
+      let runStatus: LayerStatus = next > stop ? .data : status
+      let run = ExtentRun(start: pos, count: next - pos, status: runStatus, hostOffset: byte)
+      pending = try merge(pending, run, body)
+      pos = next
+    }
+    if let pending { try body(pending) }
+  }
+
+  /// Joins `run` to `pending` when they have the same status and touch; otherwise hands
+  /// `pending` to `body`. Returns what is pending now.
+  private func merge(
+    _ pending: ExtentRun?, _ run: ExtentRun, _ body: (ExtentRun) throws -> Void
+  ) rethrows -> ExtentRun? {
+    guard var p = pending else { return run }
+    if p.status == run.status && p.start + p.count == run.start {
+      p.count += run.count
+      return p
+    }
+    try body(p)
+    return run
   }
 
   func read(_ run: ExtentRun, into buffer: UnsafeMutableRawBufferPointer) throws {

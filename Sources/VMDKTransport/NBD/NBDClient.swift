@@ -300,6 +300,14 @@ public final class NBDClient: ByteStore {
     try scan(from: offset, toZero: true)
   }
 
+  /// The block-status extent that contains `offset` (from the cached answer when it covers
+  /// it), or nil without block status or past the end. What qemu's map calls a hole is an
+  /// extent with both flags; zeros that are allocated have only `isZero`.
+  public func status(at offset: UInt64) throws -> NBDExtent? {
+    guard supportsBlockStatus, offset < exportSize else { return nil }
+    return try state.withLock { s in try extent(containing: offset, &s) }
+  }
+
   /// Walks the extents from `offset` to the first one whose zero flag is `toZero`, asking the
   /// server only when the cached answer does not cover the position. One lock for the whole
   /// walk, so that a write on another thread cannot slip in between an answer and its caching.
