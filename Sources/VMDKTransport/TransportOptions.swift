@@ -2,6 +2,14 @@
 // socket buffers, requests in flight and their size, and TLS. The configuration file
 // (TransportConfig) fills these in; library callers may set them directly.
 
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Musl)
+  import Musl
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// TLS settings for `nbds://` and `https://`.
 public struct TLSOptions: Sendable, Equatable {
   /// Verify the server's certificate chain and host name (on by default).
@@ -54,6 +62,27 @@ public struct TransportOptions: Sendable, Equatable {
 
   /// The largest request size allowed.
   public static let maxRequestBytes = 32 << 20
+
+  /// The one retry policy of the transports: whether retry number `attempt` (1-based) after
+  /// the retryable `error` is allowed; if so it is logged and slept for first (`backoff`).
+  /// `what` names the operation in the log line.
+  public func pauseBeforeRetry(_ attempt: Int, after error: VMDKError, name: String, what: String) -> Bool {
+    guard attempt <= retries else { return false }
+    let wait = backoff(attempt: attempt)
+    TransportLog.shared.log(
+      .warning,
+      "\(name): \(what) failed: \(error.message) [\(error.code.name)]; retry \(attempt) of \(retries) in \(wait) s")
+    TransportOptions.sleep(seconds: wait)
+    return true
+  }
+
+  /// Sleeps `seconds` (through signals).
+  static func sleep(seconds: Double) {
+    guard seconds > 0 else { return }
+    var left = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
+    var asked = left
+    while nanosleep(&asked, &left) != 0 && errno == EINTR { asked = left }
+  }
 
   /// The wait before retry number `attempt` (1-based): backoffInitial · 2^(attempt-1), capped.
   public func backoff(attempt: Int) -> Double {

@@ -69,17 +69,12 @@ final class HTTPSession: @unchecked Sendable {
         }
         guard e.isRetryable else { throw e.at(file: name, offset: offset) }
         attempt += 1
-        guard attempt <= options.retries else {
+        guard options.pauseBeforeRetry(attempt, after: e, name: name, what: what) else {
           var last = e.at(file: name, offset: offset)
           if options.retries > 0 { last.message += " (gave up after \(options.retries) retries)" }
           throw last
         }
         reconnects += 1
-        let wait = options.backoff(attempt: attempt)
-        TransportLog.shared.log(
-          .warning,
-          "\(name): \(what) failed: \(e.message) [\(e.code.name)]; retry \(attempt) of \(options.retries) in \(wait) s")
-        if wait > 0 { usleep(UInt32(min(wait, 3600) * 1_000_000)) }
       } catch {
         used?.close()
         throw error

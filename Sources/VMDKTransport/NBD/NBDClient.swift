@@ -427,20 +427,9 @@ public final class NBDClient: ByteStore {
         return try body(attempt, &progressed)
       } catch let e as VMDKError where e.isRetryable {
         failures = progressed ? 1 : failures + 1
-        guard failures <= options.retries else { throw e }
+        guard options.pauseBeforeRetry(failures, after: e, name: name, what: "a request") else { throw e }
         attempt += 1
-        let wait = options.backoff(attempt: failures)
-        TransportLog.shared.log(
-          .warning, "\(name): \(e.code.name): \(e.message); retry \(failures) of \(options.retries) in \(wait) s")
-        sleep(seconds: wait)
       }
     }
-  }
-
-  private static func sleep(seconds: Double) {
-    guard seconds > 0 else { return }
-    var left = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
-    var asked = left
-    while nanosleep(&asked, &left) != 0 && errno == EINTR { asked = left }
   }
 }
