@@ -336,7 +336,7 @@ extension Disk {
   public func writeZeroes(at offset: UInt64, count: UInt64) throws {
     guard count > 0 else { return }
     if links.count == 1, top.kind == .raw, let nbd = top.readers.first?.store as? NBDClient {
-      guard writer != nil else {
+      guard let writer else {
         throw VMDKError(
           .fileReadOnly, "the disk was opened read-only; open it with OpenOptions.writable to write", file: top.path)
       }
@@ -344,7 +344,12 @@ extension Disk {
         throw VMDKError(
           .outOfRange, "zeroing \(count) bytes at \(offset) goes past the end of the disk", file: top.path)
       }
-      return try ioLock!.writing { try nbd.writeZeroes(at: offset, length: count) }
+      return try ioLock!.writing {
+        try writer.state.withLock { state in
+          guard !state.closed else { throw VMDKError(.invalidArgument, "the disk was closed", file: top.path) }
+          try nbd.writeZeroes(at: offset, length: count)
+        }
+      }
     }
     let zeros = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))
     var done: UInt64 = 0
