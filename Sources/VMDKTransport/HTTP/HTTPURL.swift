@@ -59,6 +59,8 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
         }
         return s
       })
+    // No path is the root folder, as "/" is (RFC 3986 section 6.2.3): one URL, one value.
+    if segments.isEmpty { segments = [""] }
   }
 
   /// Whether `text` starts with http:// or https:// (in any case).
