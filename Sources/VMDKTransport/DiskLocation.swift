@@ -104,7 +104,11 @@ public enum DiskLocation: Sendable, Equatable {
       case .tcp(let host, let port):
         let h = host.contains(":") ? "[\(host)]" : host
         return "\(s)://\(h):\(port)/\(e)"
-      case .unix(let path): return "\(s)+unix:///\(e)?socket=\(PercentEncoding.encodedPath(path))"
+      case .unix(let path):
+        // In the query "&" separates parameters: a socket path's own is escaped.
+        let socket = PercentEncoding.encodedPath(path).split(separator: "&", omittingEmptySubsequences: false)
+          .joined(separator: "%26")
+        return "\(s)+unix:///\(e)?socket=\(socket)"
       }
     }
   }
