@@ -114,10 +114,14 @@ private func httpExchange(_ bytes: [UInt8]) {
 
 // MARK: Locations
 
-/// Each line of the input (at most 16) as an http(s) URL, a disk location and a percent-encoded
-/// string. A URL or NBD URI that parses must print as one that parses to the same thing.
+/// The descriptor URL extent names are resolved against.
+private let locatorBase = HTTPURL(isTLS: false, host: "fuzz.example", segments: ["vms", "disk.vmdk"])
+
+/// Each line of the input (at most 16) as an http(s) URL, an extent name in a descriptor on a
+/// web server, a disk location and a percent-encoded string. A URL or NBD URI that parses must
+/// print as one that parses to the same thing.
 private func locations(_ text: String) {
-  for line in text.split(separator: "\n", omittingEmptySubsequences: false).prefix(16) {
+  for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).prefix(16) {
     let s = String(line)
     _ = HTTPURL.isURL(s)
     if let u = try? HTTPURL(s) {
@@ -127,6 +131,14 @@ private func locations(_ text: String) {
       let again = try? HTTPURL(printed)
       check(again == u, "HTTPURL \(s) printed as \(printed), parsed again as \(String(describing: again))")
       _ = (u.hostHeader, u.sameOrigin(u))
+    }
+    // The line as an extent's file name in a descriptor at `locatorBase` (HTTPLocator): the URL
+    // it resolves to prints in a canonical form that parses to the same form.
+    if let (target, _) = try? HTTPLocator.target(of: s, base: locatorBase) {
+      let printed = target.description
+      check(printed.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f }, "\(s) resolves to \(printed), not printable ASCII")
+      let again = (try? HTTPURL(printed))?.description
+      check(again == printed, "\(s.debugDescription) resolves to \(printed), which parses as \(again ?? "nothing")")
     }
     if let d = PercentEncoding.decoded(line) {
       check(PercentEncoding.decoded(PercentEncoding.encodedPath(d)) == d, "encodedPath of \(d) does not decode back")

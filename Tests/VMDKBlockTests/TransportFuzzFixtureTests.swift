@@ -39,7 +39,8 @@ import Testing
     _ = try? HTTPConnection(channel: FakeServer(bytes), name: name).readHead()
     _ = try? TransportConfig(parsing: text, file: name)
     _ = try? NBDHandshake.run(channel: FakeServer(bytes), export: "disk", name: name)
-    for line in text.split(separator: "\n", omittingEmptySubsequences: false).prefix(16) {
+    for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).prefix(16)
+    {
       let s = String(line)
       if let u = try? HTTPURL(s) {
         #expect(u.description.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7f }, "\(name): \(s)")
@@ -91,6 +92,19 @@ import Testing
     #expect(throws: VMDKError.self) { try HTTPURL("http://[\u{FF41}::1]/x.vmdk") }
     #expect(throws: VMDKError.self) { try HTTPURL("http://[\u{FF11}::1]/x.vmdk") }
     #expect(try HTTPURL("http://[FE80::a:1]:8080/x.vmdk").hostHeader == "[fe80::a:1]:8080")
+  }
+
+  /// crash-locator-name-with-nul: an extent name with a NUL in a descriptor on a web server
+  /// resolved to a URL with "%00", which no URL may hold (HTTPURL refuses it).
+  @Test func anExtentNameWithNULIsRefused() throws {
+    let base = try HTTPURL("http://h/vms/disk.vmdk")
+    do {
+      _ = try HTTPLocator.target(of: "disk-s001.vmdk\u{0}/../../secret.vmdk", base: base)
+      Issue.record("a name with a NUL resolved")
+    } catch let e as VMDKError {
+      #expect(e.code == .invalidArgument)
+    }
+    #expect(try HTTPLocator.target(of: "disk s001.vmdk", base: base).url.description == "http://h/vms/disk%20s001.vmdk")
   }
 
   /// crash-nbd-host-with-bracket: an NBD URI's host was not checked: `nbds://<U+FFFD>::1]:10810`
