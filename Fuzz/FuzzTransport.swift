@@ -4,10 +4,10 @@
 // (OpenSSL; Fuzz/TLSStandIn.swift stands in) and LocalFile.swift (C shims), as one module.
 //
 // Every input goes to every parser: as a response head, as the byte stream of a web server
-// answering a HEAD and two range requests, as lines of URLs and URIs, as a configuration file,
-// and as the byte stream of an NBD server answering the handshake, a read, a block status and
-// a write. A trap, an ASan report, a large allocation, a hang, or a broken invariant (checked
-// with `check`, which traps) is a finding.
+// answering a HEAD and two range requests, as lines of URLs, extent names and URIs, as a
+// configuration file, and as the byte stream of an NBD server answering the handshake, a read,
+// a block status and a write. A trap, an ASan report, a large allocation, a hang, or a broken
+// invariant (checked with `check`, which traps) is a finding.
 
 #if canImport(Glibc)
   import Glibc
@@ -29,7 +29,7 @@ private func check(_ condition: @autoclosure () -> Bool, _ what: @autoclosure ()
 
 /// A server whose answers are the fuzz input: every receive takes the next bytes (a few at a
 /// time for `recvSome`, so that heads and blank lines split across receives); what the client
-/// sends is counted and dropped. The end of the input is the server closing the connection.
+/// sends is dropped. The end of the input is the server closing the connection.
 final class FakeServer: ByteChannel {
   private let bytes: [UInt8]
   private var at = 0
