@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target for the VMDKFormat parsers and runs it.
+# Builds a libFuzzer target and runs it: the VMDKFormat parsers (the default), or with
+# `transport` first the VMDKTransport parsers (Fuzz/FuzzTransport.swift).
 #
-#   Fuzz/run.sh [SECONDS]          fuzz for SECONDS (default 300), then print the stats
-#   Fuzz/run.sh reproduce FILE...  run the target once on each FILE (a finding, a fixture)
-#   Fuzz/run.sh build              only build .build-fuzz/fuzz-parsers
+#   Fuzz/run.sh [transport] [SECONDS]          fuzz for SECONDS (default 300), then print the stats
+#   Fuzz/run.sh [transport] reproduce FILE...  run the target once on each FILE (a finding, a fixture)
+#   Fuzz/run.sh [transport] build              only build .build-fuzz/fuzz-parsers (fuzz-transport)
 #
 # The target is compiled with swiftc directly (SwiftPM has no fuzzer product): every source of
 # Sources/VMDKFormat plus Fuzz/FuzzParsers.swift as one module, with libFuzzer and
@@ -11,6 +12,11 @@
 # Fuzz/seeds (pieces of the test builders' images, kept in git) and from the headers,
 # descriptors, tails and grains of TestImages/. Crashes, timeouts and out-of-memory inputs
 # go to Fuzz/findings/: turn each into a fixture and a regression test (see Fuzz/README.md).
+#
+# The transport target compiles Sources/VMDKTransport but Net/TLS.swift (OpenSSL; the stand-in
+# Fuzz/TLSStandIn.swift takes its place) and LocalFile.swift (C shims), with
+# Fuzz/FuzzTransport.swift; its corpus is .build-fuzz/corpus-transport, its seeds
+# Fuzz/seeds-transport, its dictionary Fuzz/transport.dict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +24,27 @@ out=.build-fuzz
 bin=$out/fuzz-parsers
 findings=Fuzz/findings
 
+target=parsers
+if [[ ${1:-} == transport ]]; then
+  target=transport
+  bin=$out/fuzz-transport
+  shift
+fi
+
+build_transport() {
+  mkdir -p "$out"
+  local sources
+  sources=$(find Sources/VMDKTransport -name '*.swift' ! -name TLS.swift ! -name LocalFile.swift | sort)
+  # shellcheck disable=SC2086
+  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -module-name FuzzTransport \
+    $sources Fuzz/TLSStandIn.swift Fuzz/FuzzTransport.swift -o "$bin"
+}
+
 build() {
+  if [[ $target == transport ]]; then
+    build_transport
+    return
+  fi
   mkdir -p "$out"
   local sources
   sources=$(find Sources/VMDKFormat -name '*.swift' | sort)
@@ -97,6 +123,18 @@ case ${1:-} in
   *)
     seconds=${1:-300}
     build
+    if [[ $target == transport ]]; then
+      mkdir -p "$out/corpus-transport" "$findings"
+      echo "seeds: $(ls Fuzz/seeds-transport | wc -l) in Fuzz/seeds-transport"
+      # As below; 16 KiB inputs leave room for a handshake, a read's data and block status.
+      export SWIFT_BACKTRACE=enable=no
+      "$bin" "$out/corpus-transport" Fuzz/seeds-transport \
+        -max_total_time="$seconds" -max_len=16384 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
+        -dict=Fuzz/transport.dict -artifact_prefix="$findings/" -print_final_stats=1
+      echo "corpus: $(ls "$out/corpus-transport" | wc -l) inputs in $out/corpus-transport;" \
+        "findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
+      exit 0
+    fi
     seed_test_images
     mkdir -p "$out/corpus" "$findings"
     echo "seeds: $(ls Fuzz/seeds | wc -l) from the builders, $(ls "$out/seeds" | wc -l) from TestImages"

@@ -104,7 +104,11 @@ public enum DiskLocation: Sendable, Equatable {
       case .tcp(let host, let port):
         let h = host.contains(":") ? "[\(host)]" : host
         return "\(s)://\(h):\(port)/\(e)"
-      case .unix(let path): return "\(s)+unix:///\(e)?socket=\(PercentEncoding.encodedPath(path))"
+      case .unix(let path):
+        // In the query "&" separates parameters: a socket path's own is escaped.
+        let socket = PercentEncoding.encodedPath(path).split(separator: "&", omittingEmptySubsequences: false)
+          .joined(separator: "%26")
+        return "\(s)+unix:///\(e)?socket=\(socket)"
       }
     }
   }
@@ -130,9 +134,21 @@ public enum DiskLocation: Sendable, Equatable {
     } else {
       host = authority
     }
+    // A host name, or an IPv6 address (with a zone) in brackets: nothing that would end the
+    // authority or the brackets when the location is written out again.
+    let bracketed = authority.hasPrefix("[")
+    let allowed = { (c: Character) in
+      c.isASCII
+        && (c.isLetter || c.isNumber || c == "-" || c == "." || c == "_" || (bracketed && (c == ":" || c == "%")))
+    }
+    guard host.allSatisfy(allowed), !bracketed || host.contains(":") else {
+      throw bad("'\(host)' is not a host name or an IPv6 address")
+    }
     if host.isEmpty { host = "localhost" }
     guard let portText else { return (host, defaultPort) }
-    guard let port = UInt16(portText), port > 0 else { throw bad("port '\(portText)' is not 1…65535") }
+    guard portText.allSatisfy({ $0.isASCII && $0.isNumber }), let port = UInt16(portText), port > 0 else {
+      throw bad("port '\(portText)' is not 1…65535")
+    }
     return (host, port)
   }
 }

@@ -2,11 +2,13 @@
 // NBD export names and socket paths.
 
 enum PercentEncoding {
-  /// `%XX` escapes decoded as UTF-8; nil for a bad escape, an encoded NUL or invalid UTF-8.
+  /// `%XX` escapes decoded as UTF-8; nil for a bad escape, a NUL (encoded or not: a path or
+  /// an export name with one would be cut short by the C calls it reaches) or invalid UTF-8.
   static func decoded<S: StringProtocol>(_ s: S) -> String? {
     var bytes: [UInt8] = []
     var it = Array(s.utf8)[...]
     while let b = it.popFirst() {
+      if b == 0 { return nil }
       guard b == UInt8(ascii: "%") else {
         bytes.append(b)
         continue

@@ -47,6 +47,13 @@ final class HTTPConnection: @unchecked Sendable {
     }
   }
 
+  /// A connection over a channel that is already connected (the fuzz target and tests serve
+  /// a fake server's bytes through one).
+  init(channel: any ByteChannel, name: String) {
+    self.name = name
+    self.channel = channel
+  }
+
   deinit { close() }
 
   func close() {

@@ -65,6 +65,10 @@ public struct HTTPLocator: StoreLocator {
   /// descriptor's folder. `fromRoot` tells a path from the root.
   static func target(of name: String, base: HTTPURL) throws -> (url: HTTPURL, fromRoot: Bool) {
     if HTTPURL.isURL(name) { return (try HTTPURL(name), false) }
+    // As in a URL (PercentEncoding): a NUL would become a "%00" that no URL may hold.
+    guard !name.utf8.contains(0) else {
+      throw VMDKError(.invalidArgument, "the file name \(name.debugDescription) holds a NUL", file: base.description)
+    }
     var path = name
     if path.contains("\\") && !path.contains("/") {
       path = path.split(separator: "\\", omittingEmptySubsequences: false).joined(separator: "/")

@@ -59,6 +59,8 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
         }
         return s
       })
+    // No path is the root folder, as "/" is (RFC 3986 section 6.2.3): one URL, one value.
+    if segments.isEmpty { segments = [""] }
   }
 
   /// Whether `text` starts with http:// or https:// (in any case).
@@ -106,7 +108,9 @@ public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
         guard after.hasPrefix(":") else { throw refuse("unexpected text after the IPv6 address") }
         portPart = after.dropFirst()
       }
-      guard hostPart.contains(":"), hostPart.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else {
+      // ASCII only: Character.isHexDigit also takes the fullwidth forms (U+FF10…).
+      guard hostPart.contains(":"), hostPart.allSatisfy({ $0.isASCII && ($0.isHexDigit || $0 == ":" || $0 == ".") })
+      else {
         throw refuse("\"[\(hostPart)]\" is not an IPv6 address")
       }
     } else {

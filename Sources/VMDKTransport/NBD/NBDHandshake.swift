@@ -40,6 +40,14 @@ struct NBDHandshake {
     return (h.channel, try h.haggle(export: export))
   }
 
+  /// The handshake without TLS over any channel (the fuzz target and tests speak to a fake
+  /// server through one). Returns what it agreed on.
+  static func run(channel: any ByteChannel, export: String, name: String) throws -> NBDNegotiated {
+    let h = NBDHandshake(channel: channel, name: name, beforeEachReply: {})
+    try h.greet()
+    return try h.haggle(export: export)
+  }
+
   private func fail(_ what: String) -> VMDKError {
     VMDKError(.protocolError, "handshake: \(what)", file: name)
   }

@@ -11,7 +11,9 @@ final class NBDLink {
   /// Room for one request header or one reply header.
   let scratch: UnsafeMutableRawBufferPointer
 
-  private init(channel: any ByteChannel, negotiated: NBDNegotiated) {
+  /// A link over a channel whose handshake is done (NBDLink.open; the fuzz target and tests
+  /// make one over a fake server).
+  init(channel: any ByteChannel, negotiated: NBDNegotiated) {
     self.channel = channel
     self.negotiated = negotiated
     scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64, alignment: 8)
