@@ -119,6 +119,18 @@ private func url(_ server: QemuNBDServer, _ export: String = "disk") -> String {
       let tooSmall = try runProcess(convert, [image, url(server), "--quiet"])
       #expect(tooSmall.status == 1)
       #expect(tooSmall.errorOutput.contains("the target holds 1048576 bytes"))
+
+      // --verify on a larger export is refused before anything is written into it.
+      let large = "\(folder)/large.raw"
+      try makeRaw(large, size: 128 << 20, ["write -P 0x77 0 1048576"])
+      let before = try fileDigest(large, .sha256)
+      let largeServer = try QemuNBDServer(file: large, format: "raw")
+      defer { largeServer.stop() }
+      let verified = try runProcess(convert, [image, url(largeServer), "--quiet", "--verify"])
+      #expect(verified.status == 1)
+      #expect(verified.errorOutput.contains("--verify needs an export of the source's size"), "\(verified.errorOutput)")
+      largeServer.stop()
+      #expect(try fileDigest(large, .sha256) == before)
     }
   }
 

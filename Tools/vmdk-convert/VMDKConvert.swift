@@ -22,13 +22,17 @@ struct VMDKConvert: ParsableCommand {
       nor written. The output is written under a temporary name and renamed into place when \
       complete and flushed.
 
+      DST may be an NBD export (nbd://, nbds://, nbd+unix://): a restore, which writes the \
+      source's data into it and zeroes every other range.
+
       Exit status: 0 done; 1 failed (one line on stderr, no output left); 130 interrupted.
       """)
 
   @Argument(help: "The source image (descriptor, sparse file, chain top or raw image).") var source: String
   @Argument(
     help: """
-      The new image, or an NBD export to restore into (nbd://host[:port]/export, nbds://...,       nbd+unix:///export?socket=PATH): the export is overwritten with the whole source disk.
+      The new image, or an NBD export to restore into (nbd://host[:port]/export, nbds://..., \
+      nbd+unix:///export?socket=PATH): the export is overwritten with the whole source disk.
       """)
   var destination: String
 
@@ -117,29 +121,28 @@ struct VMDKConvert: ParsableCommand {
     o.writable = true
     o.format = .raw
     let result: CopyResult
-    let sameSize: Bool
     do {
       // The target's connection ends here: servers that take one client at a time (qemu-nbd's
       // default) then accept the verification's.
       let target = try Disk.open(destination, options: o)
       let writer = try RestoreWriter(disk: target, capacityBytes: disk.capacityBytes)
-      sameSize = target.capacityBytes == disk.capacityBytes
+      // Refused before anything is written: the digest of a larger export is not the source's.
+      if verify && target.capacityBytes != disk.capacityBytes {
+        throw VMDKError(
+          .invalidArgument,
+          "--verify needs an export of the source's size (\(disk.capacityBytes) bytes); this one has \(target.capacityBytes)",
+          file: destination)
+      }
       let bar = ProgressBar(total: disk.capacityBytes, quiet: quiet)
       var copy = CopyOptions()
-      copy.digest = verify && sameSize ? .sha256 : nil
+      copy.digest = verify ? .sha256 : nil
       result = try disk.copy(to: writer, options: copy, cancel: cancel) { bar.update($0) }
       bar.finish()
       if cancel.isCancelled { throw VMDKError(.cancelled, "stopped by the user") }
       try writer.commit()
       target.disconnect()
     }
-    if verify {
-      guard let want = result.digest else {
-        throw VMDKError(
-          .invalidArgument,
-          "--verify needs an export of the source's size (\(disk.capacityBytes) bytes); this one differs",
-          file: destination)
-      }
+    if verify, let want = result.digest {
       var ro = try open.resolvedOptions()
       ro.format = .raw
       try check(want, ro)
