@@ -7,6 +7,7 @@ let package = Package(
   name: "vmdk-toolkit",
   products: [
     .library(name: "VMDKBlock", targets: ["VMDKBlock"]),
+    .library(name: "VMDKCore", targets: ["VMDKCore"]),
     .library(name: "VMDKFormat", targets: ["VMDKFormat"]),
     .library(name: "VMDKTransport", targets: ["VMDKTransport"]),
     .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
@@ -14,7 +15,8 @@ let package = Package(
     .executable(name: "vmdk-disk", targets: ["vmdk-disk"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
   ],
   targets: [
     .systemLibrary(
@@ -30,12 +32,20 @@ let package = Package(
     // libdeflate (Debian libdeflate-dev; no pkg-config file on every release): fast zlib-format
     // compression and decompression of grains.
     .systemLibrary(name: "CDeflate", path: "Sources/CDeflate", providers: [.apt(["libdeflate-dev"])]),
+    // What every layer shares: the error type and its codes, and the log (swift-log).
+    .target(name: "VMDKCore", dependencies: [.product(name: "Logging", package: "swift-log")]),
     .target(name: "VMDKFormat", dependencies: ["CZlib"]),
     // Linux calls behind _GNU_SOURCE (sync_file_range), wrapped in C.
     .target(name: "CPlatform", path: "Sources/CPlatform"),
-    .target(name: "VMDKTransport", dependencies: ["CPlatform", "CSSL"]),
     .target(
-      name: "VMDKBlock", dependencies: ["VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate"],
+      name: "VMDKTransport",
+      dependencies: ["VMDKCore", "CPlatform", "CSSL", .product(name: "Logging", package: "swift-log")]),
+    .target(
+      name: "VMDKBlock",
+      dependencies: [
+        "VMDKCore", "VMDKFormat", "VMDKTransport", "CCrypto", "CDeflate",
+        .product(name: "Logging", package: "swift-log"),
+      ],
       exclude: ["ChangeTracking/FORMAT.md"]),
     // What the tools share: opening flags, error reporting, JSON, sizes, progress.
     .target(
@@ -57,7 +67,14 @@ let package = Package(
       path: "Tools/vmdk-disk"),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
     // TransportFixtures/ holds the transport fuzz target's findings; the tests read them by path.
-    .testTarget(name: "VMDKBlockTests", dependencies: ["VMDKBlock", "VMDKTransport"], exclude: ["TransportFixtures"]),
+    .testTarget(
+      name: "VMDKBlockTests",
+      dependencies: ["VMDKBlock", "VMDKTransport", .product(name: "Logging", package: "swift-log")],
+      exclude: ["TransportFixtures"]),
+    // The README's library examples and an application's own LoggingSystem: VMDKBlock alone.
+    .testTarget(
+      name: "LibraryUseTests",
+      dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
     .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
   ]
 )

@@ -31,13 +31,28 @@ if [[ ${1:-} == transport ]]; then
   shift
 fi
 
+# swift-log's Logging module (the toolkit logs through it), built once into $out from the
+# package's checkout, for the targets that compile VMDKCore.
+build_logging() {
+  local src=.build/checkouts/swift-log/Sources/Logging
+  [[ -d $src ]] || swift package resolve >/dev/null
+  [[ -f $out/libLogging.a && $out/libLogging.a -nt $src ]] && return
+  # shellcheck disable=SC2046
+  swiftc -sanitize=address -parse-as-library -O -g -module-name Logging -package-name swift_log -emit-module \
+    -emit-module-path "$out/Logging.swiftmodule" -emit-library -static -o "$out/libLogging.a" \
+    $(find "$src" -name '*.swift' | sort)
+}
+
 build_transport() {
   mkdir -p "$out"
+  build_logging
   local sources
-  sources=$(find Sources/VMDKTransport -name '*.swift' ! -name TLS.swift ! -name LocalFile.swift | sort)
+  # VMDKCore is compiled into the same module, so the re-export file is left out.
+  sources=$(find Sources/VMDKCore Sources/VMDKTransport -name '*.swift' ! -name TLS.swift ! -name LocalFile.swift \
+    ! -name Exports.swift | sort)
   # shellcheck disable=SC2086
-  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -module-name FuzzTransport \
-    $sources Fuzz/TLSStandIn.swift Fuzz/FuzzTransport.swift -o "$bin"
+  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -module-name FuzzTransport -package-name vmdk_toolkit \
+    -I "$out" -L "$out" -lLogging $sources Fuzz/TLSStandIn.swift Fuzz/FuzzTransport.swift -o "$bin"
 }
 
 build() {

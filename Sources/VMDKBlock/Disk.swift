@@ -1,6 +1,7 @@
 // Disk: the handle everybody uses. A snapshot chain of links; reads fall through unallocated
 // ranges to the parent, block status says for every range which link holds it.
 
+import Logging
 import VMDKFormat
 import VMDKTransport
 
@@ -97,7 +98,7 @@ public final class Disk: Sendable {
           address, export: export, writable: options.writable, tls: useTLS, options: options.transport)
         break
       } catch let e as VMDKError where useTLS && i + 1 < attempts.count && NBDClient.isTLSUnavailable(e) {
-        TransportLog.shared.log(.info, "\(e.file ?? ""): the server does not offer TLS; using plain NBD")
+        Logger(label: LogLabel.nbd).info("\(e.file ?? ""): the server does not offer TLS; using plain NBD")
       }
     }
     guard let client else {

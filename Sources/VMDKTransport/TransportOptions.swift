@@ -2,6 +2,8 @@
 // socket buffers, requests in flight and their size, and TLS. The configuration file
 // (TransportConfig) fills these in; library callers may set them directly.
 
+import Logging
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Musl)
@@ -69,8 +71,7 @@ public struct TransportOptions: Sendable, Equatable {
   public func pauseBeforeRetry(_ attempt: Int, after error: VMDKError, name: String, what: String) -> Bool {
     guard attempt <= retries else { return false }
     let wait = backoff(attempt: attempt)
-    TransportLog.shared.log(
-      .warning,
+    Logger(label: LogLabel.transport).warning(
       "\(name): \(what) failed: \(error.message) [\(error.code.name)]; retry \(attempt) of \(retries) in \(wait) s")
     TransportOptions.sleep(seconds: wait)
     return true

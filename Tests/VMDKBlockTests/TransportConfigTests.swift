@@ -5,6 +5,7 @@
 
 import Dispatch
 import Foundation
+import Logging
 import Testing
 
 @testable import VMDKTransport
@@ -177,31 +178,38 @@ private func drain(_ pipe: Pipe) -> [String] {
     #expect(try TransportConfig.fromEnvironment() == TransportConfig())
   }
 
-  @Test func applyConfiguresTheSharedLogWithTimestampedLines() throws {
+  @Test func theFileHandlerWritesTimestampedLinesAtItsLevel() throws {
     let folder = try TempFolder()
-    var config = TransportConfig()
-    config.logLevel = .info
-    config.logFile = folder.path("transport.log")
-    config.apply()
-    defer { TransportLog.shared.configure(level: .off, file: nil) }
-    TransportLog.shared.log(.info, "reconnected to nbds://host/disk")
-    TransportLog.shared.log(.debug, "not at this level")
+    let sink = LogFile(path: folder.path("transport.log"))
+    let log = Logger(label: LogLabel.nbd) { FileLogHandler(label: $0, level: .info, sink: sink) }
+    log.info("reconnected to nbds://host/disk")
+    log.debug("not at this level")
     let text = try String(contentsOfFile: folder.path("transport.log"), encoding: .utf8)
     let lines = text.split(separator: "\n")
     #expect(lines.count == 1)
-    // 2026-11-26T03:30:00.123Z vmdk-toolkit info: reconnected to nbds://host/disk
-    let pattern = #/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z vmdk-toolkit info: reconnected to nbds://host/disk$/#
+    // 2026-11-26T03:30:00.123Z vmdk-toolkit.nbd info: reconnected to nbds://host/disk
+    let pattern = #/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z vmdk-toolkit\.nbd info: reconnected to nbds://host/disk$/#
     #expect(lines.first.map { $0.wholeMatch(of: pattern) != nil } == true, "\(text)")
+  }
+
+  @Test func theConfigurationsLevelsMapOntoSwiftLogs() throws {
+    #expect(LogLevel.allCases.map(\.name) == ["off", "error", "warning", "info", "debug"])
+    #expect(LogLevel.allCases.map(\.loggerLevel) == [nil, .error, .warning, .info, .debug])
+    var config = try TransportConfig(parsing: "log.level = WARNING\nlog.file = /tmp/x.log\n", file: "c")
+    #expect(config.logLevel == .warning && config.logFile == "/tmp/x.log")
+    config = try TransportConfig(parsing: "log.level = off\n", file: "c")
+    #expect(config.logLevel == .off)
+    #expect(throws: VMDKError.self) { try TransportConfig(parsing: "log.level = trace\n", file: "c") }
   }
 
   @Test func aLogFileThatCannotBeOpenedIsReportedOnceAndNeverFails() throws {
     let folder = try TempFolder()
     let report = Pipe()
-    let log = TransportLog(reportFD: report.fileHandleForWriting.fileDescriptor)
     let path = folder.path("no/such/folder/transport.log")
-    log.configure(level: .debug, file: path)
-    for i in 0..<5 { log.log(.error, "fault \(i)") }
-    #expect(log.failureReports == 1)
+    let sink = LogFile(path: path, reportFD: report.fileHandleForWriting.fileDescriptor)
+    let log = Logger(label: LogLabel.transport) { FileLogHandler(label: $0, level: .debug, sink: sink) }
+    for i in 0..<5 { log.error("fault \(i)") }
+    #expect(sink.failureReports == 1)
     let reported = drain(report)
     #expect(reported.count == 1)
     #expect(reported.first?.contains("cannot write the log file \(path): No such file or directory") == true)
@@ -211,37 +219,36 @@ private func drain(_ pipe: Pipe) -> [String] {
   @Test func aLogFileWhoseWritesFailIsReopenedOnceThenDropped() throws {
     // /dev/full opens, and every write fails with ENOSPC.
     let report = Pipe()
-    let log = TransportLog(reportFD: report.fileHandleForWriting.fileDescriptor)
-    log.configure(level: .warning, file: "/dev/full")
-    for i in 0..<5 { log.log(.warning, "retry \(i)") }
-    #expect(log.failureReports == 1)
+    let sink = LogFile(path: "/dev/full", reportFD: report.fileHandleForWriting.fileDescriptor)
+    let log = Logger(label: LogLabel.transport) { FileLogHandler(label: $0, level: .warning, sink: sink) }
+    for i in 0..<5 { log.warning("retry \(i)") }
+    #expect(sink.failureReports == 1)
     let reported = drain(report)
     #expect(
       reported == [
         "vmdk-toolkit: cannot write the log file /dev/full: No space left on device; its log lines are dropped"
       ])
-    // A new configuration starts afresh (and reports again).
+    // A new sink starts afresh (and reports again).
     let again = Pipe()
-    let next = TransportLog(reportFD: again.fileHandleForWriting.fileDescriptor)
-    next.configure(level: .warning, file: "/dev/full")
-    next.log(.warning, "x")
-    next.configure(level: .warning, file: "/dev/full")
-    next.log(.warning, "y")
+    for _ in 0..<2 {
+      let next = LogFile(path: "/dev/full", reportFD: again.fileHandleForWriting.fileDescriptor)
+      next.append("x\n")
+    }
     #expect(drain(again).count == 2)
   }
 
   @Test func linesFromManyThreadsStayWhole() throws {
     let folder = try TempFolder()
-    let log = TransportLog()
-    log.configure(level: .info, file: folder.path("threads.log"))
+    let sink = LogFile(path: folder.path("threads.log"))
+    let log = Logger(label: LogLabel.http) { FileLogHandler(label: $0, level: .info, sink: sink) }
     DispatchQueue.concurrentPerform(iterations: 8) { thread in
-      for i in 0..<200 { log.log(.info, "thread \(thread) line \(i) " + String(repeating: "x", count: 200)) }
+      for i in 0..<200 { log.info("thread \(thread) line \(i) \(String(repeating: "x", count: 200))") }
     }
     let lines = try String(contentsOfFile: folder.path("threads.log"), encoding: .utf8).split(separator: "\n")
     #expect(lines.count == 1600)
     #expect(
       lines.allSatisfy {
-        $0.hasSuffix(String(repeating: "x", count: 200)) && $0.contains(" vmdk-toolkit info: thread ")
+        $0.hasSuffix(String(repeating: "x", count: 200)) && $0.contains(" vmdk-toolkit.http info: thread ")
       })
   }
 }

@@ -112,9 +112,9 @@ extension TransportConfig {
     }
   }
 
-  static func logLevel(_ value: String) throws -> TransportLog.Level {
-    guard let level = TransportLog.Level.allCases.first(where: { $0.name == value.lowercased() }) else {
-      let names = TransportLog.Level.allCases.map(\.name).joined(separator: ", ")
+  static func logLevel(_ value: String) throws -> LogLevel {
+    guard let level = LogLevel.allCases.first(where: { $0.name == value.lowercased() }) else {
+      let names = LogLevel.allCases.map(\.name).joined(separator: ", ")
       throw ConfigValueError("must be one of \(names), found '\(value)'")
     }
     return level

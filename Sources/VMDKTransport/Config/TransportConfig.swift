@@ -3,6 +3,8 @@
 // network behaviour (TransportOptions, TLS included) and the transport log. Every value is
 // checked; a mistake is an invalidConfig error naming the file and the line.
 
+import Logging
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Musl)
@@ -48,7 +50,7 @@ public struct TransportConfig: Sendable, Equatable {
   /// The transports to try, in order.
   public var transportOrder: [String] = TransportConfig.defaultTransportOrder
   /// The transport log's level.
-  public var logLevel: TransportLog.Level = .off
+  public var logLevel: LogLevel = .off
   /// The transport log's file (nil: stderr).
   public var logFile: String? = nil
 
@@ -115,10 +117,12 @@ public struct TransportConfig: Sendable, Equatable {
     return try load(path: path)
   }
 
-  /// Configures the process-wide transport log. Never fails: a log file that cannot be written
-  /// is reported once on stderr and its lines are dropped.
+  /// Installs the log the configuration names (`log.level`, `log.file`) as the process's
+  /// swift-log handler (`LoggingSystem.bootstrapToolkitLog`): for the tools, which own their
+  /// process. A library caller bootstraps its own `LoggingSystem` instead. Never fails: a log
+  /// file that cannot be written is reported once on stderr and its lines are dropped.
   public func apply() {
-    TransportLog.shared.configure(level: logLevel, file: logFile)
+    LoggingSystem.bootstrapToolkitLog(level: logLevel, file: logFile)
   }
 
   /// `$TMPDIR` when set and not empty, else `/tmp`.

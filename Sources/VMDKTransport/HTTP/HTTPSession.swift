@@ -3,6 +3,8 @@
 // byte range into the caller's memory), with every status, length and range the server sends
 // checked against what was asked.
 
+import Logging
+
 #if canImport(Glibc)
   import Glibc
 #elseif canImport(Musl)
@@ -64,7 +66,7 @@ final class HTTPSession: @unchecked Sendable {
         if reused && !answered && !reopenedIdle && e.code == .connectionLost {
           reopenedIdle = true
           reconnects += 1
-          TransportLog.shared.log(.info, "\(name): the server closed the idle connection; connecting again")
+          Logger(label: LogLabel.http).info("\(name): the server closed the idle connection; connecting again")
           continue
         }
         guard e.isRetryable else { throw e.at(file: name, offset: offset) }

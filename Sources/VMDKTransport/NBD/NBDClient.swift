@@ -18,6 +18,7 @@
 // retries × (backoff + timeouts). Non-retryable errors (EIO, EPERM, protocol errors, an
 // unknown export) fail at once. Retries and reconnects are logged at .warning.
 
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -406,7 +407,7 @@ public final class NBDClient: ByteStore {
         .protocolError, "after reconnecting, the export has \(n.size) bytes (was \(exportSize)) or new block sizes",
         file: name)
     }
-    TransportLog.shared.log(.warning, "\(name): reconnected (attempt \(attempt))")
+    Logger(label: LogLabel.nbd).warning("\(name): reconnected (attempt \(attempt))")
     s.link = link
     s.reconnects += 1
     return link

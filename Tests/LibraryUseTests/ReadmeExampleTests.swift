@@ -1,15 +1,39 @@
-// The README's "library in 20 lines" and its writing example, compiled and run on small
-// images so that they stay true.
+// The README's "library in 20 lines", its error example and its writing example, compiled and
+// run on small images so that they stay true. This target depends on VMDKBlock alone and
+// imports nothing else of the toolkit: `import VMDKBlock` is all an application needs, the
+// error type included.
 
+import Foundation
 import Testing
 import VMDKBlock
 
+/// A folder under the temporary directory, removed with the value.
+final class ScratchFolder {
+  let path: String
+  init() throws {
+    path = FileManager.default.temporaryDirectory.appendingPathComponent("vmdk-readme-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+  }
+  deinit { try? FileManager.default.removeItem(atPath: path) }
+  func path(_ name: String) -> String { path + "/" + name }
+}
+
+/// A 2 MiB monolithicSparse made through the library, with data in `grains` (64 KiB each).
+func makeSparse(_ path: String, grains: [Int]) throws {
+  let writer = try ImageCreator.create(
+    path: path, options: CreateOptions(type: .monolithicSparse, capacityBytes: 2 << 20))
+  for g in grains.sorted() {
+    let grain = [UInt8](repeating: UInt8(truncatingIfNeeded: g + 1), count: 1 << 16)
+    try grain.withUnsafeBytes { try writer.write(at: UInt64(g) << 16, $0) }
+  }
+  try writer.commit()
+}
+
 @Suite struct ReadmeExampleTests {
   @Test func libraryIn20Lines() throws {
-    var image = SparseImage()
-    image.fill([1, 5])
-    let folder = try TempFolder()
-    let path = try folder.write("disk.vmdk", image.build().bytes)
+    let folder = try ScratchFolder()
+    let path = folder.path("disk.vmdk")
+    try makeSparse(path, grains: [1, 5])
     var lines: [String] = []
 
     // --- README begins (with the path and print replaced) ---
@@ -30,7 +54,8 @@ import VMDKBlock
     lines.append("\(try disk.digest(.sha256)) \(try disk.check().isClean)")
     // --- README ends ---
 
-    let restore = try folder.write("restore.vmdk", SparseImage().build().bytes)
+    let restore = folder.path("restore.vmdk")
+    try makeSparse(restore, grains: [])
     let new = folder.path("new.vmdk")
 
     // --- README, writing (with the paths replaced) ---
@@ -56,6 +81,24 @@ import VMDKBlock
     #expect(lines[1] == "data at 65536, 65536 bytes, link 0")
     #expect(lines[2] == "data at 327680, 65536 bytes, link 0")
     #expect(lines[3].hasSuffix(" true"))
+  }
+
+  @Test func errorsAreCaughtAsVMDKError() throws {
+    let folder = try ScratchFolder()
+    let path = folder.path("missing.vmdk")
+    var lines: [String] = []
+
+    // --- README, errors (with the path and print replaced) ---
+    do {
+      _ = try Disk.open(path)
+    } catch let e as VMDKError where e.code == .fileNotFound {
+      lines.append("no such disk: \(e.file ?? "")")
+    } catch let e as VMDKError {
+      lines.append("\(e.code.rawValue) retryable: \(e.isRetryable): \(e)")
+    }
+    // --- README ends ---
+
+    #expect(lines == ["no such disk: \(path)"])
   }
 
   /// The Transports section's snippet names a host that does not exist here: compiled, not run.

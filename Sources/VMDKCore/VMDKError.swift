@@ -10,7 +10,7 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
   public struct Code: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int
     public let name: String
-    init(_ rawValue: Int, _ name: String) {
+    package init(_ rawValue: Int, _ name: String) {
       self.rawValue = rawValue
       self.name = name
     }
