@@ -32,28 +32,7 @@ extension Disk {
   public func check() throws -> CheckReport {
     var report = CheckReport()
     for link in links {
-      for (i, reader) in link.readers.enumerated() {
-        let info = link.extents[i]
-        if let sparse = reader as? SparseExtent {
-          try sparse.checkSparse(info.sparseHeader!, into: &report)
-        } else if let cowd = reader as? COWDExtent {
-          try cowd.checkTables(
-            metadataEnd: UInt64(cowd.scheme.header.gdOffsetSectors) * 512, compressedEnd: nil, into: &report,
-            countLeaks: false)
-        } else if let se = reader as? SESparseExtent {
-          try se.checkTables(
-            metadataEnd: se.scheme.header.grainsOffset * 512, compressedEnd: nil, into: &report, countLeaks: false)
-        } else if let flat = reader as? FlatExtent {
-          let needed = flat.baseBytes + flat.sectors * 512
-          let size = try flat.file.size()
-          if size < needed {
-            report.problems.append(
-              CheckProblem(
-                kind: "flat-extent-short", file: flat.file.name, offset: size,
-                message: "flat extent needs \(needed) bytes, the file has \(size); the rest reads as zeros"))
-          }
-        }
-      }
+      for extent in link.extents { try extent.reader.checkable?.check(into: &report) }
     }
     return report
   }
@@ -222,4 +201,9 @@ extension GrainTableExtent {
 
 extension GrainTableExtent {
   var sectorsPerTableForCheck: UInt64 { scheme.entriesPerTable * scheme.grainSectors }
+}
+
+extension GrainTableExtent: CheckableExtent {
+  /// The scheme's check: the header, the directories and tables, every grain's place.
+  func check(into report: inout CheckReport) throws { try scheme.check(self, into: &report) }
 }

@@ -44,12 +44,12 @@ extension Disk {
     for e in top.extents {
       guard let p = e.path, !seen.contains(p) else { continue }
       seen.insert(p)
-      if let n = try top.readers[top.extents.firstIndex { $0.path == p }!].store?.allocatedBytes() {
+      if let n = try e.reader.store?.allocatedBytes() {
         total += n
         known = true
       }
     }
-    if top.descriptorLocation == "file", !seen.contains(top.path) {
+    if top.descriptorLocation == .file, !seen.contains(top.path) {
       if let n = try? VMDKTransportFile.allocatedBytes(top.path) { total += n }
     }
     return known ? total : nil

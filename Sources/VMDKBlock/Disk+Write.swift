@@ -32,7 +32,7 @@ final class LinkWriter: Sendable {
   /// an NBD server keeps its own lock on what it exports).
   init(link: DiskLink) throws {
     self.link = link
-    guard link.transport == "file" else {
+    guard link.transport == .file else {
       state = Mutex(State(locks: []))
       return
     }
@@ -79,9 +79,9 @@ final class LinkWriter: Sendable {
   /// temporary file in the same folder, synced, then renamed over the descriptor.
   func writeDescriptor(_ d: Descriptor, locks: inout [FileLock]) throws {
     let text = Array(d.serialized().utf8)
-    if link.descriptorLocation == "embedded" {
+    if link.descriptorLocation == .embedded {
       let file =
-        try link.readers.lazy.compactMap { $0.store }.first { $0.name == link.path && $0.isWritable }
+        try link.extents.lazy.compactMap { $0.reader.store }.first { $0.name == link.path && $0.isWritable }
         ?? LocalFile(path: link.path, writable: true)
       let head = try file.readExactly(at: 0, count: SparseExtentHeader.size, what: "sparse header")
       let h = try wrap(link.path) { try SparseExtentHeader(parsing: head) }
@@ -217,8 +217,8 @@ extension Disk {
       // A streamOptimized top link gets its pending grain and a new tail first.
       try state.appender?.finish()
       var seen = Set<ObjectIdentifier>()
-      for reader in top.readers {
-        guard let store = reader.store, store.isWritable, seen.insert(ObjectIdentifier(store)).inserted else {
+      for extent in top.extents {
+        guard let store = extent.reader.store, store.isWritable, seen.insert(ObjectIdentifier(store)).inserted else {
           continue
         }
         try store.flush()
@@ -249,16 +249,13 @@ extension Disk {
   /// The top link's extent when it is a single streamOptimized extent with no parent below
   /// it: writes to it are sequential appends (StreamAppender).
   private var appendableStream: SparseExtent? {
-    guard links.count == 1, top.readers.count == 1, let s = top.readers[0] as? SparseExtent,
-      !s.acceptsInPlaceWrites, s.scheme.header.hasMarkers
-    else { return nil }
-    return s
+    guard links.count == 1, top.extents.count == 1 else { return nil }
+    return top.extents[0].reader.writable?.appendOnlyStream
   }
 
   /// Throws unless every extent that `[start, start+count)` touches can be written.
   private func checkWritable(start: UInt64, count: UInt64) throws {
     try forEachExtent(start: start, count: count) { i, _, _ in
-      let reader = top.readers[i]
       let info = top.extents[i]
       let name = info.path ?? top.path
       switch info.line.access {
@@ -268,25 +265,19 @@ extension Disk {
         throw VMDKError(.fileReadOnly, "extent \(i + 1) is NOACCESS and cannot be written", file: name)
       case .readWrite: break
       }
-      if let sparse = reader as? SparseExtent {
-        guard sparse.acceptsInPlaceWrites || appendableStream === sparse else {
-          throw VMDKError(
-            .notSupported,
-            "streamOptimized disks accept only sequential appends, and this toolkit appends only to a "
-              + "single-extent streamOptimized disk with no parent (convert it to monolithicSparse to change it)",
-            file: name)
-        }
-      } else if reader is FlatExtent {
-      } else if reader is COWDExtent {
-        throw VMDKError(.notSupported, "vmfsSparse (COWD) extents cannot be written by this toolkit", file: name)
-      } else if reader is SESparseExtent {
-        throw VMDKError(.notSupported, "seSparse extents cannot be written by this toolkit", file: name)
-      } else if reader is ZeroExtent {
-        throw VMDKError(.notSupported, "extent \(i + 1) is a ZERO extent and has no file to write", file: name)
-      } else {
-        throw VMDKError(.notSupported, "extent \(i + 1) (\(info.format)) cannot be written", file: name)
+      guard let writable = info.reader.writable else {
+        throw VMDKError(
+          .notSupported, "extent \(i + 1) is a \(info.format.displayName) extent, which this toolkit cannot write",
+          file: name)
       }
-      guard reader.store?.isWritable ?? false else {
+      if let stream = writable.appendOnlyStream, appendableStream !== stream {
+        throw VMDKError(
+          .notSupported,
+          "streamOptimized disks accept only sequential appends, and this toolkit appends only to a "
+            + "single-extent streamOptimized disk with no parent (convert it to monolithicSparse to change it)",
+          file: name)
+      }
+      guard info.reader.store?.isWritable ?? false else {
         throw VMDKError(.fileReadOnly, "extent \(i + 1) was opened read-only", file: name)
       }
     }
@@ -296,34 +287,22 @@ extension Disk {
   /// that `[start, start+count)` covers.
   private func forEachExtent(start: UInt64, count: UInt64, _ body: (Int, UInt64, UInt64) throws -> Void) throws {
     let end = start + count
-    var base: UInt64 = 0
-    for (i, reader) in top.readers.enumerated() {
-      defer { base += reader.sectors }
+    for (i, e) in top.extents.enumerated() {
+      let base = e.startSector
       let lo = max(start, base)
-      let hi = min(end, base + reader.sectors)
+      let hi = min(end, base + e.reader.sectors)
       if lo < hi { try body(i, lo - base, hi - lo) }
     }
   }
 
   /// Writes whole sectors at sector `start` of the top link (checked writable).
   private func writeSectors(start: UInt64, _ data: UnsafeRawBufferPointer, stop: SparseWriteStop) throws {
-    var base: UInt64 = 0
-    var bases: [UInt64] = []
-    for r in top.readers {
-      bases.append(base)
-      base += r.sectors
-    }
     try forEachExtent(start: start, count: UInt64(data.count / 512)) { i, s, n in
-      let from = Int(bases[i] + s - start) * 512
+      let extent = top.extents[i]
+      let from = Int(extent.startSector + s - start) * 512
       let piece = UnsafeRawBufferPointer(rebasing: data[from..<(from + Int(n) * 512)])
-      let reader = top.readers[i]
-      if let flat = reader as? FlatExtent {
-        try flat.file.write(at: flat.baseBytes + s * 512, from: piece)
-      } else if let sparse = reader as? SparseExtent {
-        let extentBase = bases[i]
-        try sparse.writeSectors(start: s, piece, stop: stop) { gs, gn, into in
-          try readSectors(level: 1, start: extentBase + gs, count: gn, into: into)
-        }
+      try extent.reader.writable?.writeSectors(start: s, piece, stop: stop) { gs, gn, into in
+        try readSectors(level: 1, start: extent.startSector + gs, count: gn, into: into)
       }
     }
   }
@@ -335,7 +314,7 @@ extension Disk {
   /// most 1 MiB at a time.
   public func writeZeroes(at offset: UInt64, count: UInt64) throws {
     guard count > 0 else { return }
-    if links.count == 1, top.kind == .raw, let nbd = top.readers.first?.store as? NBDClient {
+    if links.count == 1, top.kind == .raw, let nbd = top.extents.first?.reader.store?.blockDevice {
       guard let writer else {
         throw VMDKError(
           .fileReadOnly, "the disk was opened read-only; open it with OpenOptions.writable to write", file: top.path)

@@ -26,10 +26,22 @@ public struct BlockStatus: Sendable, Equatable {
   /// Whether the data is stored compressed.
   public var compressed: Bool
 
-  /// Allocated, zero or unallocated, as the issue tracker and VixDiskLib say it.
-  public var kind: String {
-    !present ? "unallocated" : (data && !zero ? "allocated" : (data ? "allocated-zero" : "zero"))
+  /// Allocated, zero or unallocated, as VixDiskLib and `vmdk-inspect map` say it.
+  public var kind: BlockStatusKind {
+    !present ? .unallocated : (data && !zero ? .allocated : (data ? .allocatedZero : .zero))
   }
+}
+
+/// What a range of the disk is, in one word.
+public enum BlockStatusKind: String, Sendable, CaseIterable {
+  /// Data stored in some link.
+  case allocated
+  /// Stored in some link, and known to read as zeros.
+  case allocatedZero = "allocated-zero"
+  /// Reads as zeros without being stored (a zeroed grain, a ZERO extent).
+  case zero
+  /// Nobody has it: reads as zeros.
+  case unallocated
 }
 
 /// An opened virtual disk: a chain of one or more links.
@@ -56,8 +68,8 @@ public final class Disk: Sendable {
   /// The top link.
   public var top: DiskLink { links[0] }
 
-  /// How the disk was reached: "file", "nbd", "nbds", "http" or "https".
-  public var transport: String { links[0].transport }
+  /// How the disk was reached.
+  public var transport: Transport { links[0].transport }
 
   /// Opens the disk at `location` and its parents. `location` is a path, a `file:` URI, an
   /// NBD URI (`nbd://host[:port]/export`, `nbds://…`, `nbd+unix:///export?socket=PATH`: the
@@ -65,11 +77,11 @@ public final class Disk: Sendable {
   public static func open(_ location: String, options: OpenOptions = OpenOptions()) throws -> Disk {
     let parsed = try DiskLocation(parsing: location)
     // nbd:// may be upgraded to TLS when only nbds is enabled (openNBD).
-    let acceptable = parsed.transport == "nbd" ? ["nbd", "nbds"] : [parsed.transport]
+    let acceptable: [Transport] = parsed.transport == .nbd ? [.nbd, .nbds] : [parsed.transport]
     guard options.transports.contains(where: acceptable.contains) else {
       throw VMDKError(
         .notSupported,
-        "the \(parsed.transport) transport is not enabled (transports: \(options.transports.joined(separator: ":")))",
+        "the \(parsed.transport) transport is not enabled (transports: \(options.transports.map(\.rawValue).joined(separator: ":")))",
         file: location)
     }
     switch parsed {
@@ -89,8 +101,8 @@ public final class Disk: Sendable {
   /// error, never a quiet downgrade.
   private static func openNBD(_ address: SocketAddress, export: String, tls: Bool, options: OpenOptions) throws -> Disk
   {
-    let order = options.transports.filter { $0 == "nbd" || $0 == "nbds" }
-    let attempts = tls ? [true] : order.map { $0 == "nbds" }
+    let order = options.transports.filter { $0 == .nbd || $0 == .nbds }
+    let attempts = tls ? [true] : order.map { $0 == .nbds }
     var client: NBDClient? = nil
     for (i, useTLS) in attempts.enumerated() {
       do {
@@ -103,10 +115,11 @@ public final class Disk: Sendable {
     }
     guard let client else {
       throw VMDKError(
-        .notSupported, "no NBD transport is enabled (transports: \(options.transports.joined(separator: ":")))")
+        .notSupported,
+        "no NBD transport is enabled (transports: \(options.transports.map(\.rawValue).joined(separator: ":")))")
     }
     let link = try DiskLink.raw(
-      client.name, file: client, size: client.exportSize, transport: client.usesTLS ? "nbds" : "nbd")
+      client.name, file: client, size: client.exportSize, transport: client.usesTLS ? .nbds : .nbd)
     let writer = options.writable ? try LinkWriter(link: link) : nil
     return Disk(links: [link], options: options, writer: writer)
   }
@@ -116,7 +129,7 @@ public final class Disk: Sendable {
   /// when the disk goes away.
   public func disconnect() {
     for link in links {
-      for reader in link.readers { (reader.store as? NBDClient)?.close() }
+      for extent in link.extents { extent.reader.store?.blockDevice?.close() }
     }
   }
 

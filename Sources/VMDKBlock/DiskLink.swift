@@ -11,14 +11,39 @@ public struct ExtentInfo: Sendable {
   public let line: ExtentDescription
   /// The path opened, when the extent has a file.
   public let path: String?
-  /// "sparse", "stream", "cowd", "sesparse", "flat", "zero", "device" or "noaccess".
-  public let format: String
-  /// First sector of this extent in the link.
-  public let startSector: UInt64
+  /// How the extent stores its sectors.
+  public var format: ExtentFormat { reader.format }
+  /// First sector of this extent in the link (set by the link).
+  public internal(set) var startSector: UInt64 = 0
   public let fileSize: UInt64?
   public let sparseHeader: SparseExtentHeader?
   public let cowdHeader: COWDHeader?
   public let seSparseHeader: SESparseConstHeader?
+  /// The extent itself: reads, block status and its abilities.
+  let reader: any Extent
+
+  init(
+    _ reader: any Extent, path: String? = nil, fileSize: UInt64? = nil, sparseHeader: SparseExtentHeader? = nil,
+    cowdHeader: COWDHeader? = nil, seSparseHeader: SESparseConstHeader? = nil
+  ) {
+    self.reader = reader
+    self.line = reader.line
+    self.path = path
+    self.fileSize = fileSize
+    self.sparseHeader = sparseHeader
+    self.cowdHeader = cowdHeader
+    self.seSparseHeader = seSparseHeader
+  }
+}
+
+/// Where a link's descriptor was found.
+public enum DescriptorLocation: String, Sendable {
+  /// In the sparse file's descriptor area (monolithicSparse, streamOptimized).
+  case embedded
+  /// A descriptor file of its own.
+  case file
+  /// Nowhere: a raw image or a bare extent, described by a made-up descriptor.
+  case none
 }
 
 /// What kind of link this is.
@@ -36,18 +61,17 @@ public final class DiskLink: Sendable {
   public let descriptor: Descriptor
   /// Whether the descriptor was read from the image (false when it was made up).
   public let hasDescriptor: Bool
-  /// Where the descriptor was found: "embedded", "file" or "none".
-  public let descriptorLocation: String
+  /// Where the descriptor was found.
+  public let descriptorLocation: DescriptorLocation
   public let capacitySectors: UInt64
+  /// The extents in order, each with its first sector in the link.
   public let extents: [ExtentInfo]
-  /// How the link's files were reached: "file", "nbd", "nbds", "http" or "https".
-  public let transport: String
-  let readers: [any Extent]
-  let starts: [UInt64]
+  /// How the link's files were reached.
+  public let transport: Transport
 
   init(
-    path: String, kind: LinkKind, descriptor: Descriptor, hasDescriptor: Bool, descriptorLocation: String,
-    readers: [any Extent], infos: [ExtentInfo], transport: String = "file"
+    path: String, kind: LinkKind, descriptor: Descriptor, hasDescriptor: Bool, descriptorLocation: DescriptorLocation,
+    extents: [ExtentInfo], transport: Transport = .file
   ) {
     self.transport = transport
     self.path = path
@@ -55,15 +79,13 @@ public final class DiskLink: Sendable {
     self.descriptor = descriptor
     self.hasDescriptor = hasDescriptor
     self.descriptorLocation = descriptorLocation
-    self.readers = readers
-    self.extents = infos
-    var starts: [UInt64] = []
+    var placed = extents
     var total: UInt64 = 0
-    for r in readers {
-      starts.append(total)
-      total += r.sectors
+    for i in placed.indices {
+      placed[i].startSector = total
+      total += placed[i].reader.sectors
     }
-    self.starts = starts
+    self.extents = placed
     self.capacitySectors = total
   }
 
@@ -90,9 +112,9 @@ public final class DiskLink: Sendable {
     let end = min(capacitySectors, start + count)
     var i = extentIndex(containing: start)
     var s = start
-    while s < end && i < readers.count {
-      let base = starts[i]
-      let e = readers[i]
+    while s < end && i < extents.count {
+      let base = extents[i].startSector
+      let e = extents[i].reader
       let localEnd = min(end - base, e.sectors)
       if s - base < localEnd {
         try e.mapRuns(start: s - base, count: localEnd - (s - base)) { r in
@@ -106,15 +128,15 @@ public final class DiskLink: Sendable {
 
   /// Reads a run reported by `mapRuns` (data or dataZero) into `buffer`.
   func read(_ run: Run, into buffer: UnsafeMutableRawBufferPointer) throws {
-    try readers[run.extent].read(run.extentRun, into: buffer)
+    try extents[run.extent].reader.read(run.extentRun, into: buffer)
   }
 
   private func extentIndex(containing sector: UInt64) -> Int {
     var lo = 0
-    var hi = starts.count - 1
+    var hi = extents.count - 1
     while lo < hi {
       let mid = (lo + hi + 1) / 2
-      if starts[mid] <= sector { lo = mid } else { hi = mid - 1 }
+      if extents[mid].startSector <= sector { lo = mid } else { hi = mid - 1 }
     }
     return lo
   }
@@ -144,10 +166,8 @@ extension DiskLink {
       fixed.sectors = UInt64(h.numSectors)
       let e = COWDExtent(line: fixed, file: file, fileSize: extent.fileSize, scheme: extent.scheme, cache: cache)
       return bare(
-        path, createType: "vmfsSparse", reader: e,
-        info: ExtentInfo(
-          line: fixed, path: path, format: "cowd", startSector: 0, fileSize: size, sparseHeader: nil, cowdHeader: h,
-          seSparseHeader: nil), transport: locator.transport)
+        path, createType: "vmfsSparse", info: ExtentInfo(e, path: path, fileSize: size, cowdHeader: h),
+        transport: locator.transport)
     }
     if SESparseConstHeader.hasMagic(head) {
       let line = ExtentDescription(sectors: 0, kind: .seSparse, fileName: PathResolver.baseName(path))
@@ -156,10 +176,8 @@ extension DiskLink {
       fixed.sectors = h.capacitySectors
       let e = SESparseExtent(line: fixed, file: file, fileSize: extent.fileSize, scheme: extent.scheme, cache: cache)
       return bare(
-        path, createType: "seSparse", reader: e,
-        info: ExtentInfo(
-          line: fixed, path: path, format: "sesparse", startSector: 0, fileSize: size, sparseHeader: nil,
-          cowdHeader: nil, seSparseHeader: h), transport: locator.transport)
+        path, createType: "seSparse", info: ExtentInfo(e, path: path, fileSize: size, seSparseHeader: h),
+        transport: locator.transport)
     }
     if options.format == .vmdk || Descriptor.looksLikeDescriptor(head) {
       guard size <= Limits.maxDescriptorBytes else {
@@ -171,40 +189,38 @@ extension DiskLink {
       let bytes = try file.readUpTo(at: 0, count: Int(size))
       let descriptor = try wrap(path) { try Descriptor(parsing: bytes) }
       return try fromDescriptor(
-        path, descriptor: descriptor, location: "file", options: options, cache: cache, writable: writable,
+        path, descriptor: descriptor, location: .file, options: options, cache: cache, writable: writable,
         locator: locator)
     }
     return try raw(path, file: file, size: size, transport: locator.transport)
   }
 
   /// A raw image (a local file, or an NBD export): the store is the virtual disk.
-  static func raw(_ path: String, file: any ByteStore, size: UInt64, transport: String = "file") throws -> DiskLink {
+  static func raw(_ path: String, file: any ByteStore, size: UInt64, transport: Transport = .file) throws -> DiskLink {
     // A raw image's last partial sector still belongs to the disk, as in qemu.
     let sectors = (size + 511) / 512
     let line = ExtentDescription(sectors: sectors, kind: .flat, fileName: PathResolver.baseName(path))
     var d = Descriptor()
     d.setHeader("createType", "raw", quoted: true)
     d.setExtents([line])
-    let info = ExtentInfo(
-      line: line, path: path, format: "raw", startSector: 0, fileSize: size, sparseHeader: nil, cowdHeader: nil,
-      seSparseHeader: nil)
+    let info = ExtentInfo(FlatExtent(line: line, file: file, format: .raw), path: path, fileSize: size)
     return DiskLink(
-      path: path, kind: .raw, descriptor: d, hasDescriptor: false, descriptorLocation: "none",
-      readers: [FlatExtent(line: line, file: file)], infos: [info], transport: transport)
+      path: path, kind: .raw, descriptor: d, hasDescriptor: false, descriptorLocation: .none, extents: [info],
+      transport: transport)
   }
 
   static func bare(
-    _ path: String, createType: String, reader: any Extent, info: ExtentInfo, transport: String = "file"
+    _ path: String, createType: String, info: ExtentInfo, transport: Transport = .file
   ) -> DiskLink {
     var d = Descriptor()
     d.setHeader("version", "1")
     d.setHeader("CID", "ffffffff")
     d.setHeader("parentCID", "ffffffff")
     d.setHeader("createType", createType, quoted: true)
-    d.setExtents([reader.line])
+    d.setExtents([info.line])
     return DiskLink(
-      path: path, kind: .vmdk, descriptor: d, hasDescriptor: false, descriptorLocation: "none", readers: [reader],
-      infos: [info], transport: transport)
+      path: path, kind: .vmdk, descriptor: d, hasDescriptor: false, descriptorLocation: .none, extents: [info],
+      transport: transport)
   }
 
   /// A KDMV file: monolithicSparse or streamOptimized with an embedded descriptor, a bare
@@ -241,7 +257,7 @@ extension DiskLink {
     }
     if atZero.capacitySectors == 0, let descriptor, !descriptor.extents.isEmpty {
       return try fromDescriptor(
-        path, descriptor: descriptor, location: "embedded", options: options, cache: cache, writable: writable,
+        path, descriptor: descriptor, location: .embedded, options: options, cache: cache, writable: writable,
         locator: locator)
     }
     let (_, opened) = try SparseExtentOpener.open(
@@ -254,22 +270,20 @@ extension DiskLink {
     let extent = SparseExtent(
       line: line, file: file, fileSize: opened.fileSize, scheme: SparseScheme(header: h, layout: opened.layout),
       cache: cache)
-    let info = ExtentInfo(
-      line: line, path: path, format: h.isCompressed ? "stream" : "sparse", startSector: 0, fileSize: size,
-      sparseHeader: h, cowdHeader: nil, seSparseHeader: nil)
+    let info = ExtentInfo(extent, path: path, fileSize: size, sparseHeader: h)
     guard let descriptor else {
       return bare(
-        path, createType: h.isCompressed ? "streamOptimized" : "monolithicSparse", reader: extent, info: info,
+        path, createType: h.isCompressed ? "streamOptimized" : "monolithicSparse", info: info,
         transport: locator.transport)
     }
     return DiskLink(
-      path: path, kind: .vmdk, descriptor: descriptor, hasDescriptor: true, descriptorLocation: "embedded",
-      readers: [extent], infos: [info], transport: locator.transport)
+      path: path, kind: .vmdk, descriptor: descriptor, hasDescriptor: true, descriptorLocation: .embedded,
+      extents: [info], transport: locator.transport)
   }
 
   /// A link whose extents a descriptor lists.
   static func fromDescriptor(
-    _ path: String, descriptor: Descriptor, location: String, options: OpenOptions, cache: TableCache,
+    _ path: String, descriptor: Descriptor, location: DescriptorLocation, options: OpenOptions, cache: TableCache,
     writable: Bool = false, locator: any StoreLocator = LocalLocator()
   ) throws -> DiskLink {
     guard let createType = descriptor.createType else {
@@ -287,22 +301,10 @@ extension DiskLink {
       "vmfsRaw",
     ]
     .contains { $0.lowercased() == createType.lowercased() }
-    var readers: [any Extent] = []
     var infos: [ExtentInfo] = []
-    var start: UInt64 = 0
     for (n, line) in lines.enumerated() {
-      defer { start += line.sectors }
-      func info(
-        _ format: String, path: String? = nil, size: UInt64? = nil, sparse: SparseExtentHeader? = nil,
-        cowd: COWDHeader? = nil, se: SESparseConstHeader? = nil
-      ) -> ExtentInfo {
-        ExtentInfo(
-          line: line, path: path, format: format, startSector: start, fileSize: size, sparseHeader: sparse,
-          cowdHeader: cowd, seSparseHeader: se)
-      }
       if line.kind == .zero {
-        readers.append(ZeroExtent(line: line))
-        infos.append(info("zero"))
+        infos.append(ExtentInfo(ZeroExtent(line: line)))
         continue
       }
       if line.kind.isDevice || deviceType {
@@ -310,14 +312,12 @@ extension DiskLink {
           .needsDevice,
           "extent \(n + 1) (\(line.kind.rawValue) \"\(line.fileName ?? "")\") is a raw device mapping of a \(createType) disk; reading it needs the device",
           file: path)
-        readers.append(UnreadableExtent(line: line, error: e))
-        infos.append(info("device"))
+        infos.append(ExtentInfo(UnreadableExtent(line: line, format: .device, error: e)))
         continue
       }
       if line.access == .noAccess {
         let e = VMDKError(.extentNoAccess, "extent \(n + 1) (\"\(line.fileName ?? "")\") is NOACCESS", file: path)
-        readers.append(UnreadableExtent(line: line, error: e))
-        infos.append(info("noaccess"))
+        infos.append(ExtentInfo(UnreadableExtent(line: line, format: .noAccess, error: e)))
         continue
       }
       let extentPath = try locator.resolve(
@@ -328,22 +328,17 @@ extension DiskLink {
       let magic = try file.readUpTo(at: 0, count: 8)
       switch line.kind {
       case .flat, .vmfs:
-        readers.append(FlatExtent(line: line, file: file))
-        infos.append(info("flat", path: extentPath, size: size))
+        infos.append(ExtentInfo(FlatExtent(line: line, file: file), path: extentPath, fileSize: size))
       case .sparse, .vmfsSparse, .seSparse:
         if COWDHeader.hasMagic(magic) {
           let (e, h) = try COWDExtentOpener.open(line: line, file: file, cache: cache)
-          readers.append(e)
-          infos.append(info("cowd", path: extentPath, size: size, cowd: h))
+          infos.append(ExtentInfo(e, path: extentPath, fileSize: size, cowdHeader: h))
         } else if SESparseConstHeader.hasMagic(magic) {
           let (e, h) = try SESparseExtentOpener.open(line: line, file: file, cache: cache)
-          readers.append(e)
-          infos.append(info("sesparse", path: extentPath, size: size, se: h))
+          infos.append(ExtentInfo(e, path: extentPath, fileSize: size, seSparseHeader: h))
         } else {
           let (e, opened) = try SparseExtentOpener.open(line: line, file: file, cache: cache)
-          readers.append(e)
-          infos.append(
-            info(opened.header.isCompressed ? "stream" : "sparse", path: extentPath, size: size, sparse: opened.header))
+          infos.append(ExtentInfo(e, path: extentPath, fileSize: size, sparseHeader: opened.header))
         }
       case .zero, .vmfsRDM, .vmfsRaw:
         break  // handled above
@@ -351,6 +346,6 @@ extension DiskLink {
     }
     return DiskLink(
       path: path, kind: .vmdk, descriptor: descriptor, hasDescriptor: true, descriptorLocation: location,
-      readers: readers, infos: infos, transport: locator.transport)
+      extents: infos, transport: locator.transport)
   }
 }

@@ -5,7 +5,7 @@ import VMDKTransport
 
 /// Local files.
 struct LocalLocator: StoreLocator {
-  var transport: String { "file" }
+  var transport: Transport { .file }
 
   func open(_ location: String, writable: Bool) throws -> any ByteStore {
     try LocalFile(path: location, writable: writable)

@@ -40,7 +40,7 @@ public struct OpenOptions: Sendable {
   public var transport = TransportOptions()
   /// The transports that may be used ("file", "nbd", "nbds", "http", "https"), in order of
   /// preference: a location whose transport is not listed is refused.
-  public var transports: [String] = DiskLocation.transports
+  public var transports: [Transport] = Transport.allCases
 
   public init() {}
 }

@@ -24,12 +24,29 @@ public protocol ByteStore: AnyObject, Sendable {
   /// The first byte at or after `offset` that is in a hole (SEEK_HOLE; the end of the store
   /// counts as a hole), or nil when unknown.
   func nextHole(from offset: UInt64) throws -> UInt64?
+  /// The store as a block device (an NBD export), when it is one.
+  var blockDevice: (any BlockDevice)? { get }
+}
+
+/// A store that is a whole virtual disk behind a block-device protocol (an NBD export): it
+/// answers block status from the server and zeroes ranges without sending data.
+public protocol BlockDevice: ByteStore {
+  /// Whether the server answers block status queries.
+  var supportsBlockStatus: Bool { get }
+  /// The extent at `offset` as the server reports it; nil when it cannot tell.
+  func status(at offset: UInt64) throws -> NBDExtent?
+  /// Makes `length` bytes at `offset` read as zeros (the server writes them when it has no
+  /// command for it).
+  func writeZeroes(at offset: UInt64, length: UInt64) throws
+  /// Ends the session with the server.
+  func close()
 }
 
 extension ByteStore {
   public func allocatedBytes() throws -> UInt64? { nil }
   public func nextData(from offset: UInt64) throws -> UInt64? { nil }
   public func nextHole(from offset: UInt64) throws -> UInt64? { nil }
+  public var blockDevice: (any BlockDevice)? { nil }
 
   /// Reads exactly `count` bytes at `offset`, or throws `truncated` naming `what`.
   public func readExactly(at offset: UInt64, count: Int, what: String) throws -> [UInt8] {

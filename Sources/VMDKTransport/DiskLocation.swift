@@ -2,6 +2,12 @@
 // libnbd and qemu: nbd://, nbds://, nbd+unix://, nbds+unix://), or VMDK files on a web server
 // (http://, https://). Every tool and `Disk.open` take one of these strings.
 
+/// How a disk is reached (`vmdk-inspect transports` lists them; the configuration file's
+/// `transports` orders them).
+public enum Transport: String, Sendable, CaseIterable {
+  case file, nbd, nbds, http, https
+}
+
 /// A parsed disk location.
 public enum DiskLocation: Sendable, Equatable {
   /// A local file.
@@ -14,17 +20,14 @@ public enum DiskLocation: Sendable, Equatable {
   /// The NBD port when a URI names none.
   public static let defaultNBDPort: UInt16 = 10809
 
-  /// The transport's name: "file", "nbd", "nbds", "http" or "https".
-  public var transport: String {
+  /// The transport that reaches it.
+  public var transport: Transport {
     switch self {
-    case .file: "file"
-    case .nbd(_, _, let tls): tls ? "nbds" : "nbd"
-    case .http(_, let tls): tls ? "https" : "http"
+    case .file: .file
+    case .nbd(_, _, let tls): tls ? .nbds : .nbd
+    case .http(_, let tls): tls ? .https : .http
     }
   }
-
-  /// Every transport name, in the default order of preference.
-  public static let transports = ["file", "nbd", "nbds", "http", "https"]
 
   /// Parses `text`. Anything without a known scheme is a path; `file:` URIs become paths
   /// (percent-decoded). NBD URIs: `nbd[s]://host[:port][/export]` (IPv6 hosts in brackets;
@@ -155,8 +158,9 @@ public enum DiskLocation: Sendable, Equatable {
 
 /// What a transport is and can do, for `vmdk-inspect transports`.
 public struct TransportDescription: Sendable {
-  /// "file", "nbd", "nbds", "http" or "https".
-  public let name: String
+  public let transport: Transport
+  /// The transport's name: "file", "nbd", "nbds", "http" or "https".
+  public var name: String { transport.rawValue }
   /// How a location for it is written.
   public let form: String
   /// Whether disks reached through it can be written.
@@ -167,19 +171,19 @@ public struct TransportDescription: Sendable {
   /// Every transport this build has.
   public static let all: [TransportDescription] = [
     TransportDescription(
-      name: "file", form: "PATH or file:///PATH", writable: true,
+      transport: .file, form: "PATH or file:///PATH", writable: true,
       summary: "local VMDK files (every variant and snapshot chain) and raw images"),
     TransportDescription(
-      name: "nbd", form: "nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH", writable: true,
+      transport: .nbd, form: "nbd://HOST[:PORT][/EXPORT] or nbd+unix:///EXPORT?socket=PATH", writable: true,
       summary: "an NBD export as a whole raw disk: block status, several requests in flight, retries"),
     TransportDescription(
-      name: "nbds", form: "nbds://HOST[:PORT][/EXPORT] or nbds+unix:///EXPORT?socket=PATH", writable: true,
+      transport: .nbds, form: "nbds://HOST[:PORT][/EXPORT] or nbds+unix:///EXPORT?socket=PATH", writable: true,
       summary: "NBD over TLS (OpenSSL): certificates verified by default, client certificates or PSK"),
     TransportDescription(
-      name: "http", form: "http://HOST[:PORT]/PATH.vmdk", writable: false,
+      transport: .http, form: "http://HOST[:PORT]/PATH.vmdk", writable: false,
       summary: "VMDK files on a web server, read with range requests"),
     TransportDescription(
-      name: "https", form: "https://HOST[:PORT]/PATH.vmdk", writable: false,
+      transport: .https, form: "https://HOST[:PORT]/PATH.vmdk", writable: false,
       summary: "VMDK files on a web server over TLS, read with range requests"),
   ]
 }

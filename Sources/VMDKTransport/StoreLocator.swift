@@ -4,8 +4,8 @@
 
 /// Opens files and resolves descriptor names for one kind of location.
 public protocol StoreLocator: Sendable {
-  /// The transport's name, as `vmdk-inspect info` shows it: "file", "http", "https".
-  var transport: String { get }
+  /// The transport, as `vmdk-inspect info` shows it: file, http or https.
+  var transport: Transport { get }
   /// Opens the file at `location` (a path or a URL).
   func open(_ location: String, writable: Bool) throws -> any ByteStore
   /// Resolves `name`, as written in the descriptor at `descriptor`, to a location to open.

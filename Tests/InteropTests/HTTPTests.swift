@@ -573,7 +573,7 @@ private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UIn
       func resolve(_ name: String, external: Bool = false, missing: VMDKError.Code = .fileNotFound) throws -> String {
         try locator.resolve(name, from: descriptor, allowExternal: external, what: "extent", missingCode: missing)
       }
-      #expect(locator.transport == "http" && HTTPLocator(isTLS: true).transport == "https")
+      #expect(locator.transport == .http && HTTPLocator(isTLS: true).transport == .https)
       #expect(try resolve("disk-s001.vmdk") == "\(base)/disks/a/disk-s001.vmdk")
       #expect(try resolve("sub\\x.vmdk") == "\(base)/disks/a/sub/x.vmdk")
       #expect(try resolve("sub/../disk-s001.vmdk") == "\(base)/disks/a/disk-s001.vmdk")
@@ -634,7 +634,7 @@ private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UIn
         return
       }
       let disk = try Disk.open(url)
-      #expect(disk.transport == "http")
+      #expect(disk.transport == .http)
       if let size = entry.virtualSize { #expect(disk.capacityBytes == size) }
       for (algorithm, hex) in entry.digests {
         #expect(try disk.digest(algorithm) == hex, "\(algorithm)")
@@ -668,7 +668,7 @@ private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UIn
       for path in [split, stream, snapshot] {
         let url = server.baseURL + path.dropFirst(www.count)
         let disk = try Disk.open(url)
-        #expect(disk.transport == "http")
+        #expect(disk.transport == .http)
         #expect(try disk.digest(.sha256) == Disk.open(path).digest(.sha256), "\(url)")
       }
     }

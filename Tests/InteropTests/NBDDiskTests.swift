@@ -38,7 +38,7 @@ private func url(_ server: QemuNBDServer, _ export: String = "disk") -> String {
       let server = try QemuNBDServer(file: image, format: "vmdk", readOnly: true)
       defer { server.stop() }
       let disk = try Disk.open(url(server))
-      #expect(disk.transport == "nbd")
+      #expect(disk.transport == .nbd)
       #expect(disk.top.kind == .raw)
       #expect(disk.capacityBytes == local.capacityBytes)
       #expect(try disk.digest() == want)
@@ -178,7 +178,7 @@ private func url(_ server: QemuNBDServer, _ export: String = "disk") -> String {
 
   @Test func aDisabledTransportIsRefused() throws {
     var o = OpenOptions()
-    o.transports = ["file"]
+    o.transports = [.file]
     #expect {
       try Disk.open("nbd://127.0.0.1:1/disk", options: o)
     } throws: { error in

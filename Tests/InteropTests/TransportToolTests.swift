@@ -68,7 +68,7 @@ private func launch(_ tool: String, _ arguments: [String]) throws -> (Process, P
         var o = OpenOptions()
         o.transport.tls.caFile = pki.caCert
         let disk = try Disk.open(url, options: o)
-        #expect(disk.transport == "https")
+        #expect(disk.transport == .https)
         #expect(try disk.digest() == (try Disk.open(local).digest()))
         o.transport.tls.caFile = pki.otherCACert
         o.transport.retries = 0

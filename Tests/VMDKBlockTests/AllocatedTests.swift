@@ -165,7 +165,7 @@ private func fromBlockStatus(_ disk: Disk, chunkBytes: UInt64) throws -> [Change
     #expect(try disk.allocatedBlocks(chunkSectors: 1024) == [area(0, 512 * kib)])
 
     let zeroed = try Disk.open(try sparse(folder, "z.vmdk", grains: [2], zeroed: [0, 1, 3]))
-    #expect(try zeroed.blockStatus().contains { $0.kind == "zero" })
+    #expect(try zeroed.blockStatus().contains { $0.kind == .zero })
     #expect(try zeroed.allocatedBlocks() == [area(128 * kib, 64 * kib)])
   }
 

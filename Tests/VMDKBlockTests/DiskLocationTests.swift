@@ -32,14 +32,14 @@ import VMDKTransport
     #expect(
       try DiskLocation(parsing: "nbds+unix://?socket=/tmp/s.sock")
         == .nbd(address: .unix(path: "/tmp/s.sock"), export: "", tls: true))
-    #expect(try DiskLocation(parsing: "NBD://h/x").transport == "nbd")
-    #expect(try DiskLocation(parsing: "nbds://h/x").transport == "nbds")
+    #expect(try DiskLocation(parsing: "NBD://h/x").transport == .nbd)
+    #expect(try DiskLocation(parsing: "nbds://h/x").transport == .nbds)
   }
 
   @Test func httpURLs() throws {
     #expect(
       try DiskLocation(parsing: "http://h:8080/d/disk.vmdk") == .http(url: "http://h:8080/d/disk.vmdk", tls: false))
-    #expect(try DiskLocation(parsing: "https://h/disk.vmdk").transport == "https")
+    #expect(try DiskLocation(parsing: "https://h/disk.vmdk").transport == .https)
   }
 
   @Test func malformedURIsAreInvalidArguments() {

@@ -231,7 +231,7 @@ enum ChainFiles {
       "rdm.vmdk", text: descriptorText(createType: "vmfsRawDeviceMap", extents: [#"RW 2048 VMFSRDM "rdm-rdm.vmdk""#]))
     let disk = try Disk.open(path)
     #expect(disk.top.createType == "vmfsRawDeviceMap")
-    #expect(disk.top.extents.map(\.format) == ["device"])
+    #expect(disk.top.extents.map(\.format.rawValue) == ["device"])
     #expect(disk.capacityBytes == 2048 * 512)
     let e = expectVMDKError(.needsDevice, opening: path, file: "rdm.vmdk")
     #expect(e?.message.contains("rdm-rdm.vmdk") == true)
@@ -245,7 +245,7 @@ enum ChainFiles {
       text: descriptorText(
         createType: "monolithicFlat", extents: [#"RW 8 FLAT "a-flat.vmdk" 0"#, #"NOACCESS 8 FLAT "b-flat.vmdk" 0"#]))
     let disk = try Disk.open(path)
-    #expect(disk.top.extents.map(\.format) == ["flat", "noaccess"])
+    #expect(disk.top.extents.map(\.format.rawValue) == ["flat", "noaccess"])
     // The readable extent still reads; the NOACCESS one refuses.
     #expect(try disk.read(at: 0, count: 4096) == flat(8))
     expectVMDKError(.extentNoAccess, opening: path, file: "disk.vmdk")
@@ -266,7 +266,7 @@ enum ChainFiles {
     expected.place(Array(data[0..<4096]), at: 0)
     expected.place(Array(data[(16 * 512)...]), at: 24 * 512)
     try expectReads(path, as: expected)
-    #expect(try Disk.open(path).blockStatus().contains { $0.kind == "zero" && $0.start == 4096 && $0.length == 8192 })
+    #expect(try Disk.open(path).blockStatus().contains { $0.kind == .zero && $0.start == 4096 && $0.length == 8192 })
   }
 
   /// A file with no VMDK signature and no descriptor text is a raw image, byte for byte.

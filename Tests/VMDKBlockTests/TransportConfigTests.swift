@@ -36,7 +36,7 @@ private func drain(_ pipe: Pipe) -> [String] {
     let config = try TransportConfig(parsing: "# nothing set\n\n", file: "empty.conf")
     #expect(config == TransportConfig())
     #expect(config.transport == TransportOptions())
-    #expect(config.transportOrder == ["file", "nbd", "nbds", "http", "https"])
+    #expect(config.transportOrder == [.file, .nbd, .nbds, .http, .https])
     let tmpdir = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 }
     #expect(config.tempDirectory == tmpdir ?? "/tmp")
     #expect(config.logLevel == .off)
@@ -78,7 +78,7 @@ private func drain(_ pipe: Pipe) -> [String] {
       """
     let config = try TransportConfig(parsing: text, file: "all.conf")
     #expect(config.tempDirectory == folder.path)
-    #expect(config.transportOrder == ["nbds", "file"])
+    #expect(config.transportOrder == [.nbds, .file])
     let t = config.transport
     #expect(t.connectTimeout == 2.5 && t.readTimeout == 90 && t.writeTimeout == 120)
     #expect(t.retries == 0 && t.backoffInitial == 0.5 && t.backoffMax == 16)

@@ -20,7 +20,7 @@ import VMDKFormat
     try expectReads(path, as: built.expected)
     let link = try Disk.open(path).top
     #expect(link.createType == "monolithicSparse")
-    #expect(link.descriptorLocation == "embedded")
+    #expect(link.descriptorLocation == .embedded)
     #expect(link.sparseHeader == built.header)
   }
 
@@ -36,8 +36,8 @@ import VMDKFormat
     let path = try folder.write("bare.vmdk", built.bytes)
     try expectReads(path, as: built.expected)
     let disk = try Disk.open(path)
-    #expect(disk.top.descriptorLocation == "none")
-    #expect(try disk.blockStatus().contains { $0.kind == "zero" && $0.start == 4 * 65536 })
+    #expect(disk.top.descriptorLocation == .none)
+    #expect(try disk.blockStatus().contains { $0.kind == .zero && $0.start == 4 * 65536 })
   }
 
   /// Whole grains, a partial last grain (2000 sectors), and two grain tables with the first
@@ -51,7 +51,7 @@ import VMDKFormat
     let built = image.build()
     let path = try folder.write("s.vmdk", built.bytes)
     try expectReads(path, as: built.expected)
-    #expect(try Disk.open(path).top.extents.first?.format == "stream")
+    #expect(try Disk.open(path).top.extents.first?.format.rawValue == "stream")
   }
 
   /// The seSparse image read directly, through its descriptor, and by qemu-img.

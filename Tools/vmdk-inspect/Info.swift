@@ -29,8 +29,8 @@ struct Info: ParsableCommand {
           ("virtualSize", .uint(disk.capacityBytes)),
           ("capacitySectors", .uint(disk.capacitySectors)),
           ("allocatedBytes", .opt(allocated)),
-          ("transport", .string(disk.transport)),
-          ("descriptor", .string(top.descriptorLocation)),
+          ("transport", .string(disk.transport.rawValue)),
+          ("descriptor", .string(top.descriptorLocation.rawValue)),
         ]
         obj.append(("version", d.version.map { .int(Int64($0)) } ?? .null))
         obj.append(("encoding", .opt(d.encoding)))
@@ -61,10 +61,10 @@ struct Info: ParsableCommand {
       print(
         "virtual size: \(humanSize(disk.capacityBytes)) (\(disk.capacityBytes) bytes, \(disk.capacitySectors) sectors)")
       if let allocated { print("allocated on host: \(humanSize(allocated)) (\(allocated) bytes)") }
-      print("transport: \(disk.transport)")
+      print("transport: \(disk.transport.rawValue)")
       if top.hasDescriptor {
         print(
-          "descriptor: \(top.descriptorLocation), version \(d.version.map(String.init) ?? "?")\(d.encoding.map { ", encoding \($0)" } ?? "")"
+          "descriptor: \(top.descriptorLocation.rawValue), version \(d.version.map(String.init) ?? "?")\(d.encoding.map { ", encoding \($0)" } ?? "")"
         )
         print("CID: \(d.cid.map(Descriptor.formatCID) ?? "none")")
         print("parentCID: \(d.parentCID.map(Descriptor.formatCID) ?? "none")")
@@ -77,7 +77,7 @@ struct Info: ParsableCommand {
       print("change tracking: \(trackingLine(tracking))")
       print("extents:")
       for (i, e) in top.extents.enumerated() {
-        print("  \(i + 1). \(e.line.line)  [\(e.format)\(e.fileSize.map { ", file \($0) bytes" } ?? "")]")
+        print("  \(i + 1). \(e.line.line)  [\(e.format.rawValue)\(e.fileSize.map { ", file \($0) bytes" } ?? "")]")
       }
       print("chain (\(disk.links.count) link\(disk.links.count == 1 ? "" : "s")):")
       for (i, l) in disk.links.enumerated() {
@@ -163,7 +163,7 @@ func extentJSON(_ e: ExtentInfo) -> JSON {
     ("sectors", .uint(e.line.sectors)),
     ("offset", .uint(e.line.offsetSectors)),
     ("start", .uint(e.startSector)),
-    ("format", .string(e.format)),
+    ("format", .string(e.format.rawValue)),
     ("fileSize", .opt(e.fileSize)),
   ])
 }

@@ -39,7 +39,7 @@ struct MapCommand: ParsableCommand {
       try disk.blockStatus(offset: offset, length: length) { s in
         print(
           "0x\(String(s.start, radix: 16))".padding(18) + "0x\(String(s.length, radix: 16))".padding(18)
-            + "\(s.depth)".padding(7) + (s.kind + (s.compressed ? "(z)" : "")).padding(16)
+            + "\(s.depth)".padding(7) + (s.kind.rawValue + (s.compressed ? "(z)" : "")).padding(16)
             + (s.offset.map { "0x\(String($0, radix: 16))" } ?? "-").padding(16) + (s.file ?? "-"))
       }
     }

@@ -22,13 +22,13 @@ struct Transports: ParsableCommand {
             TransportDescription.all.map { t in
               .object([
                 ("name", .string(t.name)), ("form", .string(t.form)), ("writable", .bool(t.writable)),
-                ("enabled", .bool(enabled.contains(t.name))), ("summary", .string(t.summary)),
+                ("enabled", .bool(enabled.contains(t.transport))), ("summary", .string(t.summary)),
               ])
             }))
         return
       }
       for t in TransportDescription.all {
-        let state = enabled.contains(t.name) ? "enabled" : "disabled"
+        let state = enabled.contains(t.transport) ? "enabled" : "disabled"
         let access = t.writable ? "read-write" : "read-only"
         print("\(t.name)\t\(state)\t\(access)\t\(t.form)")
         print("\t\(t.summary)")

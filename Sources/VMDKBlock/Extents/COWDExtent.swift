@@ -11,6 +11,12 @@ struct COWDScheme: GrainScheme {
   var directoryOffset: UInt64 { UInt64(header.gdOffsetSectors) * 512 }
   var entryBytes: Int { 4 }
   var hasMarkers: Bool { false }
+  var format: ExtentFormat { .cowd }
+
+  func check(_ extent: COWDExtent, into report: inout CheckReport) throws {
+    try extent.checkTables(
+      metadataEnd: UInt64(header.gdOffsetSectors) * 512, compressedEnd: nil, into: &report, countLeaks: false)
+  }
 
   func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64? {
     guard gde != 0 else { return nil }

@@ -40,6 +40,20 @@ protocol Extent: AnyObject, Sendable {
   func mapRuns(start: UInt64, count: UInt64, _ body: (ExtentRun) throws -> Void) throws
   /// Reads the run's sectors (status `.data` or `.dataZero`) into `buffer` (count*512 bytes).
   func read(_ run: ExtentRun, into buffer: UnsafeMutableRawBufferPointer) throws
+  /// How the extent stores its sectors.
+  var format: ExtentFormat { get }
+  /// In-place writes, when the extent takes them (Abilities.swift).
+  var writable: (any WritableExtent)? { get }
+  /// The metadata check, when the extent has metadata or a size to check.
+  var checkable: (any CheckableExtent)? { get }
+  /// What maintenance can rewrite, grow or truncate.
+  var maintainable: MaintainableExtent? { get }
+}
+
+extension Extent {
+  var writable: (any WritableExtent)? { nil }
+  var checkable: (any CheckableExtent)? { nil }
+  var maintainable: MaintainableExtent? { nil }
 }
 
 /// Throws the VMDKError for a format error in `file`.

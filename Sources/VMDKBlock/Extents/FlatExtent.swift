@@ -5,18 +5,43 @@ import VMDKFormat
 import VMDKTransport
 
 /// A flat extent: sectors at `offsetSectors` in a file.
-final class FlatExtent: Extent {
+final class FlatExtent: WritableExtent, CheckableExtent {
   let line: ExtentDescription
   let sectors: UInt64
   let file: any ByteStore
   let baseBytes: UInt64
+  /// `.flat`, or `.raw` for a raw image.
+  let format: ExtentFormat
   var store: (any ByteStore)? { file }
+  var writable: (any WritableExtent)? { self }
+  var checkable: (any CheckableExtent)? { self }
+  var maintainable: MaintainableExtent? { .flat(self) }
 
-  init(line: ExtentDescription, file: any ByteStore) {
+  init(line: ExtentDescription, file: any ByteStore, format: ExtentFormat = .flat) {
     self.line = line
     self.sectors = line.sectors
     self.file = file
     self.baseBytes = line.offsetSectors * 512
+    self.format = format
+  }
+
+  func writeSectors(
+    start: UInt64, _ data: UnsafeRawBufferPointer, stop: SparseWriteStop,
+    underneath: (_ start: UInt64, _ count: UInt64, _ into: UnsafeMutableRawBufferPointer) throws -> Void
+  ) throws {
+    try file.write(at: baseBytes + start * 512, from: data)
+  }
+
+  /// A flat file shorter than its extent: the rest reads as zeros, but it is reported.
+  func check(into report: inout CheckReport) throws {
+    let needed = baseBytes + sectors * 512
+    let size = try file.size()
+    if size < needed {
+      report.problems.append(
+        CheckProblem(
+          kind: "flat-extent-short", file: file.name, offset: size,
+          message: "flat extent needs \(needed) bytes, the file has \(size); the rest reads as zeros"))
+    }
   }
 
   func mapRuns(start: UInt64, count: UInt64, _ body: (ExtentRun) throws -> Void) throws {
@@ -26,8 +51,8 @@ final class FlatExtent: Extent {
       guard e > s else { return }
       try body(ExtentRun(start: s, count: e - s, status: status, hostOffset: baseBytes + s * 512))
     }
-    if let nbd = file as? NBDClient, nbd.supportsBlockStatus {
-      return try mapNBDRuns(nbd, start: start, end: end, body)
+    if let device = file.blockDevice, device.supportsBlockStatus {
+      return try mapDeviceRuns(device, start: start, end: end, body)
     }
     // Without hole information, everything is data.
     guard try file.nextData(from: baseBytes + start * 512) != nil else {
@@ -54,8 +79,8 @@ final class FlatExtent: Extent {
   /// An NBD export's block status as qemu maps it: a hole that reads as zeros is `zero` (not
   /// data), allocated zeros are `dataZero`, anything else (a hole that is not known to read
   /// as zeros included) is data. Runs cover whole sectors; a sector with any data is data.
-  private func mapNBDRuns(
-    _ nbd: NBDClient, start: UInt64, end: UInt64, _ body: (ExtentRun) throws -> Void
+  private func mapDeviceRuns(
+    _ nbd: any BlockDevice, start: UInt64, end: UInt64, _ body: (ExtentRun) throws -> Void
   ) throws {
     var pos = start
     var pending: ExtentRun? = nil
@@ -111,6 +136,7 @@ final class ZeroExtent: Extent {
   let line: ExtentDescription
   let sectors: UInt64
   var store: (any ByteStore)? { nil }
+  var format: ExtentFormat { .zero }
 
   init(line: ExtentDescription) {
     self.line = line
@@ -132,11 +158,14 @@ final class UnreadableExtent: Extent {
   let line: ExtentDescription
   let sectors: UInt64
   let error: VMDKError
+  /// `.device` or `.noAccess`.
+  let format: ExtentFormat
   var store: (any ByteStore)? { nil }
 
-  init(line: ExtentDescription, error: VMDKError) {
+  init(line: ExtentDescription, format: ExtentFormat, error: VMDKError) {
     self.line = line
     self.sectors = line.sectors
+    self.format = format
     self.error = error
   }
 

@@ -34,6 +34,14 @@ protocol GrainScheme: Sendable {
   func grain(gte: UInt64, at: UInt64, fileSize: UInt64) throws -> GrainLocation
   /// Whether compressed grains start with a 12-byte grain marker.
   var hasMarkers: Bool { get }
+  /// The format of the extents that read through this scheme.
+  var format: ExtentFormat { get }
+  /// Checks `extent`'s directory, tables and grains (Disk+Check.swift).
+  func check(_ extent: GrainTableExtent<Self>, into report: inout CheckReport) throws
+  /// In-place writes into `extent`, when this scheme has them (defaults in Abilities.swift).
+  static func writable(_ extent: GrainTableExtent<Self>) -> (any WritableExtent)?
+  /// What maintenance can do with `extent`.
+  static func maintainable(_ extent: GrainTableExtent<Self>) -> MaintainableExtent?
 }
 
 /// An extent read through a grain directory and grain tables.
@@ -47,6 +55,10 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
   let scheme: Scheme
   let cache: TableCache
   var store: (any ByteStore)? { file }
+  var format: ExtentFormat { scheme.format }
+  var writable: (any WritableExtent)? { Scheme.writable(self) }
+  var checkable: (any CheckableExtent)? { self }
+  var maintainable: MaintainableExtent? { Scheme.maintainable(self) }
   let grainBytes: Int
   private let sectorsPerTable: UInt64
   /// A byte range of the file known to be a hole (SEEK_HOLE): tables inside it are all zeros

@@ -12,6 +12,12 @@ struct SESparseScheme: GrainScheme {
   var directoryOffset: UInt64 { header.grainDirOffset * 512 }
   var entryBytes: Int { 8 }
   var hasMarkers: Bool { false }
+  var format: ExtentFormat { .seSparse }
+
+  func check(_ extent: SESparseExtent, into report: inout CheckReport) throws {
+    try extent.checkTables(
+      metadataEnd: header.grainsOffset * 512, compressedEnd: nil, into: &report, countLeaks: false)
+  }
 
   func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64? {
     guard gde != 0 else { return nil }

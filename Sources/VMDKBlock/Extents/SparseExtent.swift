@@ -15,6 +15,15 @@ struct SparseScheme: GrainScheme {
   var directoryOffset: UInt64 { header.gdOffsetSectors * 512 }
   var entryBytes: Int { 4 }
   var hasMarkers: Bool { header.hasMarkers }
+  var format: ExtentFormat { header.isCompressed ? .stream : .sparse }
+
+  func check(_ extent: SparseExtent, into report: inout CheckReport) throws {
+    try extent.checkSparse(header, into: &report)
+  }
+  static func writable(_ extent: SparseExtent) -> (any WritableExtent)? { extent }
+  static func maintainable(_ extent: SparseExtent) -> MaintainableExtent? {
+    extent.acceptsInPlaceWrites ? .sparse(extent) : nil
+  }
 
   func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64? {
     guard gde != 0 else { return nil }
@@ -41,6 +50,10 @@ struct SparseScheme: GrainScheme {
 }
 
 typealias SparseExtent = GrainTableExtent<SparseScheme>
+
+extension GrainTableExtent: WritableExtent where Scheme == SparseScheme {
+  var appendOnlyStream: SparseExtent? { !acceptsInPlaceWrites && scheme.header.hasMarkers ? self : nil }
+}
 
 /// What opening a KDMV file found: the effective header (the footer when the header says the
 /// directory is at the end), the layout, and the header as it is at sector 0.

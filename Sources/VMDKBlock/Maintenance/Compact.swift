@@ -49,11 +49,11 @@ extension Disk {
     var result = CompactResult()
     var made: [SparseExtentRewriter] = []
     defer { for m in made { m.abort() } }
-    for (i, reader) in top.readers.enumerated() {
-      guard let sparse = reader as? SparseExtent, let p = top.extents[i].path else { continue }
+    for (i, extent) in top.extents.enumerated() {
+      guard let sparse = extent.hostedSparse, let p = extent.path else { continue }
       result.bytesBefore += try sparse.file.size()
       let embedded =
-        top.descriptorLocation == "embedded" && (PathResolver.realPath(p) == PathResolver.realPath(top.path))
+        top.descriptorLocation == .embedded && (PathResolver.realPath(p) == PathResolver.realPath(top.path))
       let (out, dropped) = try rewriteSparseExtent(
         i, capacitySectors: sparse.scheme.header.capacitySectors, dropZeroGrains: dropZeroGrains,
         descriptor: embedded ? Maintenance.descriptorText(of: top) : nil)

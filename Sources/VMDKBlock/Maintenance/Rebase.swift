@@ -73,7 +73,7 @@ extension Disk {
     let child = try Disk.open(childPath, options: co)
     defer { try? child.close() }
     if newParent != nil {
-      guard child.top.kind == .vmdk, child.top.extents.allSatisfy({ $0.format == "sparse" }) else {
+      guard child.top.kind == .vmdk, child.top.extents.allSatisfy({ $0.format == .sparse }) else {
         throw VMDKError(
           .notSupported, "only hosted sparse disks can have a parent (\(child.top.createType) cannot)", file: childPath)
       }

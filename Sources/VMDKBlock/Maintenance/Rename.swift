@@ -111,7 +111,7 @@ extension Disk {
     let newFolder = (newPath as NSString).deletingLastPathComponent
     let oldStem = Self.stem(oldPath)
     let newStem = Self.stem(newPath)
-    let embedded = link.descriptorLocation == "embedded"
+    let embedded = link.descriptorLocation == .embedded
     var moves: [(String, String)] = []
     var lines = link.descriptor.extents
     for (i, info) in link.extents.enumerated() {

@@ -40,19 +40,21 @@ extension Disk {
     do {
       let disk = try Maintenance.openLocked(path, options: options, parents: false)
       defer { try? disk.close() }
-      for (i, reader) in disk.top.readers.enumerated() {
-        if let sparse = reader as? SparseExtent {
-          guard sparse.acceptsInPlaceWrites else {
-            report.unrepaired.append("extent \(i + 1) is streamOptimized: not repaired")
-            continue
-          }
-          var repair = try SparseRepair(extent: sparse, path: disk.top.extents[i].path!, base: disk.top.starts[i])
+      for (i, extent) in disk.top.extents.enumerated() {
+        switch extent.reader.maintainable {
+        case .sparse(let sparse):
+          guard let path = extent.path else { continue }
+          var repair = try SparseRepair(extent: sparse, path: path, base: extent.startSector)
           try repair.run(into: &report)
-        } else if let flat = reader as? FlatExtent {
+        case .flat(let flat):
           let needed = flat.baseBytes + flat.sectors * 512
-          if try flat.file.size() < needed, let p = disk.top.extents[i].path {
+          if try flat.file.size() < needed, let p = extent.path {
             try LocalFile(path: p, writable: true).truncate(to: needed)
             report.fixed.append("\(p): flat extent extended to \(needed) bytes (the added part reads as zeros)")
+          }
+        case nil:
+          if extent.format == .stream {
+            report.unrepaired.append("extent \(i + 1) is streamOptimized: not repaired")
           }
         }
       }

@@ -88,7 +88,7 @@ extension Disk {
         guard run.status == .data else { return }
         // A flat file's data ranges come from the file system's blocks, larger than a
         // sector: what counts there is a non-zero byte.
-        if link.readers[run.extent] is FlatExtent {
+        if link.extents[run.extent].format == .flat {
           flatRuns.append((run.start, run.count))
         } else if allocatedAt == nil {
           allocatedAt = run.start
@@ -110,22 +110,23 @@ extension Disk {
           file: link.path, offset: at * 512)
       }
     }
-    for (i, r) in link.readers.enumerated() {
-      if let s = r as? SparseExtent, !s.acceptsInPlaceWrites {
+    for (i, e) in link.extents.enumerated() {
+      if e.format == .stream {
         throw VMDKError(
           .notSupported, "resize does not handle streamOptimized extents (convert to monolithicSparse first)",
-          file: link.extents[i].path ?? link.path)
+          file: e.path ?? link.path)
       }
-      guard r is SparseExtent || r is FlatExtent else {
+      guard e.reader.maintainable != nil else {
         throw VMDKError(
-          .notSupported, "resize handles hosted sparse and flat extents; extent \(i + 1) is \(link.extents[i].format)",
+          .notSupported,
+          "resize handles hosted sparse and flat extents; extent \(i + 1) is \(e.format.displayName)",
           file: link.path)
       }
       guard link.extents[i].line.access == .readWrite else {
         throw VMDKError(.fileReadOnly, "extent \(i + 1) is not RW", file: link.path)
       }
     }
-    let embedded = link.descriptorLocation == "embedded"
+    let embedded = link.descriptorLocation == .embedded
     let lines = link.descriptor.extents
     let folder = (link.path as NSString).deletingLastPathComponent
     // The plan: each extent kept, cut, grown or removed; new extents for the rest.
@@ -136,7 +137,7 @@ extension Disk {
     // Largest extent of a split type: the first's when there are several, else VMware's 2 GiB.
     let splitSectors: UInt64 = split ? max(lines.count > 1 ? lines[0].sectors : 0, 4_194_304) : UInt64.max
     for (i, line) in lines.enumerated() {
-      let start = link.starts[i]
+      let start = link.extents[i].startSector
       let isLast = i == lines.count - 1
       var n = line.sectors
       if start >= newSectors {
@@ -153,7 +154,7 @@ extension Disk {
       newLines.append(l)
       if n == line.sectors {
         plans.append(.keep)
-      } else if link.readers[i] is SparseExtent {
+      } else if link.extents[i].hostedSparse != nil {
         plans.append(.rewriteSparse(n))
       } else {
         plans.append(.truncateFlat(n))
@@ -231,7 +232,7 @@ extension Disk {
     }
     // 2. Flat files that grow.
     for (i, plan) in plans.enumerated() {
-      guard case .truncateFlat(let n) = plan, let flat = link.readers[i] as? FlatExtent else { continue }
+      guard case .truncateFlat(let n) = plan, let flat = link.extents[i].flatFile else { continue }
       let size = flat.baseBytes + n * 512
       if size > (try flat.file.size()) {
         try LocalFile(path: link.extents[i].path!, writable: true).truncate(to: size)
@@ -259,7 +260,7 @@ extension Disk {
     for (i, plan) in plans.enumerated() {
       switch plan {
       case .truncateFlat(let n):
-        if let flat = link.readers[i] as? FlatExtent, flat.baseBytes + n * 512 < (try flat.file.size()) {
+        if let flat = link.extents[i].flatFile, flat.baseBytes + n * 512 < (try flat.file.size()) {
           try LocalFile(path: link.extents[i].path!, writable: true).truncate(to: flat.baseBytes + n * 512)
         }
       case .remove:

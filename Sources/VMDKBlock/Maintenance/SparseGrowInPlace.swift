@@ -13,7 +13,7 @@ extension Disk {
   /// Whether the top link's sparse extent `index` can grow to `newSectors` in place, with
   /// `descriptor` (the embedded text, when the file carries it) fitting its area.
   func canGrowSparseInPlace(_ index: Int, to newSectors: UInt64, descriptor: [UInt8]?) throws -> Bool {
-    guard let sparse = top.readers[index] as? SparseExtent, sparse.acceptsInPlaceWrites else { return false }
+    guard let sparse = top.extents[index].hostedSparse else { return false }
     let h = sparse.scheme.header
     guard newSectors > h.capacitySectors, h.capacitySectors == sparse.sectors,
       h.flags.contains(.useRedundantGrainDirectory), h.rgdOffsetSectors != 0
@@ -50,8 +50,10 @@ extension Disk {
   /// Grows the top link's sparse extent `index` to `newSectors` in place (checked by
   /// `canGrowSparseInPlace`), writing `descriptor` into its embedded area last when given.
   func growSparseInPlace(_ index: Int, to newSectors: UInt64, descriptor: [UInt8]?) throws {
-    let sparse = top.readers[index] as! SparseExtent
-    let path = top.extents[index].path!
+    // canGrowSparseInPlace said yes: a hosted sparse extent with a path.
+    guard let sparse = top.extents[index].hostedSparse, let path = top.extents[index].path else {
+      throw VMDKError(.notSupported, "extent \(index + 1) is not a hosted sparse extent", file: top.path)
+    }
     let file = try LocalFile(path: path, writable: true)
     var h = sparse.scheme.header
     let old = SparseLayout(capacitySectors: h.capacitySectors, grainSectors: h.grainSectors)

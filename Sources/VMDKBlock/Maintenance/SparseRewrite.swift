@@ -256,12 +256,12 @@ extension Disk {
     _ index: Int, capacitySectors: UInt64, dropZeroGrains: Bool, descriptor: [UInt8]?
   ) throws -> (SparseExtentRewriter, dropped: UInt64) {
     let link = top
-    guard let sparse = link.readers[index] as? SparseExtent, let path = link.extents[index].path,
+    guard let sparse = link.extents[index].hostedSparse, let path = link.extents[index].path,
       let header = link.extents[index].sparseHeader
     else {
       throw VMDKError(.notSupported, "extent \(index + 1) is not a hosted sparse extent", file: top.path)
     }
-    let extentBase = link.starts[index]
+    let extentBase = link.extents[index].startSector
     let out = try SparseExtentRewriter(
       replacing: PathResolver.realPath(path) ?? path, template: header, capacitySectors: capacitySectors,
       descriptor: descriptor, minDescriptorSectors: header.descriptorSizeSectors)
@@ -357,18 +357,17 @@ extension Disk {
   /// rewritten (not streamOptimized) or a flat one.
   func requireRewritableSparse(_ what: String) throws {
     var any = false
-    for (i, r) in top.readers.enumerated() {
-      if let s = r as? SparseExtent {
-        guard s.acceptsInPlaceWrites else {
-          throw VMDKError(
-            .notSupported, "\(what) does not handle streamOptimized extents (convert to monolithicSparse first)",
-            file: top.extents[i].path ?? top.path)
-        }
-        any = true
-      } else if r is FlatExtent || r is ZeroExtent {
-      } else {
+    for (i, e) in top.extents.enumerated() {
+      switch (e.format, e.reader.maintainable) {
+      case (.stream, _):
         throw VMDKError(
-          .notSupported, "\(what) handles hosted sparse and flat extents; extent \(i + 1) is \(top.extents[i].format)",
+          .notSupported, "\(what) does not handle streamOptimized extents (convert to monolithicSparse first)",
+          file: e.path ?? top.path)
+      case (_, .sparse): any = true
+      case (_, .flat), (.zero, _): break
+      default:
+        throw VMDKError(
+          .notSupported, "\(what) handles hosted sparse and flat extents; extent \(i + 1) is \(e.format.displayName)",
           file: top.path)
       }
     }

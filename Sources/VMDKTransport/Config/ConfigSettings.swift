@@ -121,14 +121,19 @@ extension TransportConfig {
   }
 
   /// A colon-separated list of distinct transport names.
-  static func transports(_ value: String) throws -> [String] {
+  static func transports(_ value: String) throws -> [Transport] {
     let names = value.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-    let known = TransportConfig.defaultTransportOrder.joined(separator: ", ")
-    for name in names where !transportNames.contains(name) {
-      throw ConfigValueError("must list transports from \(known), separated by ':'; '\(name)' is not one")
+    let known = Transport.allCases.map(\.rawValue).joined(separator: ", ")
+    let transports = try names.map { name in
+      guard let t = Transport(rawValue: name) else {
+        throw ConfigValueError("must list transports from \(known), separated by ':'; '\(name)' is not one")
+      }
+      return t
     }
-    guard Set(names).count == names.count else { throw ConfigValueError("must not list a transport twice: '\(value)'") }
-    return names
+    guard Set(transports).count == transports.count else {
+      throw ConfigValueError("must not list a transport twice: '\(value)'")
+    }
+    return transports
   }
 
   /// A name without spaces or control characters, at most `max` bytes.

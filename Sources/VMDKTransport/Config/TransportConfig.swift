@@ -48,16 +48,14 @@ public struct TransportConfig: Sendable, Equatable {
   /// Where temporary files go.
   public var tempDirectory: String = TransportConfig.defaultTempDirectory()
   /// The transports to try, in order.
-  public var transportOrder: [String] = TransportConfig.defaultTransportOrder
+  public var transportOrder: [Transport] = TransportConfig.defaultTransportOrder
   /// The transport log's level.
   public var logLevel: LogLevel = .off
   /// The transport log's file (nil: stderr).
   public var logFile: String? = nil
 
-  /// Every transport name `transports` accepts.
-  public static let transportNames: Set<String> = ["file", "nbd", "nbds", "http", "https"]
   /// The default transport order.
-  public static let defaultTransportOrder = DiskLocation.transports
+  public static let defaultTransportOrder = Transport.allCases
   /// The environment variable naming the configuration file.
   public static let environmentVariable = "VMDK_TOOLKIT_CONFIG"
   /// The largest configuration file read (it is a few dozen lines).

@@ -6,14 +6,14 @@
 public struct HTTPLocator: StoreLocator {
   public let options: TransportOptions
   /// "https" for a locator made for TLS URLs, else "http"; either opens both schemes.
-  public let transport: String
+  public let transport: Transport
   /// The connections the files opened through this locator share: a few per server, however
   /// many extent files a disk has.
   public let pool = HTTPConnectionPool()
 
   public init(options: TransportOptions = TransportOptions(), isTLS: Bool = false) {
     self.options = options
-    self.transport = isTLS ? "https" : "http"
+    self.transport = isTLS ? .https : .http
   }
 
   /// Opens an HTTPStore; a writable open is `fileReadOnly`.

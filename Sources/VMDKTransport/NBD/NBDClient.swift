@@ -48,7 +48,7 @@ public struct NBDExtent: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// A client of one NBD export.
-public final class NBDClient: ByteStore {
+public final class NBDClient: BlockDevice {
   /// Where the server listens.
   public typealias Address = SocketAddress
 
@@ -179,6 +179,7 @@ public final class NBDClient: ByteStore {
   // MARK: ByteStore
 
   public func size() throws -> UInt64 { exportSize }
+  public var blockDevice: (any BlockDevice)? { self }
 
   /// Reads up to `buffer.count` bytes at `offset` (fewer only at the end of the export).
   public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
