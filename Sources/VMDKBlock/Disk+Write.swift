@@ -152,7 +152,7 @@ extension Disk {
     }
     guard count > 0 else { return }
     // Readers on this handle wait for the whole write (see `read(at:into:)`).
-    try ioLock!.writing { try writeLocked(writer, at: offset, data) }
+    try ioLock.writing { try writeLocked(writer, at: offset, data) }
   }
 
   private func writeLocked(_ writer: LinkWriter, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws {
@@ -213,6 +213,7 @@ extension Disk {
   /// the change-tracking map clean with the disk's CID, when the disk is tracked.
   public func flush() throws {
     guard let writer else { return }
+    try checkOpen()
     try writer.state.withLock { state in
       // A streamOptimized top link gets its pending grain and a new tail first.
       try state.appender?.finish()
@@ -227,18 +228,31 @@ extension Disk {
     }
   }
 
-  /// Flushes and lets go of the write locks; later writes fail. Reads still work. Also done
-  /// when the disk goes away (without the flush).
+  /// Releases everything the handle holds, at once: a writable disk is flushed first (its
+  /// pending stream grain, the change-tracking map), then its write locks go; every file
+  /// descriptor and network connection of every link is closed.
+  /// Idempotent; later reads and writes throw `invalidArgument`. When the flush fails, the
+  /// rest is still released and the flush's error is thrown. Waits for reads and writes in
+  /// progress on other threads.
   public func close() throws {
-    guard let writer else { return }
-    let closed = writer.state.withLock { $0.closed }
-    guard !closed else { return }
-    try flush()
-    writer.state.withLock {
-      $0.closed = true
-      $0.locks = []
-      $0.tracking = nil
+    var flushError: (any Error)? = nil
+    try ioLock.writing {
+      guard !isClosed.load(ordering: .acquiring) else { return }
+      if let writer, !writer.state.withLock({ $0.closed }) {
+        do { try flush() } catch { flushError = error }
+        writer.state.withLock {
+          $0.closed = true
+          $0.appender = nil
+          $0.locks = []
+          $0.tracking = nil
+        }
+      }
+      isClosed.store(true, ordering: .releasing)
+      for link in links {
+        for extent in link.extents { extent.reader.store?.close() }
+      }
     }
+    if let flushError { throw flushError }
   }
 
   /// For tests: where sparse writes stop, to stand for a crash.
@@ -323,7 +337,7 @@ extension Disk {
         throw VMDKError(
           .outOfRange, "zeroing \(count) bytes at \(offset) goes past the end of the disk", file: top.path)
       }
-      return try ioLock!.writing {
+      return try ioLock.writing {
         try writer.state.withLock { state in
           guard !state.closed else { throw VMDKError(.invalidArgument, "the disk was closed", file: top.path) }
           try nbd.writeZeroes(at: offset, length: count)

@@ -2,6 +2,7 @@
 // ranges to the parent, block status says for every range which link holds it.
 
 import Logging
+import Synchronization
 import VMDKFormat
 import VMDKTransport
 
@@ -51,14 +52,15 @@ public final class Disk: Sendable {
   public let options: OpenOptions
   /// The write side of a disk opened writable (locks, CID state); nil when read-only.
   let writer: LinkWriter?
-  /// Orders reads against writes on a writable handle (nil when read-only).
-  let ioLock: ReadWriteLock?
+  /// Orders reads against writes on a writable handle, and every read against `close()`.
+  let ioLock = ReadWriteLock()
+  /// Set by `close()`: the files are closed and reads and writes throw.
+  let isClosed = Atomic<Bool>(false)
 
   init(links: [DiskLink], options: OpenOptions, writer: LinkWriter? = nil) {
     self.links = links
     self.options = options
     self.writer = writer
-    self.ioLock = writer == nil ? nil : ReadWriteLock()
   }
 
   /// Capacity in sectors (the top link's).
@@ -203,8 +205,9 @@ public final class Disk: Sendable {
   /// Reads `buffer.count` bytes at byte `offset` of the virtual disk. On a disk open for
   /// writing, a read sees each write through this handle whole or not at all.
   public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-    if let ioLock {
-      return try ioLock.reading {
+    try ioLock.reading {
+      try checkOpen()
+      if writer != nil {
         // A stream this handle appended to: its reader still has the old directory, so the
         // appended range would read as zeros. Say so instead.
         if let start = writer?.state.withLock({ $0.appender?.appendStart }),
@@ -215,10 +218,16 @@ public final class Disk: Sendable {
             "this handle appended to a streamOptimized disk: bytes from \(start) on can be read after opening it again",
             file: top.path, offset: max(offset, start))
         }
-        return try readUnlocked(at: offset, into: buffer)
       }
+      return try readUnlocked(at: offset, into: buffer)
     }
-    try readUnlocked(at: offset, into: buffer)
+  }
+
+  /// Throws once the disk was closed.
+  func checkOpen() throws {
+    guard !isClosed.load(ordering: .acquiring) else {
+      throw VMDKError(.invalidArgument, "the disk was closed", file: top.path)
+    }
   }
 
   private func readUnlocked(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {

@@ -26,6 +26,9 @@ public protocol ByteStore: AnyObject, Sendable {
   func nextHole(from offset: UInt64) throws -> UInt64?
   /// The store as a block device (an NBD export), when it is one.
   var blockDevice: (any BlockDevice)? { get }
+  /// Lets go of what the store holds (a file descriptor, connections) now; idempotent. Later
+  /// reads and writes throw.
+  func close()
 }
 
 /// A store that is a whole virtual disk behind a block-device protocol (an NBD export): it
@@ -38,8 +41,6 @@ public protocol BlockDevice: ByteStore {
   /// Makes `length` bytes at `offset` read as zeros (the server writes them when it has no
   /// command for it).
   func writeZeroes(at offset: UInt64, length: UInt64) throws
-  /// Ends the session with the server.
-  func close()
 }
 
 extension ByteStore {
@@ -47,6 +48,7 @@ extension ByteStore {
   public func nextData(from offset: UInt64) throws -> UInt64? { nil }
   public func nextHole(from offset: UInt64) throws -> UInt64? { nil }
   public var blockDevice: (any BlockDevice)? { nil }
+  public func close() {}
 
   /// Reads exactly `count` bytes at `offset`, or throws `truncated` naming `what`.
   public func readExactly(at offset: UInt64, count: Int, what: String) throws -> [UInt8] {

@@ -1,5 +1,6 @@
 // LocalFile: a ByteStore over a local file with positional I/O (pread/pwrite), safe for
-// concurrent readers. One object owns one descriptor and closes it.
+// concurrent readers. One object owns one descriptor and closes it: at `close()` (once, however
+// often it is called), else when the object goes away.
 
 import CPlatform
 import Synchronization
@@ -20,29 +21,62 @@ private let seekHole: Int32 = 4
 public final class LocalFile: ByteStore {
   public let name: String
   public let isWritable: Bool
-  private let fd: Int32
-  /// The file descriptor, for locks and advice; owned by this object.
-  public var fileDescriptor: Int32 { fd }
+  /// The descriptor; -1 once closed.
+  private let descriptor: Atomic<Int32>
+  /// The file descriptor, for locks and advice; owned by this object (-1 once closed).
+  public var fileDescriptor: Int32 { descriptor.load(ordering: .acquiring) }
+  /// The open descriptor, or a typed error once the file was closed.
+  private var fd: Int32 {
+    get throws {
+      let fd = descriptor.load(ordering: .acquiring)
+      guard fd >= 0 else { throw VMDKError(.invalidArgument, "the file was closed", file: name) }
+      return fd
+    }
+  }
 
-  /// Opens `path`. Throws `fileNotFound` or `fileAccess` naming the path.
+  /// Opens `path`, which must be a regular file (wherever a symbolic link leads). Throws
+  /// `fileNotFound` or `fileAccess` naming the path.
+  ///
+  /// Only regular files are opened: a named pipe would block the open (or a read) until a
+  /// writer comes, a character device such as /dev/zero reads forever, a socket cannot be
+  /// opened. The open itself never blocks (O_NONBLOCK, cleared again for a regular file) and
+  /// the kind is read from the opened descriptor, not the path, so nothing can swap the file
+  /// in between.
   public init(path: String, writable: Bool = false) throws {
-    let flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC
+    let flags = (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY
     let fd = open(path, flags)
     if fd < 0 {
       let err = errno
+      if err == ENXIO {
+        // open(2) on a Unix socket (or a FIFO opened for writing with no reader).
+        throw VMDKError(.fileAccess, "is a socket or a pipe, not a regular file", file: path)
+      }
       throw LocalFile.error(errno: err, path: path, doing: "open")
     }
     var st = stat()
-    if fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
-      close(fd)
-      throw VMDKError(.fileAccess, "is a folder, not a file", file: path)
+    guard fstat(fd, &st) == 0 else {
+      let err = errno
+      closeDescriptor(fd)
+      throw LocalFile.error(errno: err, path: path, doing: "stat")
     }
-    self.fd = fd
+    guard (st.st_mode & S_IFMT) == S_IFREG else {
+      closeDescriptor(fd)
+      throw VMDKError(.fileAccess, "is \(LocalFile.kindName(st.st_mode)), not a regular file", file: path)
+    }
+    let status = fcntl(fd, F_GETFL)
+    if status >= 0 { _ = fcntl(fd, F_SETFL, status & ~O_NONBLOCK) }
+    self.descriptor = Atomic(fd)
     self.name = path
     self.isWritable = writable
   }
 
-  deinit { close(fd) }
+  deinit { close() }
+
+  /// Closes the descriptor now; later calls do nothing, later I/O throws `invalidArgument`.
+  public func close() {
+    let fd = descriptor.exchange(-1, ordering: .acquiringAndReleasing)
+    if fd >= 0 { closeDescriptor(fd) }
+  }
 
   /// For a new file written front to back: start the kernel's writeback every 32 MiB, so
   /// that the final flush waits only for the tail instead of the whole file.
@@ -59,7 +93,20 @@ public final class LocalFile: ByteStore {
       state.pending = 0
       return true
     }
-    if kick { _ = cplatform_start_writeback(fd, 0, 0) }
+    if kick { _ = cplatform_start_writeback(fileDescriptor, 0, 0) }
+  }
+
+  /// What a file of mode `mode` is, for messages.
+  static func kindName(_ mode: mode_t) -> String {
+    switch mode & S_IFMT {
+    case S_IFDIR: "a folder"
+    case S_IFIFO: "a named pipe"
+    case S_IFSOCK: "a socket"
+    case S_IFCHR: "a character device"
+    case S_IFBLK: "a block device"
+    case S_IFLNK: "a symbolic link"
+    default: "an unknown kind of file"
+    }
   }
 
   static func error(errno err: Int32, path: String, doing: String, offset: UInt64? = nil)
@@ -78,24 +125,21 @@ public final class LocalFile: ByteStore {
 
   public func size() throws -> UInt64 {
     var st = stat()
-    guard fstat(fd, &st) == 0 else {
+    guard fstat(try fd, &st) == 0 else {
       throw LocalFile.error(errno: errno, path: name, doing: "stat")
-    }
-    if (st.st_mode & S_IFMT) == S_IFBLK {
-      let end = lseek(fd, 0, SEEK_END)
-      return end < 0 ? 0 : UInt64(end)
     }
     return UInt64(st.st_size)
   }
 
   public func allocatedBytes() throws -> UInt64? {
     var st = stat()
-    guard fstat(fd, &st) == 0 else { return nil }
+    guard fstat(try fd, &st) == 0 else { return nil }
     return UInt64(st.st_blocks) * 512
   }
 
   public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
     guard offset <= UInt64(Int64.max) else { return 0 }
+    let fd = try self.fd
     var done = 0
     while done < buffer.count {
       let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
@@ -113,6 +157,7 @@ public final class LocalFile: ByteStore {
     guard isWritable else {
       throw VMDKError(.fileAccess, "opened read-only", file: name, offset: offset)
     }
+    let fd = try self.fd
     var done = 0
     while done < buffer.count {
       let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
@@ -126,7 +171,7 @@ public final class LocalFile: ByteStore {
   }
 
   public func flush() throws {
-    if fsync(fd) != 0 {
+    if fsync(try fd) != 0 {
       throw LocalFile.error(errno: errno, path: name, doing: "flush")
     }
   }
@@ -141,7 +186,7 @@ public final class LocalFile: ByteStore {
 
   private func seek(_ offset: UInt64, whence: Int32) throws -> UInt64? {
     guard offset <= UInt64(Int64.max) else { return whence == seekData ? .max : offset }
-    let r = lseek(fd, off_t(offset), whence)
+    let r = lseek(try fd, off_t(offset), whence)
     if r < 0 {
       // ENXIO: the offset is at or past the end: no more data, and a hole right here.
       if errno == ENXIO { return whence == seekData ? .max : offset }
@@ -160,14 +205,17 @@ extension LocalFile {
       if err == EEXIST { throw VMDKError(.fileExists, "cannot create: the file exists", file: path) }
       throw LocalFile.error(errno: err, path: path, doing: "create")
     }
-    close(fd)
+    closeDescriptor(fd)
     return try LocalFile(path: path, writable: true)
   }
 
   /// Sets the file's size (a hole when it grows).
   public func truncate(to size: UInt64) throws {
-    guard size <= UInt64(Int64.max), ftruncate(fd, off_t(size)) == 0 else {
+    guard size <= UInt64(Int64.max), ftruncate(try fd, off_t(size)) == 0 else {
       throw LocalFile.error(errno: errno, path: name, doing: "set the size", offset: size)
     }
   }
 }
+
+/// close(2), at file scope where `close` is not LocalFile's method.
+private func closeDescriptor(_ fd: Int32) { _ = close(fd) }

@@ -34,6 +34,16 @@ public final class HTTPConnectionPool: Sendable {
     if !kept { connection.close() }
   }
 
+  /// Closes every idle connection (a disk's `close()`); connections in use close when given back
+  /// to a pool that is over its limit, or when they go away.
+  public func closeAll() {
+    let all = idle.withLock { pool -> [HTTPConnection] in
+      defer { pool = [:] }
+      return pool.values.flatMap { $0 }
+    }
+    for c in all { c.close() }
+  }
+
   /// Connections are shared by server: scheme, host and port.
   private static func key(_ url: HTTPURL) -> String { "\(url.scheme)://\(url.hostHeader):\(url.port)" }
 }

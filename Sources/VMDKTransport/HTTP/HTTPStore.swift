@@ -81,6 +81,9 @@ public final class HTTPStore: ByteStore {
 
   public func flush() throws {}
 
+  /// Closes the idle connections of the store's pool.
+  public func close() { state.withLock { $0.session.pool }.closeAll() }
+
   // MARK: Reading
 
   /// Reads `buffer.count` bytes at `offset` (inside the file) with range requests of at most
