@@ -92,7 +92,7 @@ public final class FlatWriter: ImageWriter {
       // ESXi marks its thin disks so (with createType "vmfs"); say it for readers that look.
       options.diskDatabase.append((key: "ddb.thinProvisioned", value: "1"))
     }
-    let text = options.descriptor(
+    let text = try options.descriptor(
       createType: type.rawValue, extents: lines, cid: options.cid ?? CreateOptions.randomCID()
     ).serialized()
     // The descriptor is made last so that it is renamed into place last.

@@ -60,7 +60,7 @@ public final class StreamWriter: ImageWriter {
 
     let name = URL(fileURLWithPath: path).lastPathComponent
     let extent = ExtentDescription(access: .readWrite, sectors: sectors, kind: .sparse, fileName: name)
-    let descriptor = options.descriptor(
+    let descriptor = try options.descriptor(
       createType: DiskType.streamOptimized.rawValue, extents: [extent], cid: options.cid ?? CreateOptions.randomCID())
     let text = Array(descriptor.serialized().utf8)
     let descriptorSectors = UInt64(text.count + 511) / 512
