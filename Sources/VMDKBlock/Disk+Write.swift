@@ -152,7 +152,7 @@ extension Disk {
     }
     guard count > 0 else { return }
     // Readers on this handle wait for the whole write (see `read(at:into:)`).
-    try ioLock!.writing { try writeLocked(writer, at: offset, data) }
+    try requireIOLock().writing { try writeLocked(writer, at: offset, data) }
   }
 
   private func writeLocked(_ writer: LinkWriter, at offset: UInt64, _ data: UnsafeRawBufferPointer) throws {
@@ -166,17 +166,17 @@ extension Disk {
       try checkWritable(start: first, count: last - first)
       if let stream = appendableStream {
         // streamOptimized: sequential appends only, checked before anything is written.
-        if state.appender == nil {
-          state.appender = try StreamAppender(extent: stream, name: top.extents[0].path ?? top.path)
-        }
-        try state.appender!.check(offset: offset)
+        let appender =
+          try state.appender ?? StreamAppender(extent: stream, name: top.extents.first?.path ?? top.path)
+        state.appender = appender
+        try appender.check(offset: offset)
         try state.tracking?.willWrite(offset: offset, count: count)
         if state.newCID == nil {
           let cid = LinkWriter.freshCID(replacing: top.descriptor.cid)
           try writer.writeCID(cid, state: &state)
           state.newCID = cid
         }
-        return try state.appender!.append(at: offset, data)
+        return try appender.append(at: offset, data)
       }
       // The sidecar is marked dirty and the blocks recorded before anything changes on disk.
       try state.tracking?.willWrite(offset: offset, count: count)
@@ -323,7 +323,7 @@ extension Disk {
         throw VMDKError(
           .outOfRange, "zeroing \(count) bytes at \(offset) goes past the end of the disk", file: top.path)
       }
-      return try ioLock!.writing {
+      return try requireIOLock().writing {
         try writer.state.withLock { state in
           guard !state.closed else { throw VMDKError(.invalidArgument, "the disk was closed", file: top.path) }
           try nbd.writeZeroes(at: offset, length: count)
@@ -337,5 +337,15 @@ extension Disk {
       try zeros.withUnsafeBytes { try write(at: offset + done, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
       done += UInt64(n)
     }
+  }
+}
+
+extension Disk {
+  /// The lock of a writable handle (every handle with a writer has one).
+  fileprivate func requireIOLock() throws -> ReadWriteLock {
+    guard let ioLock else {
+      throw VMDKError(.fileReadOnly, "the disk was opened read-only; it has no write lock", file: top.path)
+    }
+    return ioLock
   }
 }

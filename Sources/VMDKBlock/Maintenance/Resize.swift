@@ -232,10 +232,11 @@ extension Disk {
     }
     // 2. Flat files that grow.
     for (i, plan) in plans.enumerated() {
-      guard case .truncateFlat(let n) = plan, let flat = link.extents[i].flatFile else { continue }
+      guard case .truncateFlat(let n) = plan, let flat = link.extents[i].flatFile, let flatPath = link.extents[i].path
+      else { continue }
       let size = flat.baseBytes + n * 512
       if size > (try flat.file.size()) {
-        try LocalFile(path: link.extents[i].path!, writable: true).truncate(to: size)
+        try LocalFile(path: flatPath, writable: true).truncate(to: size)
       }
     }
     // 2b. Sparse extents whose directories have room grow in place (SparseGrowInPlace.swift).
@@ -260,8 +261,10 @@ extension Disk {
     for (i, plan) in plans.enumerated() {
       switch plan {
       case .truncateFlat(let n):
-        if let flat = link.extents[i].flatFile, flat.baseBytes + n * 512 < (try flat.file.size()) {
-          try LocalFile(path: link.extents[i].path!, writable: true).truncate(to: flat.baseBytes + n * 512)
+        if let flat = link.extents[i].flatFile, let flatPath = link.extents[i].path,
+          flat.baseBytes + n * 512 < (try flat.file.size())
+        {
+          try LocalFile(path: flatPath, writable: true).truncate(to: flat.baseBytes + n * 512)
         }
       case .remove:
         if let p = link.extents[i].path {

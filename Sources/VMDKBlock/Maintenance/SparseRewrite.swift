@@ -106,6 +106,8 @@ final class SparseExtentRewriter {
     switch kind {
     case .unallocated: return
     case .zero:
+      // Invariant: callers add zero grains only when the new header has zeroed-grain entries
+      // (the rewrite's options decide it, never the file's contents).
       precondition(header.hasZeroedGrainEntries)
       table[Int(index % SparseLayout.entriesPerTable)] = 1
     case .data:
@@ -114,7 +116,10 @@ final class SparseExtentRewriter {
         throw VMDKError(
           .diskFull, "the extent file would pass the 2 TiB that grain table entries can address", file: finalPath)
       }
-      try staged.write(file, at: sector * 512, bytes!)
+      guard let bytes else {
+        throw VMDKError(.failure, "grain \(index): a data grain without its bytes", file: finalPath)
+      }
+      try staged.write(file, at: sector * 512, bytes)
       table[Int(index % SparseLayout.entriesPerTable)] = UInt32(sector)
       nextGrainSector += header.grainSectors
       grainsStored += 1

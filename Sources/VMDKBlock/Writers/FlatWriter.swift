@@ -143,8 +143,7 @@ public final class FlatWriter: ImageWriter {
     while done < bytes.count {
       let e = extents[k]
       let n = Int(min(UInt64(bytes.count - done), e.startBytes + e.sizeBytes - pos))
-      try staged.write(
-        e.file, at: pos - e.startBytes, UnsafeRawBufferPointer(start: bytes.baseAddress! + done, count: n))
+      try staged.write(e.file, at: pos - e.startBytes, UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]))
       pos += UInt64(n)
       done += n
       k += 1

@@ -102,7 +102,7 @@ final class StagedWriter {
       file = target
       start = offset
     }
-    (buffer + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+    UnsafeMutableRawBufferPointer(start: buffer + count, count: bytes.count).copyMemory(from: bytes)
     count += bytes.count
   }
 
