@@ -92,14 +92,24 @@ public func runReporting(status: Int32 = 2, _ body: () throws -> Void) throws {
   } catch let e as ExitCode {
     throw e
   } catch let e as VMDKError {
-    printError("\(toolName): \(e)")
+    printError("\(toolName): \(toolMessage(e))")
     throw ExitCode(status)
   } catch let e as CleanExit {
     throw e
   } catch {
-    printError("\(toolName): \(error)")
+    printError("\(toolName): \(toolMessage(error))")
     throw ExitCode(status)
   }
+}
+
+/// An error as the tools print it: the error's line, and for a path refused because it
+/// leaves the disk's folder, the flag that allows it.
+public func toolMessage(_ error: any Error) -> String {
+  guard let e = error as? VMDKError else { return "\(error)" }
+  if e.code == .pathOutsideFolder && !e.message.contains("--allow-external-paths") {
+    return "\(e) (to open it, pass --allow-external-paths)"
+  }
+  return "\(e)"
 }
 
 public func printError(_ s: String) {

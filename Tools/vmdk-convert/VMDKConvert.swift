@@ -72,7 +72,7 @@ struct VMDKConvert: ParsableCommand {
     } catch let e as ExitCode {
       throw e
     } catch {
-      printError("\(toolName): \(error)")
+      printError("\(toolName): \(toolMessage(error))")
       throw ExitCode(1)
     }
   }
