@@ -106,10 +106,17 @@ public func runReporting(status: Int32 = 2, _ body: () throws -> Void) throws {
 /// leaves the disk's folder, the flag that allows it.
 public func toolMessage(_ error: any Error) -> String {
   guard let e = error as? VMDKError else { return "\(error)" }
-  if e.code == .pathOutsideFolder && !e.message.contains("--allow-external-paths") {
-    return "\(e) (to open it, pass --allow-external-paths)"
+  guard e.code == .pathOutsideFolder, !e.message.contains("--allow-external-paths") else { return "\(e)" }
+  // The library says "allow external paths" (OpenOptions.allowExternalPaths); a tool user
+  // needs the flag's spelling.
+  var hinted = e
+  if hinted.message.contains("allow external paths") {
+    hinted.message = hinted.message.replacingOccurrences(
+      of: "allow external paths", with: "pass --allow-external-paths")
+  } else {
+    hinted.message += "; pass --allow-external-paths to open it"
   }
-  return "\(e)"
+  return "\(hinted)"
 }
 
 public func printError(_ s: String) {
