@@ -250,3 +250,29 @@ func expectOthersOpen(_ path: String, sourceLocation: SourceLocation = #_sourceL
     }
   }
 }
+
+/// File names a descriptor cannot hold (a quote, a line end): refused before anything is
+/// made or renamed.
+@Suite struct DescriptorNameTests {
+  @Test(arguments: ["b\n.vmdk", "b\".vmdk", "b\u{1}.vmdk"])
+  func refusedNames(name: String) throws {
+    try withTemporaryFolder { folder in
+      let disk = try builtToolPath("vmdk-disk")
+      let create = try runProcess(
+        disk, ["create", "\(folder)/\(name)", "--capacity", "1M", "--type", "twoGbMaxExtentSparse"])
+      #expect(create.status == 1 && create.errorOutput.contains("file name"), "\(create.errorOutput)")
+      #expect(try leftovers(folder, keeping: []).isEmpty)
+      _ = try runChecked(disk, ["create", "\(folder)/a.vmdk", "--capacity", "1M", "--type", "twoGbMaxExtentSparse"])
+      let before = try leftovers(folder, keeping: [])
+      let rename = try runProcess(disk, ["rename", "\(folder)/a.vmdk", "\(folder)/\(name)"])
+      #expect(rename.status == 1 && rename.errorOutput.contains("file name"), "\(rename.errorOutput)")
+      #expect(try leftovers(folder, keeping: []) == before)
+      let snapshot = try runProcess(disk, ["snapshot", "\(folder)/a.vmdk", "\(folder)/\(name)"])
+      #expect(snapshot.status == 1 && snapshot.errorOutput.contains("file name"), "\(snapshot.errorOutput)")
+      #expect(try leftovers(folder, keeping: []) == before)
+      let convert = try Convert.run(["\(folder)/a.vmdk", "\(folder)/\(name)", "-q"])
+      #expect(convert.status == 1 && convert.errorOutput.contains("file name"), "\(convert.errorOutput)")
+      #expect(try leftovers(folder, keeping: []) == before)
+    }
+  }
+}

@@ -21,6 +21,7 @@ extension Disk {
   ) throws {
     try Maintenance.requireLocal(parentPath)
     try Maintenance.requireLocal(childPath)
+    try OutputName.checkDescriptorName(childPath)
     if FileManager.default.fileExists(atPath: childPath) {
       throw VMDKError(.fileExists, "the snapshot's file exists; choose another name", file: childPath)
     }
