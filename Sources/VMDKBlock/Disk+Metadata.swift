@@ -18,7 +18,7 @@ extension Disk {
         values[lower] = (key, v)
       }
     }
-    return order.map { values[$0]! }
+    return order.compactMap { values[$0] }
   }
 
   /// A disk database value, with or without the `ddb.` prefix; case-insensitive.

@@ -99,22 +99,8 @@ final class LinkWriter: Sendable {
     }
     // Through a symbolic link, the file it names is replaced, not the link.
     let target = PathResolver.realPath(link.path) ?? link.path
-    let folder = (target as NSString).deletingLastPathComponent
-    let base = (target as NSString).lastPathComponent
-    let temp = (folder.isEmpty ? "." : folder) + "/.\(base).cid-\(UInt32.random(in: 0...UInt32.max)).tmp"
-    do {
-      let out = try LocalFile.create(path: temp)
-      var st = stat()
-      if stat(target, &st) == 0 { _ = fchmod(out.fileDescriptor, st.st_mode & 0o7777) }
-      try out.write(at: 0, from: text)
-      try out.flush()
-    }
-    if rename(temp, target) != 0 {
-      let err = errno
-      unlink(temp)
-      throw VMDKError(
-        .fileAccess, "cannot replace the descriptor: \(String(cString: strerror(err)))", file: link.path)
-    }
+    // A temporary file next to it, removed on any failure (AtomicFile).
+    try AtomicFile.replace(target, followLinks: false) { try $0.write(at: 0, from: text) }
     // The lock held belongs to the file that was replaced; lock the new one too.
     locks.append(try FileLock(path: target))
   }
@@ -166,17 +152,17 @@ extension Disk {
       try checkWritable(start: first, count: last - first)
       if let stream = appendableStream {
         // streamOptimized: sequential appends only, checked before anything is written.
-        if state.appender == nil {
-          state.appender = try StreamAppender(extent: stream, name: top.extents[0].path ?? top.path)
-        }
-        try state.appender!.check(offset: offset)
+        let appender =
+          try state.appender ?? StreamAppender(extent: stream, name: top.extents.first?.path ?? top.path)
+        state.appender = appender
+        try appender.check(offset: offset)
         try state.tracking?.willWrite(offset: offset, count: count)
         if state.newCID == nil {
           let cid = LinkWriter.freshCID(replacing: top.descriptor.cid)
           try writer.writeCID(cid, state: &state)
           state.newCID = cid
         }
-        return try state.appender!.append(at: offset, data)
+        return try appender.append(at: offset, data)
       }
       // The sidecar is marked dirty and the blocks recorded before anything changes on disk.
       try state.tracking?.willWrite(offset: offset, count: count)

@@ -32,7 +32,8 @@ func leftovers(_ folder: String, keeping keep: Set<String>) throws -> [String] {
 /// allocates, and data in the last partial grain.
 func makeSource(_ folder: String, capacity: UInt64 = 3 * (1 << 20) + 1536 + 64 * (1 << 20)) throws -> String {
   let src = "\(folder)/src.vmdk"
-  try Qemu.create(src, size: capacity, options: ["subformat=monolithicSparse", "adapter_type=lsilogic"])
+  // buslogic and hardware version 6: not our defaults, so a writer that falls back to them fails.
+  try Qemu.create(src, size: capacity, options: ["subformat=monolithicSparse", "adapter_type=buslogic", "hwversion=6"])
   try Qemu.io(
     src,
     [
@@ -62,7 +63,8 @@ func makeSource(_ folder: String, capacity: UInt64 = 3 * (1 << 20) + 1536 + 64 *
       #expect(try ours.digest() == want, "our reader on \(type)")
       #expect(try ours.check().isClean, "check on \(type)")
       if type != .raw {
-        #expect(ours.metadata("ddb.adapterType") == "lsilogic", "the source's adapter type is kept")
+        #expect(ours.metadata("ddb.adapterType") == "buslogic", "the source's adapter type is kept")
+        #expect(ours.metadata("ddb.virtualHWVersion") == "6", "the source's hardware version is kept")
         #expect(ours.top.createType == type.rawValue)
       }
       // qemu refuses createType vmfsThin ("unsupported image type"): VMware's own readers

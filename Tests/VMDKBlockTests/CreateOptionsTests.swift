@@ -60,5 +60,46 @@ import VMDKTransport
         $0.splitSizeBytes = 1000
       })
     #expect(!refused { $0.grainSectors = 16 })
+    // User values written into the descriptor (issue 10.2): digits only, no line ends.
+    #expect(refused { $0.hardwareVersion = "4\nbogus" })
+    #expect(refused { $0.hardwareVersion = "4\"" })
+    #expect(refused { $0.hardwareVersion = "" })
+    #expect(refused { $0.diskDatabase = [("ddb.x", "a\nddb.y = \"b")] })
+    #expect(refused { $0.diskDatabase = [("ddb.x", "a\u{1}")] })
+    #expect(refused { $0.diskDatabase = [("not ddb", "a")] })
+    #expect(!refused { $0.hardwareVersion = "11" })
+  }
+
+  /// descriptor() throws a typed error, never traps: on a value with a line end set after
+  /// validate, and on a text past the readers' cap.
+  @Test func descriptorThrows() throws {
+    var o = CreateOptions(type: .monolithicFlat, capacityBytes: 1 << 20)
+    o.diskDatabase = [("ddb.x", "a\nb")]
+    let extent = ExtentDescription(sectors: 2048, kind: .flat, fileName: "x-flat.vmdk")
+    #expect(throws: VMDKError.self) { try o.descriptor(createType: "monolithicFlat", extents: [extent], cid: 1) }
+    o.diskDatabase = (0..<1100).map { ("ddb.custom.k\($0)", String(repeating: "v", count: 1000)) }
+    do {
+      _ = try o.descriptor(createType: "monolithicFlat", extents: [extent], cid: 1)
+      Issue.record("a descriptor past the cap was made")
+    } catch let e as VMDKError {
+      #expect(e.code == .invalidArgument && e.message.contains("at most"), "\(e)")
+    }
+    o.diskDatabase = [("ddb.x", "a \"quoted\" b")]
+    let d = try o.descriptor(createType: "monolithicFlat", extents: [extent], cid: 1)
+    #expect(d.ddb("ddb.x") == "a \"quoted\" b", "a quote inside reads back")
+  }
+
+  /// The kept database of a fresh image (no source) is VMware's defaults, in VMware's order.
+  @Test func newDiskDatabaseOrder() throws {
+    var o = CreateOptions(type: .monolithicFlat, capacityBytes: 1 << 20)
+    o.adapterType = .buslogic
+    let extent = ExtentDescription(sectors: 2048, kind: .flat, fileName: "x-flat.vmdk")
+    let keys = try o.descriptor(createType: "monolithicFlat", extents: [extent], cid: 1).diskDatabase.map(\.key)
+    #expect(
+      keys == [
+        "ddb.adapterType", "ddb.geometry.cylinders", "ddb.geometry.heads", "ddb.geometry.sectors",
+        "ddb.longContentID", "ddb.toolsInstallType", "ddb.toolsVersion", "ddb.uuid", "ddb.virtualHWVersion",
+      ])
+    #expect(!o.keepsDatabase)
   }
 }

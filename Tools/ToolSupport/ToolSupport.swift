@@ -92,14 +92,31 @@ public func runReporting(status: Int32 = 2, _ body: () throws -> Void) throws {
   } catch let e as ExitCode {
     throw e
   } catch let e as VMDKError {
-    printError("\(toolName): \(e)")
+    printError("\(toolName): \(toolMessage(e))")
     throw ExitCode(status)
   } catch let e as CleanExit {
     throw e
   } catch {
-    printError("\(toolName): \(error)")
+    printError("\(toolName): \(toolMessage(error))")
     throw ExitCode(status)
   }
+}
+
+/// An error as the tools print it: the error's line, and for a path refused because it
+/// leaves the disk's folder, the flag that allows it.
+public func toolMessage(_ error: any Error) -> String {
+  guard let e = error as? VMDKError else { return "\(error)" }
+  guard e.code == .pathOutsideFolder, !e.message.contains("--allow-external-paths") else { return "\(e)" }
+  // The library says "allow external paths" (OpenOptions.allowExternalPaths); a tool user
+  // needs the flag's spelling.
+  var hinted = e
+  if hinted.message.contains("allow external paths") {
+    hinted.message = hinted.message.replacingOccurrences(
+      of: "allow external paths", with: "pass --allow-external-paths")
+  } else {
+    hinted.message += "; pass --allow-external-paths to open it"
+  }
+  return "\(hinted)"
 }
 
 public func printError(_ s: String) {

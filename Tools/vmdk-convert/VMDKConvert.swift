@@ -72,7 +72,7 @@ struct VMDKConvert: ParsableCommand {
     } catch let e as ExitCode {
       throw e
     } catch {
-      printError("\(toolName): \(error)")
+      printError("\(toolName): \(toolMessage(error))")
       throw ExitCode(1)
     }
   }
@@ -166,9 +166,10 @@ struct VMDKConvert: ParsableCommand {
     return o
   }
 
-  /// The new image's options: the command line's, else the source's disk database.
+  /// The new image's options: the source's disk database kept whole (the library's copy
+  /// policy, `CreateOptions(inheriting:)`), then what the command line overrides.
   func createOptions(for disk: Disk) throws -> CreateOptions {
-    var o = CreateOptions(type: outputType, capacityBytes: disk.capacityBytes)
+    var o = CreateOptions(type: outputType, inheriting: disk, for: .copy)
     guard let grain = parseSize(grainSize), grain % 512 == 0 else {
       throw VMDKError(.invalidArgument, "--grain-size \(grainSize): a size in bytes such as 64K")
     }
@@ -180,32 +181,13 @@ struct VMDKConvert: ParsableCommand {
     o.zeroedGrains = zeroedGrains
     o.flushBeforeRename = !noFlush
     o.compressionLevel = compressionLevel
-    let ddb = disk.diskDatabase
-    func value(_ key: String) -> String? { ddb.last { $0.key == key }?.value }
-    if let adapterType {
-      o.adapterType = adapterType
-    } else {
-      if let a = value("ddb.adapterType").flatMap(AdapterType.init(rawValue:)) { o.adapterType = a }
-      if let g = disk.geometry, g.heads > 0, g.sectors > 0, g.heads <= UInt64(UInt32.max),
-        g.sectors <= UInt64(UInt32.max)
-      {
-        o.geometry = DiskGeometry(cylinders: g.cylinders, heads: UInt32(g.heads), sectors: UInt32(g.sectors))
-      }
-    }
-    o.hardwareVersion = hardwareVersion ?? value("ddb.virtualHWVersion") ?? "4"
+    if let adapterType { o.adapterType = adapterType }
+    if let hardwareVersion { o.hardwareVersion = hardwareVersion }
     if let uuid {
       guard let u = CreateOptions.parseVMwareUUID(uuid) else {
         throw VMDKError(.invalidArgument, "--uuid \(uuid): 16 bytes in hex, e.g. 60 00 c2 9f 48 66 ae a5-2f 18 ...")
       }
       o.uuid = u
-    } else {
-      o.uuid = value("ddb.uuid").flatMap(CreateOptions.parseVMwareUUID)
-    }
-    // Keep the rest of the source's database, but not what names its parents or its
-    // change tracking: the new image is a whole disk of its own.
-    o.diskDatabase = ddb.filter { entry in
-      !entry.key.hasPrefix("ddb.uuid.parent") && entry.key != "ddb.uuid.modification" && entry.key != "ddb.deletable"
-        && !entry.key.lowercased().contains("changetrack")
     }
     try o.validate()
     return o

@@ -2,6 +2,7 @@
 // words). Each subcommand lives in its own file.
 
 import ArgumentParser
+import Foundation
 
 @main
 struct VMDKDisk: ParsableCommand {
@@ -13,4 +14,11 @@ struct VMDKDisk: ParsableCommand {
       Create.self, Snapshot.self, Commit.self, Rebase.self, Resize.self, Compact.self, Defragment.self,
       Repair.self, Metadata.self, Write.self, Rename.self, Delete.self, Cleanup.self, Track.self,
     ])
+
+  static func main() {
+    // Past a file-size limit, write() must fail with EFBIG (a "disk full" error that removes
+    // the temporary files) rather than kill the process with SIGXFSZ.
+    signal(SIGXFSZ, SIG_IGN)
+    Self.main(nil)
+  }
 }

@@ -416,13 +416,14 @@ extension Disk {
       }
     }
     var state: TrackingState
-    if let (reason, previous) = restart {
+    if let loaded, restart == nil {
+      state = loaded
+    } else {
+      let (reason, previous) = restart ?? (.damaged, nil)
       state = .fresh(
         capacityBytes: capacityBytes, epochStart: TrackingState.nextEpochStart(after: previous?.header.sequence),
         cid: cid, uuid: diskUUID ?? previous?.header.uuid ?? CreateOptions.vmwareUUID(UUID()), reason: reason)
       try TrackingFile.write(&state, to: file)
-    } else {
-      state = loaded!
     }
     let session = TrackingSession(path: path, file: file, lock: lock, state: state)
     writer.state.withLock { $0.tracking = session }

@@ -270,22 +270,10 @@ enum TrackingFile {
 
   /// Writes a new file at `path` under a temporary name and renames it into place.
   static func create(_ state: TrackingState, at path: String) throws {
-    let folder = (path as NSString).deletingLastPathComponent
-    let base = (path as NSString).lastPathComponent
-    let temp = (folder.isEmpty ? "." : folder) + "/.\(base).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-    do {
-      let out = try LocalFile.create(path: temp)
+    // Removed on any failure (AtomicFile).
+    try AtomicFile.replace(path, followLinks: false, keepMode: false) { out in
       var s = state
       try write(&s, to: out)
-    } catch {
-      unlink(temp)
-      throw error
-    }
-    if rename(temp, path) != 0 {
-      let err = errno
-      unlink(temp)
-      throw VMDKError(
-        .fileAccess, "cannot put the change-tracking file in place: \(String(cString: strerror(err)))", file: path)
     }
   }
 }

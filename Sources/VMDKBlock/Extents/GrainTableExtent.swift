@@ -228,7 +228,10 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
       }
       return
     }
-    let cached = lastGrain.withLock { c -> [UInt8]? in c?.offset == at ? c!.bytes : nil }
+    let cached = lastGrain.withLock { c -> [UInt8]? in
+      guard let c, c.offset == at else { return nil }
+      return c.bytes
+    }
     let grainData: [UInt8]
     if let cached {
       grainData = cached

@@ -109,16 +109,22 @@ final class StreamAppender: @unchecked Sendable {
       let g = pos / grainBytes
       let within = Int(pos % grainBytes)
       let n = Int(min(grainBytes - UInt64(within), end - pos))
-      if current?.index != g {
+      var grain: (index: UInt64, bytes: [UInt8], written: Bool)
+      if let c = current, c.index == g {
+        grain = c
+      } else {
         try writeCurrent()
         // Bytes not written read as zeros (the link has no parent), as do the last grain's.
-        current = (g, [UInt8](repeating: 0, count: Int(grainBytes)), false)
+        grain = (g, [UInt8](repeating: 0, count: Int(grainBytes)), false)
       }
-      current!.bytes.withUnsafeMutableBytes { buf in
+      // Moved out so that the copy below does not duplicate the grain's bytes.
+      current = nil
+      grain.bytes.withUnsafeMutableBytes { buf in
         UnsafeMutableRawBufferPointer(rebasing: buf[within..<(within + n)]).copyMemory(
           from: UnsafeRawBufferPointer(rebasing: data[from..<(from + n)]))
       }
-      current!.written = false
+      grain.written = false
+      current = grain
       pos += UInt64(n)
       from += n
     }
@@ -183,8 +189,9 @@ final class StreamAppender: @unchecked Sendable {
   /// Compresses the grain being filled and writes it as a grain marker at the end of the
   /// file, unless it is on disk already or all zeros (then its entry stays empty).
   private func writeCurrent() throws {
-    guard let c = current, !c.written else { return }
-    current!.written = true
+    guard var c = current, !c.written else { return }
+    c.written = true
+    current = c
     if c.bytes.allSatisfy({ $0 == 0 }) { return }
     let bound = GrainCompression.bound(c.bytes.count)
     var record = [UInt8](repeating: 0, count: StreamMarker.grainHeaderBytes + bound)

@@ -101,6 +101,8 @@ extension Disk {
   public static func rename(_ oldPath: String, to newPath: String, options: OpenOptions = OpenOptions()) throws
     -> FileOperationResult
   {
+    // The new name is written into the descriptor's extent lines.
+    try OutputName.checkDescriptorName(newPath)
     let disk = try Maintenance.openLocked(oldPath, options: options, parents: false)
     defer { try? disk.close() }
     let link = disk.top

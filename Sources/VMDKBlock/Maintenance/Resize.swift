@@ -198,10 +198,10 @@ extension Disk {
 
     // 1. Every new file, complete and flushed, under a temporary name.
     var rewrites: [SparseExtentRewriter] = []
-    var newFlat: [(temp: String, final: String)] = []
+    var newFlat: [AtomicFile] = []
     defer {
       for r in rewrites { r.abort() }
-      for f in newFlat { unlink(f.temp) }
+      for f in newFlat { f.abort() }
     }
     var inPlace: [(index: Int, sectors: UInt64, descriptor: [UInt8]?)] = []
     for (i, plan) in plans.enumerated() {
@@ -223,19 +223,19 @@ extension Disk {
         try out.finish()
         rewrites.append(out)
       } else {
-        let temp = Maintenance.tempPath(for: c.path)
-        newFlat.append((temp, c.path))
-        let f = try LocalFile.create(path: temp)
-        try f.truncate(to: c.sectors * 512)
-        try f.flush()
+        let f = try AtomicFile(for: c.path, followLinks: false, keepMode: false)
+        newFlat.append(f)
+        try f.file.truncate(to: c.sectors * 512)
+        try f.file.flush()
       }
     }
     // 2. Flat files that grow.
     for (i, plan) in plans.enumerated() {
-      guard case .truncateFlat(let n) = plan, let flat = link.extents[i].flatFile else { continue }
+      guard case .truncateFlat(let n) = plan, let flat = link.extents[i].flatFile, let flatPath = link.extents[i].path
+      else { continue }
       let size = flat.baseBytes + n * 512
       if size > (try flat.file.size()) {
-        try LocalFile(path: link.extents[i].path!, writable: true).truncate(to: size)
+        try LocalFile(path: flatPath, writable: true).truncate(to: size)
       }
     }
     // 2b. Sparse extents whose directories have room grow in place (SparseGrowInPlace.swift).
@@ -243,12 +243,7 @@ extension Disk {
     result.grewInPlace = !inPlace.isEmpty
     // 3. Renames: rewritten and new extents (a monolithicSparse file carries its descriptor).
     for r in rewrites { try r.commit() }
-    for f in newFlat {
-      guard Maintenance.renameFile(f.temp, f.final) == 0 else {
-        throw VMDKError(
-          .fileAccess, "cannot rename \(f.temp) into place: \(String(cString: strerror(errno)))", file: f.final)
-      }
-    }
+    for f in newFlat { try f.commit(flush: false) }
     rewrites = []
     newFlat = []
     result.extentsAdded = created.map(\.path)
@@ -260,8 +255,10 @@ extension Disk {
     for (i, plan) in plans.enumerated() {
       switch plan {
       case .truncateFlat(let n):
-        if let flat = link.extents[i].flatFile, flat.baseBytes + n * 512 < (try flat.file.size()) {
-          try LocalFile(path: link.extents[i].path!, writable: true).truncate(to: flat.baseBytes + n * 512)
+        if let flat = link.extents[i].flatFile, let flatPath = link.extents[i].path,
+          flat.baseBytes + n * 512 < (try flat.file.size())
+        {
+          try LocalFile(path: flatPath, writable: true).truncate(to: flat.baseBytes + n * 512)
         }
       case .remove:
         if let p = link.extents[i].path {

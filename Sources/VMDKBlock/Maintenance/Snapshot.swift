@@ -21,6 +21,7 @@ extension Disk {
   ) throws {
     try Maintenance.requireLocal(parentPath)
     try Maintenance.requireLocal(childPath)
+    try OutputName.checkDescriptorName(childPath)
     if FileManager.default.fileExists(atPath: childPath) {
       throw VMDKError(.fileExists, "the snapshot's file exists; choose another name", file: childPath)
     }
@@ -36,26 +37,12 @@ extension Disk {
         .invalidArgument, "a snapshot's parent must be a VMDK with a descriptor and a CID (\(top.createType) is not)",
         file: parentPath)
     }
+    // The parent's capacity and disk database, minus its identity (the library's snapshot
+    // policy); a new ddb.uuid and longContentID.
     var create = CreateOptions(
-      type: split ? .twoGbMaxExtentSparse : .monolithicSparse, capacityBytes: parent.capacityBytes)
+      type: split ? .twoGbMaxExtentSparse : .monolithicSparse, inheriting: parent, for: .snapshot)
     create.parent = (cid: cid, hint: relativeHint(from: childPath, to: parentPath))
     create.cid = CreateOptions.randomCID()
-    create.uuid = nil  // a new ddb.uuid; descriptor() writes a new longContentID too
-    let ddb = parent.diskDatabase
-    func value(_ key: String) -> String? { ddb.last { $0.key.lowercased() == key.lowercased() }?.value }
-    if let a = value("adapterType").flatMap(AdapterType.init(rawValue:)) { create.adapterType = a }
-    if let g = parent.geometry, g.heads > 0, g.sectors > 0, g.heads <= UInt64(UInt32.max),
-      g.sectors <= UInt64(UInt32.max)
-    {
-      create.geometry = DiskGeometry(cylinders: g.cylinders, heads: UInt32(g.heads), sectors: UInt32(g.sectors))
-    }
-    create.hardwareVersion = value("virtualHWVersion") ?? "4"
-    // The rest of the parent's database, minus what identifies the parent itself, its
-    // change tracking or its deletability.
-    create.diskDatabase = ddb.map { (key: "ddb." + $0.key, value: $0.value) }.filter { entry in
-      let k = entry.key.lowercased()
-      return !k.hasPrefix("ddb.uuid") && k != "ddb.longcontentid" && k != "ddb.deletable" && !k.contains("changetrack")
-    }
     let writer = try SparseWriter(path: childPath, options: create)
     do {
       try writer.commit()

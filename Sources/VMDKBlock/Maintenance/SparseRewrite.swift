@@ -1,8 +1,8 @@
 // Rewriting one hosted sparse extent (KDMV) into a new file: what compact, defragment, resize
 // and repair share. The new file has VMware's layout (header, [embedded descriptor], RGD, every
 // redundant table, GD, every table, padding to a grain, then the grains in LBA order), made as
-// `.NAME.tmp-PID-RANDOM` next to the original (so `vmdk-disk cleanup` recognises it), flushed,
-// and only then renamed over the original by the caller.
+// `.NAME.tmp-PID-RANDOM` next to the original by AtomicFile (so `vmdk-disk cleanup` recognises
+// it), flushed, and only then renamed over the original by the caller.
 
 import Foundation
 import VMDKFormat
@@ -20,9 +20,10 @@ enum RewriteGrain {
 
 /// A new KDMV file being written front to back.
 final class SparseExtentRewriter {
-  let temp: String
-  let finalPath: String
-  let file: LocalFile
+  /// The new file under its temporary name (removed unless committed).
+  private let output: AtomicFile
+  var finalPath: String { output.finalPath }
+  var file: LocalFile { output.file }
   let header: SparseExtentHeader
   private let layout: SparseLayout
   private let redundantTablesSector: UInt64
@@ -32,7 +33,6 @@ final class SparseExtentRewriter {
   private var table: [UInt32]
   private var tableUsed = false
   private let staged = StagedWriter()
-  private var done = false
   /// Grains stored as data.
   private(set) var grainsStored: UInt64 = 0
 
@@ -43,7 +43,6 @@ final class SparseExtentRewriter {
     replacing finalPath: String, template: SparseExtentHeader, capacitySectors: UInt64, descriptor: [UInt8]?,
     minDescriptorSectors: UInt64
   ) throws {
-    self.finalPath = finalPath
     let grain = template.grainSectors
     layout = SparseLayout(capacitySectors: capacitySectors, grainSectors: grain)
     let tables = layout.grainTableCount
@@ -72,13 +71,12 @@ final class SparseExtentRewriter {
     tablesSector = gd + gdSectors
     nextGrainSector = overhead
     table = [UInt32](repeating: 0, count: Int(SparseLayout.entriesPerTable))
-    temp = Maintenance.tempPath(for: finalPath)
-    file = try LocalFile.create(path: temp)
+    // The caller resolved symbolic links already.
+    output = try AtomicFile(for: finalPath, followLinks: false)
+    let file = output.file
     // Written front to back and flushed before the rename: start writeback as it goes.
     file.streamsWriteback = true
     do {
-      var st = stat()
-      if stat(finalPath, &st) == 0 { _ = fchmod(file.fileDescriptor, st.st_mode & 0o7777) }
       try file.truncate(to: overhead * 512)
       if let descriptor {
         var area = descriptor
@@ -86,12 +84,10 @@ final class SparseExtentRewriter {
         try file.write(at: 512, from: area)
       }
     } catch {
-      unlink(temp)
+      output.abort()
       throw error
     }
   }
-
-  deinit { if !done { unlink(temp) } }
 
   var grainBytes: Int { Int(header.grainSectors * 512) }
 
@@ -106,6 +102,8 @@ final class SparseExtentRewriter {
     switch kind {
     case .unallocated: return
     case .zero:
+      // Invariant: callers add zero grains only when the new header has zeroed-grain entries
+      // (the rewrite's options decide it, never the file's contents).
       precondition(header.hasZeroedGrainEntries)
       table[Int(index % SparseLayout.entriesPerTable)] = 1
     case .data:
@@ -114,7 +112,10 @@ final class SparseExtentRewriter {
         throw VMDKError(
           .diskFull, "the extent file would pass the 2 TiB that grain table entries can address", file: finalPath)
       }
-      try staged.write(file, at: sector * 512, bytes!)
+      guard let bytes else {
+        throw VMDKError(.failure, "grain \(index): a data grain without its bytes", file: finalPath)
+      }
+      try staged.write(file, at: sector * 512, bytes)
       table[Int(index % SparseLayout.entriesPerTable)] = UInt32(sector)
       nextGrainSector += header.grainSectors
       grainsStored += 1
@@ -150,19 +151,12 @@ final class SparseExtentRewriter {
 
   /// Renames the finished file over its final name.
   func commit() throws {
-    guard rename(temp, finalPath) == 0 else {
-      let err = String(cString: strerror(errno))
-      throw VMDKError(.fileAccess, "cannot rename \(temp) into place: \(err)", file: finalPath)
-    }
-    done = true
-    Maintenance.syncFolder(of: finalPath)
+    // `finish` flushed the file.
+    try output.commit(flush: false)
   }
 
   /// Removes the temporary file.
-  func abort() {
-    if !done { unlink(temp) }
-    done = true
-  }
+  func abort() { output.abort() }
 }
 
 /// Helpers every maintenance operation shares.
@@ -182,48 +176,16 @@ enum Maintenance {
   /// rename(2), by a name that `Disk.rename` does not hide.
   static func renameFile(_ from: String, _ to: String) -> Int32 { rename(from, to) }
 
+  /// fsync of the folder holding `path`, so that a rename there is durable.
+  static func syncFolder(of path: String) { AtomicFile.syncFolder(of: path) }
+
   /// link(2), by a name that `Disk.top` (a DiskLink) does not hide.
   static func hardLink(_ from: String, _ to: String) -> Int32 { link(from, to) }
 
-  /// `.NAME.tmp-PID-RANDOM` next to `path`: the writers' temporary name (OutputFiles).
-  static func tempPath(for path: String) -> String {
-    let folder = (path as NSString).deletingLastPathComponent
-    let name = (path as NSString).lastPathComponent
-    let rnd = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-    return (folder.isEmpty ? "." : folder) + "/.\(name).tmp-\(getpid())-\(rnd)"
-  }
-
-  /// fsync of the folder holding `path`, so that a rename there is durable.
-  static func syncFolder(of path: String) {
-    let folder = (path as NSString).deletingLastPathComponent
-    let fd = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY)
-    if fd >= 0 {
-      fsync(fd)
-      close(fd)
-    }
-  }
-
   /// Replaces `path` with `bytes`: a temporary file next to it, flushed, renamed over it
-  /// (through a symbolic link, the file it names is replaced).
+  /// (through a symbolic link, the file it names is replaced); see AtomicFile.
   static func replaceFile(_ path: String, with bytes: [UInt8]) throws {
-    let target = PathResolver.realPath(path) ?? path
-    let temp = tempPath(for: target)
-    do {
-      let out = try LocalFile.create(path: temp)
-      var st = stat()
-      if stat(target, &st) == 0 { _ = fchmod(out.fileDescriptor, st.st_mode & 0o7777) }
-      try out.write(at: 0, from: bytes)
-      try out.flush()
-    } catch {
-      unlink(temp)
-      throw error
-    }
-    guard rename(temp, target) == 0 else {
-      let err = String(cString: strerror(errno))
-      unlink(temp)
-      throw VMDKError(.fileAccess, "cannot replace the file: \(err)", file: path)
-    }
-    syncFolder(of: target)
+    try AtomicFile.replace(path) { try $0.write(at: 0, from: bytes) }
   }
 
   /// Opens `path` writable, single link or with its parents, which locks the top link's files.

@@ -92,7 +92,7 @@ public final class FlatWriter: ImageWriter {
       // ESXi marks its thin disks so (with createType "vmfs"); say it for readers that look.
       options.diskDatabase.append((key: "ddb.thinProvisioned", value: "1"))
     }
-    let text = options.descriptor(
+    let text = try options.descriptor(
       createType: type.rawValue, extents: lines, cid: options.cid ?? CreateOptions.randomCID()
     ).serialized()
     // The descriptor is made last so that it is renamed into place last.
@@ -143,8 +143,7 @@ public final class FlatWriter: ImageWriter {
     while done < bytes.count {
       let e = extents[k]
       let n = Int(min(UInt64(bytes.count - done), e.startBytes + e.sizeBytes - pos))
-      try staged.write(
-        e.file, at: pos - e.startBytes, UnsafeRawBufferPointer(start: bytes.baseAddress! + done, count: n))
+      try staged.write(e.file, at: pos - e.startBytes, UnsafeRawBufferPointer(rebasing: bytes[done..<(done + n)]))
       pos += UInt64(n)
       done += n
       k += 1

@@ -13,6 +13,7 @@ public enum ImageCreator {
   public static func create(path: String, options: CreateOptions, overwrite: Bool = false) throws -> any ImageWriter {
     try Maintenance.requireLocal(path)
     try options.validate()
+    if options.type != .raw { try OutputName.checkDescriptorName(path) }
     switch options.type {
     case .raw, .monolithicFlat, .twoGbMaxExtentFlat, .vmfs, .vmfsThin:
       return try FlatWriter(path: path, options: options, overwrite: overwrite)

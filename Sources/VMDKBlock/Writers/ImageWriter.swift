@@ -22,15 +22,10 @@ public protocol ImageWriter: AnyObject {
 }
 
 /// Temporary files of a new image: each is made as `.NAME.tmp-PID-RANDOM` next to its
-/// final name and renamed when the image is complete.
+/// final name (AtomicFile) and renamed when the image is complete; removed on any failure.
 public final class OutputFiles: @unchecked Sendable {
-  public struct Entry {
-    public let finalPath: String
-    public let tempPath: String
-    public let file: LocalFile
-  }
   private let lock = NSLock()
-  private var entries: [Entry] = []
+  private var entries: [AtomicFile] = []
   private var committed = false
   /// Replace existing files (`--force`); otherwise an existing final name is refused.
   public let overwrite: Bool
@@ -45,6 +40,9 @@ public final class OutputFiles: @unchecked Sendable {
     self.flush = flush
   }
 
+  /// Removed unless committed.
+  deinit { abort() }
+
   /// Every temporary path made so far (for a signal handler that must clean up).
   public var temporaryPaths: [String] { lock.withLock { entries.map(\.tempPath) } }
 
@@ -53,46 +51,40 @@ public final class OutputFiles: @unchecked Sendable {
     if !overwrite && FileManager.default.fileExists(atPath: finalPath) {
       throw VMDKError(.fileExists, "the output exists; use --force to replace it", file: finalPath)
     }
-    let url = URL(fileURLWithPath: finalPath)
-    let dir = url.deletingLastPathComponent().path
-    let name = url.lastPathComponent
-    let temp = "\(dir)/.\(name).tmp-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-    let file = try LocalFile.create(path: temp)
-    file.streamsWriteback = flush
-    lock.withLock { entries.append(Entry(finalPath: finalPath, tempPath: temp, file: file)) }
-    return file
+    // A new image's files replace what is at their names (with --force), links included.
+    let out = try AtomicFile(for: finalPath, followLinks: false, keepMode: false)
+    out.file.streamsWriteback = flush
+    lock.withLock { entries.append(out) }
+    return out.file
   }
 
   /// Flushes every file, then renames each into place in the order made: make the
-  /// descriptor's file last so that it appears only when its extents are there.
+  /// descriptor's file last so that it appears only when its extents are there. A failure
+  /// removes the files not yet renamed.
   public func commit() throws {
     let list = lock.withLock { entries }
-    if flush { for e in list { try e.file.flush() } }
-    for e in list {
-      if !overwrite && FileManager.default.fileExists(atPath: e.finalPath) {
-        throw VMDKError(.fileExists, "the output appeared while it was written; not replaced", file: e.finalPath)
+    do {
+      if flush { for e in list { try e.file.flush() } }
+      for e in list {
+        if !overwrite && FileManager.default.fileExists(atPath: e.finalPath) {
+          throw VMDKError(.fileExists, "the output appeared while it was written; not replaced", file: e.finalPath)
+        }
+        try e.commit(flush: false, syncFolder: false)
       }
-      guard rename(e.tempPath, e.finalPath) == 0 else {
-        let err = String(cString: strerror(errno))
-        throw VMDKError(.fileAccess, "cannot rename \(e.tempPath) into place: \(err)", file: e.finalPath)
-      }
+    } catch {
+      abort()
+      throw error
     }
     // Make the renames durable: fsync the folders.
-    let folders = flush ? Set(list.map { URL(fileURLWithPath: $0.finalPath).deletingLastPathComponent().path }) : []
-    for dir in folders {
-      let fd = open(dir, O_RDONLY | O_DIRECTORY)
-      if fd >= 0 {
-        fsync(fd)
-        close(fd)
-      }
-    }
+    let folders = flush ? Set(list.map { ($0.finalPath as NSString).deletingLastPathComponent }) : []
+    for dir in folders { AtomicFile.syncDirectory(dir) }
     lock.withLock { committed = true }
   }
 
   /// Removes the temporary files (nothing after a commit).
   public func abort() {
     let list = lock.withLock { committed ? [] : entries }
-    for e in list { unlink(e.tempPath) }
+    for e in list { e.abort() }
     lock.withLock { entries = [] }
   }
 }

@@ -111,7 +111,7 @@ public final class SparseWriter: ImageWriter {
       ExtentDescription(sectors: $0.sectors, kind: .sparse, fileName: OutputName.baseName($0.path))
     }
     let text = Array(
-      options.descriptor(
+      try options.descriptor(
         createType: options.type.rawValue, extents: lines, cid: options.cid ?? CreateOptions.randomCID()
       ).serialized().utf8)
     guard UInt64(text.count) <= Limits.maxDescriptorBytes else {

@@ -18,7 +18,8 @@ public final class StreamWriter: ImageWriter {
   private let files: OutputFiles
   private let grainBytes: UInt64
   private let layout: SparseLayout
-  private var compressor: GrainCompressor!
+  /// Set at the end of `init` (it calls back into `self`), so nil only while `init` runs.
+  private var compressor: GrainCompressor?
   /// The grain being filled: its number and its input slot.
   private var current: (index: UInt64, slot: UnsafeMutableRawBufferPointer)?
   /// End of the last write (virtual byte): writes only go forward.
@@ -60,7 +61,7 @@ public final class StreamWriter: ImageWriter {
 
     let name = URL(fileURLWithPath: path).lastPathComponent
     let extent = ExtentDescription(access: .readWrite, sectors: sectors, kind: .sparse, fileName: name)
-    let descriptor = options.descriptor(
+    let descriptor = try options.descriptor(
       createType: DiskType.streamOptimized.rawValue, extents: [extent], cid: options.cid ?? CreateOptions.randomCID())
     let text = Array(descriptor.serialized().utf8)
     let descriptorSectors = UInt64(text.count + 511) / 512
@@ -115,7 +116,7 @@ public final class StreamWriter: ImageWriter {
         if let c = current, c.index == g {
           slot = c.slot
         } else {
-          slot = try compressor.slot(for: g)
+          slot = try liveCompressor().slot(for: g)
           current = (g, slot)
           // Bytes not written read as zeros, and the last grain is padded with zeros.
           if !(within == 0 && n == Int(grainBytes)) {
@@ -138,6 +139,7 @@ public final class StreamWriter: ImageWriter {
     if let failure { throw failure }
     guard !done else { throw VMDKError(.invalidArgument, "commit after commit or abort", file: file.name) }
     do {
+      let compressor = try liveCompressor()
       try compressor.finish()
       try flushTable()
       try writeTail()
@@ -148,6 +150,11 @@ public final class StreamWriter: ImageWriter {
       failure = error
       throw error
     }
+  }
+
+  private func liveCompressor() throws -> GrainCompressor {
+    guard let compressor else { throw VMDKError(.failure, "the writer has no compressor", file: file.name) }
+    return compressor
   }
 
   public func abort() {

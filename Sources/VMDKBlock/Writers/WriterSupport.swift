@@ -39,6 +39,21 @@ struct OutputName {
     path.lastIndex(of: "/").map { String(path[path.index(after: $0)...]) } ?? path
   }
 
+  /// Throws `invalidArgument` unless the file name of `path` can stand in a descriptor's
+  /// extent line: between double quotes on one line, so without a quote or a control
+  /// character (a line end among them).
+  static func checkDescriptorName(_ path: String) throws {
+    let name = baseName(path)
+    guard !name.isEmpty,
+      !name.unicodeScalars.contains(where: { $0 == "\"" || $0.properties.generalCategory == .control })
+    else {
+      throw VMDKError(
+        .invalidArgument,
+        "file name \(name.prefix(80).debugDescription): a descriptor cannot name it (a quote, a line end or a control character)",
+        file: path)
+    }
+  }
+
   /// `-s001`, `-f002`, ...: 1-based, at least three digits (qemu's `%03d`).
   static func splitSuffix(_ letter: Character, _ index: Int) -> String {
     let n = String(index + 1)
@@ -102,7 +117,7 @@ final class StagedWriter {
       file = target
       start = offset
     }
-    (buffer + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+    UnsafeMutableRawBufferPointer(start: buffer + count, count: bytes.count).copyMemory(from: bytes)
     count += bytes.count
   }
 

@@ -51,6 +51,9 @@ struct NBDBatch: Sendable {
   /// `length` bytes at `start` in requests of `pieceSize` bytes (one request of length 0
   /// when `length` is 0, for flush).
   init(command: UInt16, what: String, start: UInt64, length: UInt64, pieceSize: UInt64, payload: NBDPayload) {
+    // Invariant: NBDClient passes constants or `requestBytes`, which is at least the
+    // negotiated minimum block (checked by the handshake to be a power of two, >= 1) and at
+    // most 32 MiB; a server's numbers never reach here unchecked.
     precondition(pieceSize > 0 && pieceSize <= UInt64(UInt32.max))
     self.command = command
     self.what = what
