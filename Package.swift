@@ -65,6 +65,8 @@ let package = Package(
       name: "vmdk-disk",
       dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-disk"),
+    // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
+    .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
     // TransportFixtures/ holds the transport fuzz target's findings; the tests read them by path.
     .testTarget(

@@ -22,6 +22,7 @@ packages=(
   nginx-light    # a web server with range requests, for the HTTP transport tests
   openssl        # makes the test CA, server and client certificates
   gnutls-bin     # certtool, psktool: qemu-nbd's and nbdkit's TLS credentials
+  strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -58,6 +58,17 @@ final class TableCache: Sendable {
     return t
   }
 
+  /// The table at `key` when it is cached, without loading it.
+  func cached(_ key: Key) -> [UInt64]? {
+    state.withLock { s in
+      s.clock += 1
+      guard var e = s.entries[key] else { return nil }
+      e.lastUse = s.clock
+      s.entries[key] = e
+      return e.table
+    }
+  }
+
   private func evictHalf(_ s: inout State) {
     let order = s.entries.sorted { $0.value.lastUse < $1.value.lastUse }
     for (k, e) in order.prefix(max(1, order.count / 2)) {

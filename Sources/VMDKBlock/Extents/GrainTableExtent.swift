@@ -96,11 +96,17 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
 
   /// Directory entry `index`, read in pages of 512 entries through the cache.
   func directoryEntry(_ index: UInt64) throws -> UInt64 {
+    try directoryEntry(index, directoryAt: scheme.directoryOffset, what: "grain directory")
+  }
+
+  /// Entry `index` of the directory at byte `directoryAt` (the grain directory or its
+  /// redundant copy, which has as many entries), read in cached pages of 512 entries.
+  func directoryEntry(_ index: UInt64, directoryAt: UInt64, what: String) throws -> UInt64 {
     let page = index / 512
-    let pageOffset = scheme.directoryOffset + page * 512 * UInt64(scheme.entryBytes)
+    let pageOffset = directoryAt + page * 512 * UInt64(scheme.entryBytes)
     let entries = Int(min(512, scheme.directoryEntries - page * 512))
     let table = try cache.table(TableCache.Key(extent: id, offset: pageOffset)) {
-      try loadEntries(at: pageOffset, count: entries, what: "grain directory")
+      try loadEntries(at: pageOffset, count: entries, what: what)
     }
     return table[Int(index % 512)]
   }
@@ -110,9 +116,12 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
     let gde = try directoryEntry(index)
     let at = scheme.directoryOffset + index * UInt64(scheme.entryBytes)
     guard let offset = try decodeTable(gde: gde, at: at) else { return nil }
+    let key = TableCache.Key(extent: id, offset: offset)
+    // A cached table was read (or written) before: no need to ask whether it lies in a hole.
+    if let cached = cache.cached(key) { return (cached, offset) }
     let tableEnd = offset + scheme.entriesPerTable * UInt64(scheme.entryBytes)
     if try isHole(offset, tableEnd) { return nil }
-    let table = try cache.table(TableCache.Key(extent: id, offset: offset)) {
+    let table = try cache.table(key) {
       try loadEntries(at: offset, count: Int(scheme.entriesPerTable), what: "grain table")
     }
     return (table, offset)

@@ -63,6 +63,27 @@ extension GrainTableExtent {
   func forgetHole() {
     knownHole.withLock { $0 = (0, 0, $0.generation &+ 1) }
   }
+
+  /// Takes `[lo, hi)`, just written, out of the known hole: the larger part left stays known,
+  /// so later lookups do not ask the file again.
+  func shrinkHole(_ lo: UInt64, _ hi: UInt64) {
+    knownHole.withLock { h in
+      let g = h.generation &+ 1
+      guard lo < h.end, hi > h.start else {
+        h.generation = g
+        return
+      }
+      let below = lo > h.start ? lo - h.start : 0
+      let above = h.end > hi ? h.end - hi : 0
+      if below == 0 && above == 0 {
+        h = (0, 0, g)
+      } else if below >= above {
+        h = (h.start, lo, g)
+      } else {
+        h = (hi, h.end, g)
+      }
+    }
+  }
 }
 
 extension GrainTableExtent where Scheme == SparseScheme {
@@ -75,6 +96,12 @@ extension GrainTableExtent where Scheme == SparseScheme {
   /// Writes `data` (whole sectors) at extent sector `start`. `underneath` fills a buffer
   /// with what the sectors read as when this extent does not hold them (the parent's data,
   /// or zeros), for the rest of a partly written new grain. Callers serialize writers.
+  ///
+  /// Batched: every check and lookup comes first (nothing is written when one fails), then
+  /// the data of the write's new grains, allocated contiguously at the end of the file and
+  /// written in as few `pwrite`s as the runs of whole grains allow, and the overwrites of
+  /// allocated grains; then each touched table once (the changed entries) and its redundant
+  /// copy; then the new tables and the directory entries naming them.
   func writeSectors(
     start: UInt64, _ data: UnsafeRawBufferPointer, stop: SparseWriteStop = .never,
     underneath: (_ start: UInt64, _ count: UInt64, _ into: UnsafeMutableRawBufferPointer) throws -> Void
@@ -82,15 +109,16 @@ extension GrainTableExtent where Scheme == SparseScheme {
     let grain = scheme.grainSectors
     let sectorsPerTable = SparseLayout.entriesPerTable * grain
     let end = start + UInt64(data.count / 512)
+    let h = scheme.header
+    let redundant = h.flags.contains(.useRedundantGrainDirectory) && h.rgdOffsetSectors != 0
+
+    // 1. Plan: the tables touched, the grains to allocate and the grains to overwrite.
+    var plans: [TablePlan] = []
+    var fresh: [NewGrain] = []
+    var overwrites: [(at: UInt64, from: Int, count: Int)] = []
     var s = start
     while s < end {
-      let grainIndex = s / grain
-      let grainStart = grainIndex * grain
-      let n = min(end, grainStart + grain) - s
-      let from = Int(s - start) * 512
-      let chunk = UnsafeRawBufferPointer(rebasing: data[from..<(from + Int(n) * 512)])
       let tableIndex = s / sectorsPerTable
-      let entry = Int(grainIndex % SparseLayout.entriesPerTable)
       guard tableIndex < scheme.directoryEntries else {
         throw VMDKError(
           .outOfRange, "sector \(s) is past what the grain directory covers", file: file.name)
@@ -105,105 +133,214 @@ extension GrainTableExtent where Scheme == SparseScheme {
         // No table, or one that lies in a hole of the file (all zeros).
         table = [UInt64](repeating: 0, count: Int(SparseLayout.entriesPerTable))
       }
-      let gte = table[entry]
-      let location = try wrap(file.name) {
-        try decodeGrain(gte: gte, at: (tableAt ?? 0) + UInt64(entry) * 4)
+      let planIndex = plans.count
+      let tableEnd = min(end, (tableIndex + 1) * sectorsPerTable)
+      while s < tableEnd {
+        let grainStart = s / grain * grain
+        let n = min(tableEnd, grainStart + grain) - s
+        let from = Int(s - start) * 512
+        let entry = Int((s / grain) % SparseLayout.entriesPerTable)
+        let location = try wrap(file.name) {
+          try decodeGrain(gte: table[entry], at: (tableAt ?? 0) + UInt64(entry) * 4)
+        }
+        switch location {
+        case .data(let grainAt):
+          let at = grainAt + (s - grainStart) * 512
+          if let last = overwrites.last, last.at + UInt64(last.count) == at, last.from + last.count == from {
+            overwrites[overwrites.count - 1].count += Int(n) * 512
+          } else {
+            overwrites.append((at, from, Int(n) * 512))
+          }
+        case .compressed:
+          throw VMDKError(.notSupported, "compressed grains cannot be overwritten in place", file: file.name)
+        case .unallocated, .zero:
+          fresh.append(
+            NewGrain(
+              grainStart: grainStart, offsetInGrain: Int(s - grainStart) * 512, from: from, count: Int(n) * 512,
+              readsAsZero: location == .zero, plan: planIndex, entry: entry))
+        }
+        s += n
       }
-      switch location {
-      case .data(let at):
-        try file.write(at: at + (s - grainStart) * 512, from: chunk)
-      case .compressed:
-        throw VMDKError(.notSupported, "compressed grains cannot be overwritten in place", file: file.name)
-      case .unallocated, .zero:
-        let grainAt = try appendGrain(
-          grainStart: grainStart, offsetInGrain: Int(s - grainStart) * 512, chunk: chunk,
-          readsAsZero: location == .zero, underneath: underneath)
-        if stop == .afterGrainData { return }
-        table[entry] = grainAt / 512
-        try setEntry(
-          tableIndex: tableIndex, entry: entry, value: UInt32(grainAt / 512), tableAt: tableAt, table: table)
-      }
-      s += n
+      plans.append(TablePlan(index: tableIndex, tableAt: tableAt, table: table))
     }
-  }
 
-  /// Writes a new grain at the end of the file: `chunk` at `offsetInGrain`, the rest from
-  /// what the grain reads as now. Returns its byte offset.
-  private func appendGrain(
-    grainStart: UInt64, offsetInGrain: Int, chunk: UnsafeRawBufferPointer, readsAsZero: Bool,
-    underneath: (UInt64, UInt64, UnsafeMutableRawBufferPointer) throws -> Void
-  ) throws -> UInt64 {
+    // 2. Places: the new grains from the end of the file, then the new tables after them.
+    // The file's end is asked once per write (another handle may have appended before our lock).
     let grainBytes64 = UInt64(grainBytes)
     let size = max(fileSize, try file.size())
-    let at = (size + grainBytes64 - 1) / grainBytes64 * grainBytes64
-    guard (at + grainBytes64) / 512 <= UInt64(UInt32.max) else {
+    let firstGrainAt = (size + grainBytes64 - 1) / grainBytes64 * grainBytes64
+    let grainsEnd = firstGrainAt + UInt64(fresh.count) * grainBytes64
+    guard grainsEnd / 512 <= UInt64(UInt32.max) else {
       throw VMDKError(
-        .diskFull, "a new grain at byte \(at) would pass the 2 TiB a sparse extent can address",
-        file: file.name, offset: at)
+        .diskFull, "a new grain at byte \(firstGrainAt) would pass the 2 TiB a sparse extent can address",
+        file: file.name, offset: firstGrainAt)
     }
-    if chunk.count == grainBytes {
-      try file.write(at: at, from: chunk)
-    } else {
-      var bytes = [UInt8](repeating: 0, count: grainBytes)
-      try bytes.withUnsafeMutableBytes { buf in
-        // The grain's sectors inside the extent (the last grain may reach past it).
-        let inside = min(scheme.grainSectors, sectors - grainStart)
-        if !readsAsZero {
-          try underneath(grainStart, inside, UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(inside * 512)]))
+    var changed = Array(repeating: (first: Int.max, last: -1), count: plans.count)
+    for (k, g) in fresh.enumerated() {
+      plans[g.plan].table[g.entry] = (firstGrainAt + UInt64(k) * grainBytes64) / 512
+      changed[g.plan].first = min(changed[g.plan].first, g.entry)
+      changed[g.plan].last = max(changed[g.plan].last, g.entry)
+    }
+    let tableCopyBytes = redundant ? 2 * SparseLayout.tableBytes : SparseLayout.tableBytes
+    var newTables: [Int] = []
+    for (i, p) in plans.enumerated() where p.tableAt == nil && changed[i].last >= 0 { newTables.append(i) }
+    let tablesEnd = grainsEnd + UInt64(newTables.count) * tableCopyBytes
+    // The redundant directory is checked to lie inside the file before anything is written.
+    if redundant, let i = newTables.first { _ = try redundantDirectoryEntry(plans[i].index) }
+    guard tablesEnd / 512 <= UInt64(UInt32.max) else {
+      throw VMDKError(
+        .diskFull, "a new grain table at byte \(grainsEnd) would pass the 2 TiB a sparse extent can address",
+        file: file.name, offset: grainsEnd)
+    }
+
+    // 3. The data: runs of whole new grains straight from `data`, partial grains completed
+    // from what they read as now, then the overwrites of allocated grains.
+    var k = 0
+    while k < fresh.count {
+      let g = fresh[k]
+      let at = firstGrainAt + UInt64(k) * grainBytes64
+      if g.count == grainBytes {
+        var j = k + 1
+        while j < fresh.count, fresh[j].count == grainBytes, fresh[j].from == fresh[j - 1].from + grainBytes {
+          j += 1
         }
-        UnsafeMutableRawBufferPointer(rebasing: buf[offsetInGrain..<(offsetInGrain + chunk.count)])
-          .copyMemory(from: chunk)
+        let bytes = (j - k) * grainBytes
+        try file.write(at: at, from: UnsafeRawBufferPointer(rebasing: data[g.from..<(g.from + bytes)]))
+        k = j
+        continue
+      }
+      var buffer = [UInt8](repeating: 0, count: grainBytes)
+      try buffer.withUnsafeMutableBytes { buf in
+        // The grain's sectors inside the extent (the last grain may reach past it).
+        let inside = min(grain, sectors - g.grainStart)
+        if !g.readsAsZero {
+          try underneath(g.grainStart, inside, UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(inside * 512)]))
+        }
+        UnsafeMutableRawBufferPointer(rebasing: buf[g.offsetInGrain..<(g.offsetInGrain + g.count)])
+          .copyMemory(from: UnsafeRawBufferPointer(rebasing: data[g.from..<(g.from + g.count)]))
         try file.write(at: at, from: UnsafeRawBufferPointer(buf))
       }
+      k += 1
     }
-    grew(to: at + grainBytes64)
-    return at
-  }
+    for o in overwrites {
+      try file.write(at: o.at, from: UnsafeRawBufferPointer(rebasing: data[o.from..<(o.from + o.count)]))
+    }
+    if !fresh.isEmpty {
+      grew(to: grainsEnd)
+      shrinkHole(firstGrainAt, grainsEnd)
+    }
+    if stop == .afterGrainData || fresh.isEmpty { return }
 
-  /// Points entry `entry` of table `tableIndex` at a grain: the grain table, then the
-  /// redundant one; a missing table is made (both copies) before the directory entries.
-  private func setEntry(tableIndex: UInt64, entry: Int, value: UInt32, tableAt: UInt64?, table: [UInt64]) throws {
-    let h = scheme.header
-    let redundant = h.flags.contains(.useRedundantGrainDirectory) && h.rgdOffsetSectors != 0
-    let rgdeAt = h.rgdOffsetSectors * 512 + tableIndex * 4
-    let le = withUnsafeBytes(of: value.littleEndian) { Array($0) }
-    if let tableAt {
-      try file.write(at: tableAt + UInt64(entry) * 4, from: le)
+    // 4. Tables that exist: the changed entries once, then the same in the redundant table.
+    var touched: (lo: UInt64, hi: UInt64) = (.max, 0)
+    for (i, p) in plans.enumerated() {
+      guard let tableAt = p.tableAt, changed[i].last >= 0 else { continue }
+      let bytes = Self.encode(p.table[changed[i].first...changed[i].last])
+      let at = tableAt + UInt64(changed[i].first) * 4
+      try file.write(at: at, from: bytes)
+      touched = (min(touched.lo, at), max(touched.hi, at + UInt64(bytes.count)))
       if redundant {
-        let r = try file.readExactly(at: rgdeAt, count: 4, what: "redundant grain directory entry")
-        let rgde = UInt64(r[0]) | UInt64(r[1]) << 8 | UInt64(r[2]) << 16 | UInt64(r[3]) << 24
-        if rgde != 0 {
-          try file.write(at: rgde * 512 + UInt64(entry) * 4, from: le)
+        let rgde = try redundantDirectoryEntry(p.index)
+        if rgde != 0, let rat = Self.checkedByte(sector: rgde, plus: UInt64(changed[i].first) * 4) {
+          try file.write(at: rat, from: bytes)
+          touched = (min(touched.lo, rat), max(touched.hi, rat + UInt64(bytes.count)))
         }
       }
-      cache.replace(TableCache.Key(extent: ObjectIdentifier(self), offset: tableAt), with: table)
-      forgetHole()
-      return
+      cache.replace(TableCache.Key(extent: ObjectIdentifier(self), offset: tableAt), with: p.table)
     }
-    // A region without a table: new tables at the end, then the directories.
-    var bytes = [UInt8](repeating: 0, count: Int(SparseLayout.tableBytes))
-    bytes.replaceSubrange((entry * 4)..<(entry * 4 + 4), with: le)
-    let size = max(fileSize, try file.size())
-    let newTable = (size + 511) / 512 * 512
-    let newRedundant = newTable + SparseLayout.tableBytes
-    let end = redundant ? newRedundant + SparseLayout.tableBytes : newRedundant
-    guard end / 512 <= UInt64(UInt32.max) else {
-      throw VMDKError(
-        .diskFull, "a new grain table at byte \(newTable) would pass the 2 TiB a sparse extent can address",
-        file: file.name, offset: newTable)
+    if touched.lo < touched.hi { shrinkHole(touched.lo, touched.hi) }
+    guard !newTables.isEmpty else { return }
+
+    // 5. New tables (each followed by its redundant copy) in one write, then the directories.
+    var tableBytes: [UInt8] = []
+    tableBytes.reserveCapacity(newTables.count * Int(tableCopyBytes))
+    for i in newTables {
+      let encoded = Self.encode(plans[i].table[...])
+      tableBytes += encoded
+      if redundant { tableBytes += encoded }
     }
-    try file.write(at: newTable, from: bytes)
-    if redundant { try file.write(at: newRedundant, from: bytes) }
-    grew(to: end)
-    let gdeAt = scheme.directoryOffset + tableIndex * 4
-    try file.write(at: gdeAt, from: withUnsafeBytes(of: UInt32(newTable / 512).littleEndian) { Array($0) })
+    try file.write(at: grainsEnd, from: tableBytes)
+    grew(to: tablesEnd)
+    shrinkHole(grainsEnd, tablesEnd)
+    var gd: [(index: UInt64, value: UInt32, redundantValue: UInt32)] = []
+    for (n, i) in newTables.enumerated() {
+      let at = grainsEnd + UInt64(n) * tableCopyBytes
+      gd.append((plans[i].index, UInt32(at / 512), UInt32((at + SparseLayout.tableBytes) / 512)))
+    }
+    try writeDirectoryRuns(gd.map { ($0.index, $0.value) }, at: scheme.directoryOffset)
     if redundant {
-      try file.write(at: rgdeAt, from: withUnsafeBytes(of: UInt32(newRedundant / 512).littleEndian) { Array($0) })
+      // Checked when its entries were read (redundantDirectoryEntry); kept in range there.
+      try writeDirectoryRuns(gd.map { ($0.index, $0.redundantValue) }, at: h.rgdOffsetSectors &* 512)
     }
-    // The directory page changed: drop this extent's cached pages and tables.
+    // The directory pages changed: drop this extent's cached pages and tables.
     cache.invalidate(extent: ObjectIdentifier(self))
-    forgetHole()
   }
+
+  /// Writes directory entries, one `pwrite` per run of consecutive indexes.
+  private func writeDirectoryRuns(_ entries: [(index: UInt64, value: UInt32)], at directory: UInt64) throws {
+    var k = 0
+    while k < entries.count {
+      var j = k + 1
+      while j < entries.count, entries[j].index == entries[j - 1].index + 1 { j += 1 }
+      var bytes: [UInt8] = []
+      for e in entries[k..<j] { withUnsafeBytes(of: e.value.littleEndian) { bytes += $0 } }
+      let at = directory + entries[k].index * 4
+      try file.write(at: at, from: bytes)
+      shrinkHole(at, at + UInt64(bytes.count))
+      k = j
+    }
+  }
+
+  /// Entry `index` of the redundant grain directory, from cached pages (read once).
+  func redundantDirectoryEntry(_ index: UInt64) throws -> UInt64 {
+    let size = scheme.directoryEntries * 4
+    guard let at = Self.checkedByte(sector: scheme.header.rgdOffsetSectors, plus: 0), at <= fileSize,
+      size <= fileSize - at
+    else {
+      throw VMDKError(
+        .offsetPastEnd,
+        "the redundant grain directory (sector \(scheme.header.rgdOffsetSectors)) lies past the end of the file",
+        file: file.name)
+    }
+    return try directoryEntry(index, directoryAt: at, what: "redundant grain directory")
+  }
+
+  /// `sector * 512 + plus`, or nil when it overflows.
+  static func checkedByte(sector: UInt64, plus: UInt64) -> UInt64? {
+    let (b, o1) = sector.multipliedReportingOverflow(by: 512)
+    let (r, o2) = b.addingReportingOverflow(plus)
+    return o1 || o2 ? nil : r
+  }
+
+  /// Little-endian u32 bytes of table entries (each fits: they are sector numbers checked
+  /// against the 2 TiB limit or read as u32).
+  private static func encode(_ entries: ArraySlice<UInt64>) -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: entries.count * 4)
+    bytes.withUnsafeMutableBytes { raw in
+      for (n, e) in entries.enumerated() {
+        raw.storeBytes(of: UInt32(truncatingIfNeeded: e).littleEndian, toByteOffset: n * 4, as: UInt32.self)
+      }
+    }
+    return bytes
+  }
+}
+
+/// One grain table a write touches: its place (nil when it does not exist yet) and entries.
+private struct TablePlan {
+  let index: UInt64
+  let tableAt: UInt64?
+  var table: [UInt64]
+}
+
+/// A grain a write allocates: which bytes of the write go where in it.
+private struct NewGrain {
+  let grainStart: UInt64
+  let offsetInGrain: Int
+  let from: Int
+  let count: Int
+  let readsAsZero: Bool
+  let plan: Int
+  let entry: Int
 }
 
 extension ByteStore {
