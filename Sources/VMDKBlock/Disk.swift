@@ -96,6 +96,15 @@ public final class Disk: Sendable {
     }
   }
 
+  /// Opens the disk at `location` and its parents through `locator`, which opens the files and
+  /// resolves the names the descriptors give: files in memory (a `MemoryStore` per name), or
+  /// any other store an application provides.
+  public static func open(_ location: String, locator: any StoreLocator, options: OpenOptions = OpenOptions())
+    throws -> Disk
+  {
+    try openChain(location, options: options, locator: locator)
+  }
+
   /// An NBD export as a one-link raw disk. nbds:// always uses TLS. For nbd://, the enabled
   /// transports decide: with only "nbds" enabled the session is upgraded to TLS; with "nbds"
   /// before "nbd", TLS is tried first and plain NBD used only when the server does not offer

@@ -105,28 +105,23 @@ extension Disk {
   public func readDataRanges(
     chunkBytes: Int = 4 << 20, cancel: CancelFlag? = nil, _ body: (UInt64, UnsafeRawBufferPointer) throws -> Void
   ) throws {
-    let slots = 4
-    let buffers = ChunkBuffers(
-      (0..<slots).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 4096) })
-    defer { buffers.list.forEach { $0.deallocate() } }
-    let queue = ChunkQueue(slots: slots)
-    let reader = Thread { [self] in
-      var slot = 0
-      do {
+    guard chunkBytes > 0 else {
+      throw VMDKError(.invalidArgument, "chunk size of \(chunkBytes) bytes", file: top.path)
+    }
+    try ReadAhead.run(
+      slots: 4, chunkBytes: chunkBytes,
+      produce: { [self] pipe in
         // Pieces of data ranges, merged across run boundaries when they touch.
         var pendingStart: UInt64 = 0
         var pendingEnd: UInt64 = 0
         func flush() throws {
           var at = pendingStart
           while at < pendingEnd {
-            // The consumer stopped (it failed): end the walk.
-            guard queue.waitFree() else { throw CancellationError() }
+            let (slot, buffer) = try pipe.nextBuffer()
             if let cancel, cancel.isCancelled { throw VMDKError(.cancelled, "stopped by the user") }
             let n = Int(min(UInt64(chunkBytes), pendingEnd - at))
-            let buffer = UnsafeMutableRawBufferPointer(rebasing: buffers.list[slot][0..<n])
-            try read(at: at, into: buffer)
-            queue.push(ChunkQueue.Item(slot: slot, offset: at, count: n))
-            slot = (slot + 1) % slots
+            try read(at: at, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+            pipe.push(slot: slot, offset: at, count: n)
             at += UInt64(n)
           }
           pendingStart = pendingEnd
@@ -148,100 +143,8 @@ extension Disk {
           }
         }
         try flush()
-        queue.finish(error: nil)
-      } catch {
-        queue.finish(error: error)
-      }
-    }
-    reader.stackSize = 1 << 20
-    reader.start()
-    var failure: (any Error)? = nil
-    while let item = queue.pop() {
-      do {
-        try body(item.offset, UnsafeRawBufferPointer(rebasing: buffers.list[item.slot][0..<item.count]))
-        queue.release()
-      } catch {
-        failure = error
-        queue.stop()
-        break
-      }
-    }
-    queue.waitForReader()
-    if let failure { throw failure }
-    if let e = queue.readerError { throw e }
-  }
-}
-
-/// The read-ahead queue between the reading thread and the consumer.
-final class ChunkQueue: @unchecked Sendable {
-  struct Item {
-    let slot: Int
-    let offset: UInt64
-    let count: Int
-  }
-  private let cond = NSCondition()
-  private var items: [Item] = []
-  private var free: Int
-  private var finished = false
-  private var stopped = false
-  private var readerDone = false
-  private(set) var readerError: (any Error)?
-
-  init(slots: Int) { free = slots }
-
-  /// Reader: waits for a free slot; false when the consumer stopped.
-  func waitFree() -> Bool {
-    cond.lock()
-    defer { cond.unlock() }
-    while free == 0 && !stopped { cond.wait() }
-    if stopped { return false }
-    free -= 1
-    return true
-  }
-
-  func push(_ item: Item) {
-    cond.lock()
-    items.append(item)
-    cond.broadcast()
-    cond.unlock()
-  }
-
-  func finish(error: (any Error)?) {
-    cond.lock()
-    finished = true
-    readerDone = true
-    if readerError == nil { readerError = error }
-    cond.broadcast()
-    cond.unlock()
-  }
-
-  /// Consumer: the next chunk, or nil at the end (or after a reader error).
-  func pop() -> Item? {
-    cond.lock()
-    defer { cond.unlock() }
-    while items.isEmpty && !finished { cond.wait() }
-    if items.isEmpty { return nil }
-    return items.removeFirst()
-  }
-
-  func release() {
-    cond.lock()
-    free += 1
-    cond.broadcast()
-    cond.unlock()
-  }
-
-  func stop() {
-    cond.lock()
-    stopped = true
-    cond.broadcast()
-    cond.unlock()
-  }
-
-  func waitForReader() {
-    cond.lock()
-    while !readerDone { cond.wait() }
-    cond.unlock()
+      },
+      consume: { chunk, bytes in try body(chunk.offset, bytes) })
   }
 }
 

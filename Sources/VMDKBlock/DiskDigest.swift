@@ -2,7 +2,6 @@
 // that reads the next chunk on a second thread while the caller consumes the current one.
 
 import CCrypto
-import Dispatch
 import VMDKTransport
 
 /// A message digest over bytes, through OpenSSL's EVP interface.
@@ -43,64 +42,32 @@ public final class DigestContext {
 
 extension Disk {
   /// Reads `[offset, offset+length)` in order, in chunks of `chunkBytes`, reading ahead on a
-  /// second thread; calls `body` with each chunk in turn. Memory: three chunks.
+  /// second thread; calls `body` with each chunk in turn. Memory: three chunks. The first
+  /// error (a read's or `body`'s, in disk order) ends the walk and is thrown once the
+  /// read-ahead thread has stopped.
   public func readSequentially(
     offset: UInt64 = 0, length: UInt64? = nil, chunkBytes: Int = 4 << 20,
     _ body: (UnsafeRawBufferPointer) throws -> Void
   ) throws {
-    let end = min(capacityBytes, length.map { offset + $0 } ?? capacityBytes)
+    guard chunkBytes > 0 else {
+      throw VMDKError(.invalidArgument, "chunk size of \(chunkBytes) bytes", file: top.path)
+    }
+    let (wanted, overflow) = offset.addingReportingOverflow(length ?? capacityBytes)
+    let end = min(capacityBytes, overflow ? capacityBytes : wanted)
     guard end > offset else { return }
-    let total = end - offset
-    let chunks = Int((total + UInt64(chunkBytes) - 1) / UInt64(chunkBytes))
-    let slots = 3
-    let buffers = ChunkBuffers(
-      (0..<slots).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: chunkBytes, alignment: 4096) })
-    defer { buffers.list.forEach { $0.deallocate() } }
-    let filled = (0..<slots).map { _ in DispatchSemaphore(value: 0) }
-    let free = DispatchSemaphore(value: slots)
-    let box = ErrorBox()
-    let stop = ErrorBox()
-    let reader = DispatchQueue(label: "vmdk.read-ahead")
-    let done = DispatchSemaphore(value: 0)
-    reader.async { [self] in
-      for i in 0..<chunks {
-        free.wait()
-        if stop.isSet { break }
-        let at = offset + UInt64(i) * UInt64(chunkBytes)
-        let n = Int(min(UInt64(chunkBytes), end - at))
-        do {
-          try read(at: at, into: UnsafeMutableRawBufferPointer(rebasing: buffers.list[i % slots][0..<n]))
-        } catch {
-          box.set(error)
-          filled[i % slots].signal()
-          break
+    try ReadAhead.run(
+      slots: 3, chunkBytes: chunkBytes,
+      produce: { [self] pipe in
+        var at = offset
+        while at < end {
+          let (slot, buffer) = try pipe.nextBuffer()
+          let n = Int(min(UInt64(chunkBytes), end - at))
+          try read(at: at, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]))
+          pipe.push(slot: slot, offset: at, count: n)
+          at += UInt64(n)
         }
-        filled[i % slots].signal()
-      }
-      done.signal()
-    }
-    var failure: (any Error)? = nil
-    for i in 0..<chunks {
-      filled[i % slots].wait()
-      if let e = box.error {
-        failure = e
-        break
-      }
-      let at = offset + UInt64(i) * UInt64(chunkBytes)
-      let n = Int(min(UInt64(chunkBytes), end - at))
-      do {
-        try body(UnsafeRawBufferPointer(rebasing: buffers.list[i % slots][0..<n]))
-      } catch {
-        failure = error
-        break
-      }
-      free.signal()
-    }
-    stop.set(CancellationError())
-    free.signal()
-    free.signal()
-    done.wait()
-    if let failure { throw failure }
+      },
+      consume: { _, bytes in try body(bytes) })
   }
 
   /// The digest of the whole virtual disk, as lowercase hex.
@@ -109,30 +76,4 @@ extension Disk {
     try readSequentially { ctx.update($0) }
     return ctx.finalHex()
   }
-}
-
-/// A thread-safe slot for the first error.
-final class ErrorBox: @unchecked Sendable {
-  private let lock = DispatchSemaphore(value: 1)
-  private var stored: (any Error)?
-  var error: (any Error)? {
-    lock.wait()
-    defer { lock.signal() }
-    return stored
-  }
-  var isSet: Bool { error != nil }
-  func set(_ e: any Error) {
-    lock.wait()
-    if stored == nil { stored = e }
-    lock.signal()
-  }
-}
-
-struct CancellationError: Error {}
-
-/// Read-ahead buffers handed between the reader thread and the consumer; the semaphores in
-/// `readSequentially` make sure only one side touches a buffer at a time.
-struct ChunkBuffers: @unchecked Sendable {
-  let list: [UnsafeMutableRawBufferPointer]
-  init(_ list: [UnsafeMutableRawBufferPointer]) { self.list = list }
 }
