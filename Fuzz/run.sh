@@ -29,6 +29,10 @@ if [[ ${1:-} == transport ]]; then
   target=transport
   bin=$out/fuzz-transport
   shift
+elif [[ ${1:-} == images ]]; then
+  target=images
+  bin=$out/fuzz-images
+  shift
 fi
 
 # swift-log's Logging module (the toolkit logs through it), built once into $out from the
@@ -41,6 +45,40 @@ build_logging() {
   swiftc -sanitize=address -parse-as-library -O -g -module-name Logging -package-name swift_log -emit-module \
     -emit-module-path "$out/Logging.swiftmodule" -emit-library -static -o "$out/libLogging.a" \
     $(find "$src" -name '*.swift' | sort)
+}
+
+# The images target links the real modules: each Sources/<module> folder (in dependency
+# order; VMDKCore only when it exists) is compiled whole into one object and a .swiftmodule,
+# with sanitizer coverage, then Fuzz/FuzzImages.swift against them. Folders are globbed, so
+# files moving between modules need no change here.
+build_images() {
+  local mods=$out/images-modules
+  rm -rf "$mods"
+  mkdir -p "$mods/CPlatform"
+  local root
+  root=$(pwd)
+  cat >"$mods/CPlatform/module.modulemap" <<MAP
+module CPlatform {
+  header "$root/Sources/CPlatform/include/cplatform.h"
+  export *
+}
+MAP
+  clang -fsanitize=fuzzer-no-link,address -O1 -g -c Sources/CPlatform/cplatform.c \
+    -I Sources/CPlatform/include -o "$mods/cplatform.o"
+  build_logging
+  local includes=(-I "$out" -I "$mods" -I "$mods/CPlatform" -I Sources/CZlib -I Sources/CSSL -I Sources/CCrypto -I Sources/CDeflate)
+  local objects=("$mods/cplatform.o")
+  local m sources
+  for m in VMDKCore VMDKFormat VMDKTransport VMDKBlock; do
+    [[ -d Sources/$m ]] || continue
+    sources=$(find "Sources/$m" -name '*.swift' | sort)
+    # shellcheck disable=SC2086
+    swiftc -sanitize=fuzzer,address -parse-as-library -O -g -wmo -module-name "$m" -package-name vmdk_toolkit \
+      -emit-module -emit-module-path "$mods/$m.swiftmodule" -c $sources -o "$mods/$m.o" "${includes[@]}"
+    objects+=("$mods/$m.o")
+  done
+  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -module-name FuzzImages \
+    Fuzz/FuzzImages.swift "${objects[@]}" "${includes[@]}" -L "$out" -lLogging -lz -lssl -lcrypto -ldeflate -o "$bin"
 }
 
 build_transport() {
@@ -58,6 +96,10 @@ build_transport() {
 build() {
   if [[ $target == transport ]]; then
     build_transport
+    return
+  fi
+  if [[ $target == images ]]; then
+    build_images
     return
   fi
   mkdir -p "$out"
@@ -147,6 +189,18 @@ case ${1:-} in
         -max_total_time="$seconds" -max_len=16384 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
         -dict=Fuzz/transport.dict -artifact_prefix="$findings/" -print_final_stats=1
       echo "corpus: $(ls "$out/corpus-transport" | wc -l) inputs in $out/corpus-transport;" \
+        "findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
+      exit 0
+    fi
+    if [[ $target == images ]]; then
+      mkdir -p "$out/corpus-images" "$findings"
+      echo "seeds: $(ls Fuzz/seeds-images | wc -l) in Fuzz/seeds-images"
+      # Whole images of up to 64 KiB; -jobs stays 1 (one core). As above for the limits.
+      export SWIFT_BACKTRACE=enable=no
+      "$bin" "$out/corpus-images" Fuzz/seeds-images \
+        -max_total_time="$seconds" -max_len=65536 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
+        -dict=Fuzz/vmdk.dict -artifact_prefix="$findings/" -print_final_stats=1
+      echo "corpus: $(ls "$out/corpus-images" | wc -l) inputs in $out/corpus-images;" \
         "findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
       exit 0
     fi

@@ -97,6 +97,8 @@ struct SparseImage {
 struct StreamImage {
   var capacitySectors: UInt64 = 2048
   var grainSectors: UInt64 = 128
+  /// Sectors before the first grain marker (header and descriptor); VMware writes 128.
+  var overheadSectors: UInt64 = 128
   var grains: [UInt64: [UInt8]] = [:]
   /// Grains whose stream holds only this many bytes of the grain (a short inflation).
   var truncatedGrains: [UInt64: Int] = [:]
@@ -135,9 +137,9 @@ struct StreamImage {
     let h = SparseExtentHeader(
       version: 3, flags: [.validNewlineDetector, .compressed, .markers], capacitySectors: capacitySectors,
       grainSectors: grainSectors, descriptorOffsetSectors: 1, descriptorSizeSectors: descriptorSectors,
-      gdOffsetSectors: SparseExtentHeader.gdAtEnd, overheadSectors: 128, compressAlgorithm: 1)
+      gdOffsetSectors: SparseExtentHeader.gdAtEnd, overheadSectors: overheadSectors, compressAlgorithm: 1)
     var bytes = h.serialized() + descriptorBytes
-    bytes += [UInt8](repeating: 0, count: 128 * 512 - bytes.count)
+    bytes += [UInt8](repeating: 0, count: max(0, Int(overheadSectors) * 512 - bytes.count))
 
     var expected = ExpectedDisk(sectors: capacitySectors)
     var markerOffsets: [UInt64: Int] = [:]
