@@ -55,10 +55,7 @@ extension GrainTableExtent where Scheme == SparseScheme {
       let n = Int(scheme.directoryEntries)
       if let rgd = try? file.readExactly(at: h.rgdOffsetSectors * 512, count: n * 4, what: "redundant grain directory")
       {
-        for i in 0..<n {
-          let r = rgd.withUnsafeBytes {
-            UInt64(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
-          }
+        for r in GrainEntries.decode(rgd, width: 4, count: n) {
           if r * 512 >= h.overheadSectors * 512 { tables.append((r * 512, r * 512 + SparseLayout.tableBytes)) }
         }
       }
@@ -73,11 +70,11 @@ extension GrainTableExtent where Scheme == SparseScheme {
     let n = Int(scheme.directoryEntries)
     let gdBytes = try file.readExactly(at: h.gdOffsetSectors * 512, count: n * 4, what: "grain directory")
     let rgdBytes = try file.readExactly(at: h.rgdOffsetSectors * 512, count: n * 4, what: "redundant grain directory")
+    let gd = GrainEntries.decode(gdBytes, width: 4, count: n)
+    let rgd = GrainEntries.decode(rgdBytes, width: 4, count: n)
     for i in 0..<n {
-      let g = gdBytes.withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)) }
-      let r = rgdBytes.withUnsafeBytes {
-        UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
-      }
+      let g = gd[i]
+      let r = rgd[i]
       // The two directories point at different tables, so an entry is consistent when both
       // are zero or both are set to different tables (VirtualBox's rule).
       if (g == 0) != (r == 0) || g == r && g != 0 {

@@ -169,7 +169,7 @@ public final class Disk: Sendable {
       links.append(link)
       guard !options.singleLink, let hint = link.descriptor.parentFileNameHint, !hint.isEmpty else {
         if !options.singleLink, let pcid = link.descriptor.parentCID, pcid != Descriptor.noParentCID,
-          ["vmfssparse", "sesparse"].contains((link.descriptor.createType ?? "").lowercased())
+          link.descriptor.createTypeKind?.isRedoLog == true
         {
           throw VMDKError(
             .partialChain, "\(current) is a snapshot (parentCID \(Descriptor.formatCID(pcid))) but names no parent",

@@ -296,11 +296,7 @@ extension DiskLink {
     guard !lines.isEmpty else {
       throw VMDKError(.invalidDescriptor, "descriptor lists no extents", file: path)
     }
-    let deviceType = [
-      "fullDevice", "partitionedDevice", "vmfsRDM", "vmfsRawDeviceMap", "vmfsRDMP", "vmfsPassthroughRawDeviceMap",
-      "vmfsRaw",
-    ]
-    .contains { $0.lowercased() == createType.lowercased() }
+    let deviceType = CreateType(createType).isRawDevice
     var infos: [ExtentInfo] = []
     for (n, line) in lines.enumerated() {
       if line.kind == .zero {

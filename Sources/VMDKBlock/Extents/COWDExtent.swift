@@ -9,35 +9,13 @@ struct COWDScheme: GrainScheme {
   var entriesPerTable: UInt64 { COWDHeader.entriesPerTable }
   var directoryEntries: UInt64 { UInt64(header.numGDEntries) }
   var directoryOffset: UInt64 { UInt64(header.gdOffsetSectors) * 512 }
-  var entryBytes: Int { 4 }
+  var decoder: COWDEntryDecoder { COWDEntryDecoder() }
   var hasMarkers: Bool { false }
   var format: ExtentFormat { .cowd }
 
   func check(_ extent: COWDExtent, into report: inout CheckReport) throws {
     try extent.checkTables(
       metadataEnd: UInt64(header.gdOffsetSectors) * 512, compressedEnd: nil, into: &report, countLeaks: false)
-  }
-
-  func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64? {
-    guard gde != 0 else { return nil }
-    let offset = gde * 512
-    guard offset + COWDHeader.entriesPerTable * 4 <= fileSize else {
-      throw FormatError(
-        .offsetPastEnd, offset: at,
-        "COWD grain directory entry says its grain table is at sector \(gde), past the end of the file (\(fileSize) bytes)"
-      )
-    }
-    return offset
-  }
-
-  func grain(gte: UInt64, at: UInt64, fileSize: UInt64) throws -> GrainLocation {
-    guard gte != 0 else { return .unallocated }
-    guard gte * 512 < fileSize else {
-      throw FormatError(
-        .offsetPastEnd, offset: at,
-        "COWD grain table entry says its grain is at sector \(gte), past the end of the file (\(fileSize) bytes)")
-    }
-    return .data(gte * 512)
   }
 }
 

@@ -7,16 +7,6 @@ import Synchronization
 import VMDKFormat
 import VMDKTransport
 
-/// Where a grain is, decoded from its grain table entry.
-enum GrainLocation: Equatable {
-  case unallocated
-  case zero
-  /// Uncompressed grain data at this byte offset in the file.
-  case data(UInt64)
-  /// A compressed grain whose marker (or zlib stream) starts at this byte offset.
-  case compressed(UInt64)
-}
-
 /// How one extent kind lays out and encodes its directory and tables.
 protocol GrainScheme: Sendable {
   var grainSectors: UInt64 { get }
@@ -26,12 +16,9 @@ protocol GrainScheme: Sendable {
   var directoryEntries: UInt64 { get }
   /// Byte offset of the grain directory in the file.
   var directoryOffset: UInt64 { get }
-  /// Bytes per directory and table entry (4 or 8).
-  var entryBytes: Int { get }
-  /// Byte offset of the table that directory entry `gde` (at byte `at`) names, or nil.
-  func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64?
-  /// Decodes table entry `gte` found at byte `at`.
-  func grain(gte: UInt64, at: UInt64, fileSize: UInt64) throws -> GrainLocation
+  associatedtype Decoder: GrainEntryDecoder
+  /// What the kind's entries mean (VMDKFormat): every rule about an entry lives there.
+  var decoder: Decoder { get }
   /// Whether compressed grains start with a 12-byte grain marker.
   var hasMarkers: Bool { get }
   /// The format of the extents that read through this scheme.
@@ -42,6 +29,19 @@ protocol GrainScheme: Sendable {
   static func writable(_ extent: GrainTableExtent<Self>) -> (any WritableExtent)?
   /// What maintenance can do with `extent`.
   static func maintainable(_ extent: GrainTableExtent<Self>) -> MaintainableExtent?
+}
+
+extension GrainScheme {
+  /// Bytes per directory and table entry (4 or 8).
+  var entryBytes: Int { decoder.entryBytes }
+  /// Byte offset of the table that directory entry `gde` (at byte `at`) names, or nil.
+  func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64? {
+    try decoder.tableOffset(gde: gde, at: at, fileSize: fileSize)
+  }
+  /// Decodes table entry `gte` found at byte `at`.
+  func grain(gte: UInt64, at: UInt64, fileSize: UInt64) throws -> GrainLocation {
+    try decoder.grain(gte: gte, at: at, fileSize: fileSize)
+  }
 }
 
 /// An extent read through a grain directory and grain tables.
@@ -85,13 +85,7 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
   private func loadEntries(at offset: UInt64, count: Int, what: String) throws -> [UInt64] {
     let width = scheme.entryBytes
     let bytes = try file.readExactly(at: offset, count: count * width, what: what)
-    return bytes.withUnsafeBytes { raw in
-      (0..<count).map { i in
-        width == 4
-          ? UInt64(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
-          : UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self))
-      }
-    }
+    return GrainEntries.decode(bytes, width: width, count: count)
   }
 
   /// Directory entry `index`, read in pages of 512 entries through the cache.
@@ -270,26 +264,12 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
     var size: UInt64
     let maxCompressed = UInt64(2 * grainBytes)
     if scheme.hasMarkers {
-      let header = try file.readExactly(at: at, count: StreamMarker.grainHeaderBytes, what: "grain marker")
-      // A grain marker is 12 bytes (LBA, size); size 0 would make it a metadata marker.
-      size = UInt64(header[8]) | UInt64(header[9]) << 8 | UInt64(header[10]) << 16 | UInt64(header[11]) << 24
-      guard size != 0 else {
-        throw VMDKError(
-          .invalidMarker, "grain table points at a metadata marker, not a grain", file: file.name, offset: at)
+      let bytes = try file.readExactly(at: at, count: StreamMarker.grainHeaderBytes, what: "grain marker")
+      let header = try wrap(file.name) {
+        try GrainMarkerHeader(parsing: bytes, at: at, grainBytes: grainBytes, fileSize: fileSize)
       }
-      dataAt = at + UInt64(StreamMarker.grainHeaderBytes)
-      guard size <= maxCompressed else {
-        throw VMDKError(
-          .compressedGrainTooLarge,
-          "compressed grain claims \(size) bytes; at most \(maxCompressed) (two grains) are allowed",
-          file: file.name, offset: at)
-      }
-      guard dataAt + size <= fileSize else {
-        throw VMDKError(
-          .compressedGrainTooLarge,
-          "compressed grain claims \(size) bytes, but the file ends \(fileSize - min(dataAt, fileSize)) bytes after its start",
-          file: file.name, offset: at)
-      }
+      dataAt = header.dataOffset
+      size = header.compressedBytes
     } else {
       size = min(maxCompressed, fileSize - min(at, fileSize))
     }

@@ -1,11 +1,10 @@
 // Hosted sparse and streamOptimized extents ("KDMV"): opening (header, footer, checks) and the
-// decoding of their 32-bit directory and table entries.
+// scheme their grain tables are read through.
 
 import VMDKFormat
 import VMDKTransport
 
-/// The KDMV scheme: 512-entry tables of u32 sector numbers; entry 1 is a zeroed grain when the
-/// header says so; compressed grains point at grain markers.
+/// The KDMV scheme: 512-entry tables of u32 sector numbers, decoded by SparseEntryDecoder.
 struct SparseScheme: GrainScheme {
   let header: SparseExtentHeader
   let layout: SparseLayout
@@ -13,7 +12,7 @@ struct SparseScheme: GrainScheme {
   var entriesPerTable: UInt64 { SparseLayout.entriesPerTable }
   var directoryEntries: UInt64 { layout.grainTableCount }
   var directoryOffset: UInt64 { header.gdOffsetSectors * 512 }
-  var entryBytes: Int { 4 }
+  var decoder: SparseEntryDecoder { SparseEntryDecoder(header: header) }
   var hasMarkers: Bool { header.hasMarkers }
   var format: ExtentFormat { header.isCompressed ? .stream : .sparse }
 
@@ -23,29 +22,6 @@ struct SparseScheme: GrainScheme {
   static func writable(_ extent: SparseExtent) -> (any WritableExtent)? { extent }
   static func maintainable(_ extent: SparseExtent) -> MaintainableExtent? {
     extent.acceptsInPlaceWrites ? .sparse(extent) : nil
-  }
-
-  func tableOffset(gde: UInt64, at: UInt64, fileSize: UInt64) throws -> UInt64? {
-    guard gde != 0 else { return nil }
-    let offset = gde * 512
-    guard offset + SparseLayout.tableBytes <= fileSize else {
-      throw FormatError(
-        .offsetPastEnd, offset: at,
-        "grain directory entry says its grain table is at sector \(gde), past the end of the file (\(fileSize) bytes)")
-    }
-    return offset
-  }
-
-  func grain(gte: UInt64, at: UInt64, fileSize: UInt64) throws -> GrainLocation {
-    if gte == 0 { return .unallocated }
-    if gte == 1 && header.hasZeroedGrainEntries { return .zero }
-    let offset = gte * 512
-    guard offset < fileSize else {
-      throw FormatError(
-        .offsetPastEnd, offset: at,
-        "grain table entry says its grain is at sector \(gte), past the end of the file (\(fileSize) bytes)")
-    }
-    return header.isCompressed ? .compressed(offset) : .data(offset)
   }
 }
 

@@ -147,9 +147,7 @@ private struct SparseRepair {
 
   func readEntries(at offset: UInt64, count: Int) throws -> [UInt32] {
     let bytes = try file.readExactly(at: offset, count: count * 4, what: "grain directory")
-    return bytes.withUnsafeBytes { raw in
-      (0..<count).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
-    }
+    return GrainEntries.decode(bytes, width: 4, count: count).map { UInt32(truncatingIfNeeded: $0) }
   }
 
   func writeEntry(_ v: UInt32, at offset: UInt64) throws {

@@ -132,8 +132,7 @@ extension Disk {
     // The plan: each extent kept, cut, grown or removed; new extents for the rest.
     var plans: [ExtentPlan] = []
     var newLines: [ExtentDescription] = []
-    let createType = (link.descriptor.createType ?? "").lowercased()
-    let split = createType.hasPrefix("twogbmaxextent")
+    let split = link.descriptor.createTypeKind?.isSplit == true
     // Largest extent of a split type: the first's when there are several, else VMware's 2 GiB.
     let splitSectors: UInt64 = split ? max(lines.count > 1 ? lines[0].sectors : 0, 4_194_304) : UInt64.max
     for (i, line) in lines.enumerated() {

@@ -210,6 +210,8 @@ public struct Descriptor: Equatable, Sendable {
   public var cid: UInt32? { header("CID").flatMap(Descriptor.parseCID) }
   public var parentCID: UInt32? { header("parentCID").flatMap(Descriptor.parseCID) }
   public var createType: String? { header("createType") }
+  /// The createType, classified (nil when the header is missing).
+  public var createTypeKind: CreateType? { createType.map(CreateType.init) }
   public var parentFileNameHint: String? { header("parentFileNameHint") }
   public var encoding: String? { header("encoding") }
   /// Sum of the extents' sectors: the link's capacity. Nil when it overflows.

@@ -95,3 +95,44 @@ public enum StreamFooter {
     return footer
   }
 }
+
+/// The 12-byte header in front of a compressed grain (LBA u64, size u32), as a grain table
+/// entry of a streamOptimized image points at it, checked against the grain size and the file.
+public struct GrainMarkerHeader: Equatable, Sendable {
+  /// The grain's first virtual sector, as the marker says.
+  public let lba: UInt64
+  /// Bytes of zlib data after the header.
+  public let compressedBytes: UInt64
+  /// Byte offset of the zlib data in the file.
+  public let dataOffset: UInt64
+
+  /// Parses the header at file offset `at` from `bytes` (at least 12). Compressed data over
+  /// two grains (`grainBytes` each) is refused, so no caller sizes a buffer from the file.
+  public init(parsing bytes: [UInt8], at: UInt64, grainBytes: Int, fileSize: UInt64) throws(FormatError) {
+    guard bytes.count >= StreamMarker.grainHeaderBytes else {
+      throw FormatError(.truncated, offset: at, "grain marker needs 12 bytes, found \(bytes.count)")
+    }
+    var lba: UInt64 = 0
+    for i in 0..<8 { lba |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+    let size = UInt64(bytes[8]) | UInt64(bytes[9]) << 8 | UInt64(bytes[10]) << 16 | UInt64(bytes[11]) << 24
+    guard size != 0 else {
+      throw FormatError(.invalidMarker, offset: at, "grain table points at a metadata marker, not a grain")
+    }
+    let maxCompressed = UInt64(max(0, grainBytes)) * 2
+    guard size <= maxCompressed else {
+      throw FormatError(
+        .compressedGrainTooLarge, offset: at,
+        "compressed grain claims \(size) bytes; at most \(maxCompressed) (two grains) are allowed")
+    }
+    let (dataAt, overflow) = at.addingReportingOverflow(UInt64(StreamMarker.grainHeaderBytes))
+    guard !overflow, dataAt <= fileSize, size <= fileSize - dataAt else {
+      throw FormatError(
+        .compressedGrainTooLarge, offset: at,
+        "compressed grain claims \(size) bytes, but the file ends \(fileSize - min(dataAt, fileSize)) bytes after its start"
+      )
+    }
+    self.lba = lba
+    self.compressedBytes = size
+    self.dataOffset = dataAt
+  }
+}
