@@ -2,6 +2,7 @@
 // contents differ. Block status comes first: a range that reads as zeros on both sides is
 // not read at all, and a range that is zero on one side is only read on the other.
 
+import Dispatch
 import Foundation
 
 /// The answer of `Disk.compare(with:strict:)`.
@@ -45,6 +46,8 @@ private struct DiskComparer {
   let bufferA: UnsafeMutableRawBufferPointer
   let bufferB: UnsafeMutableRawBufferPointer
   var bytesRead: UInt64 = 0
+  /// Reads B's side of ranges both sides need.
+  let reader = DispatchQueue(label: "vmdk.compare")
   /// Block status is asked for this many bytes at a time.
   static let window: UInt64 = 1 << 30
 
@@ -131,14 +134,13 @@ private struct DiskComparer {
       let n = Int(min(UInt64(chunk), end - at))
       let x = UnsafeMutableRawBufferPointer(rebasing: bufferA[0..<n])
       let y = UnsafeMutableRawBufferPointer(rebasing: bufferB[0..<n])
-      if need != .onlyB {
-        try a.read(at: at, into: x)
-        bytesRead += UInt64(n)
+      switch need {
+      case .both: try readBoth(at: at, x, y)
+      case .onlyA: try a.read(at: at, into: x)
+      case .onlyB: try b.read(at: at, into: y)
+      case .none: break
       }
-      if need != .onlyA {
-        try b.read(at: at, into: y)
-        bytesRead += UInt64(n)
-      }
+      bytesRead += UInt64(need == .both ? 2 * n : n)
       let found: Int? =
         switch need {
         case .both: firstDifference(UnsafeRawBufferPointer(x), UnsafeRawBufferPointer(y))
@@ -151,6 +153,33 @@ private struct DiskComparer {
     }
     return nil
   }
+}
+
+extension DiskComparer {
+  /// Reads `x` from A on this thread while a second thread reads `y` from B: a network
+  /// transport's round trips, or two decompressions, overlap. A's error comes first.
+  func readBoth(at offset: UInt64, _ x: UnsafeMutableRawBufferPointer, _ y: UnsafeMutableRawBufferPointer) throws {
+    let second = SecondRead(y)
+    let b = self.b
+    reader.async {
+      do { try b.read(at: offset, into: second.buffer) } catch { second.error = error }
+      second.done.signal()
+    }
+    var failure: (any Error)? = nil
+    do { try a.read(at: offset, into: x) } catch { failure = error }
+    second.done.wait()
+    if let failure { throw failure }
+    if let e = second.error { throw e }
+  }
+}
+
+/// B's side of `readBoth`: the buffer the second thread fills and the error it met. Only the
+/// second thread touches them until it signals `done`; the caller reads them after waiting.
+private final class SecondRead: @unchecked Sendable {
+  let buffer: UnsafeMutableRawBufferPointer
+  var error: (any Error)? = nil
+  let done = DispatchSemaphore(value: 0)
+  init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
 }
 
 /// Blocks of this many bytes narrow a difference down before the byte-by-byte scan.
