@@ -191,9 +191,14 @@ private let formatPairs: [(CompareFormat, CompareFormat)] = [
       try FileManager.default.copyItem(atPath: sparse, toPath: truncated)
       let size = try #require(try FileManager.default.attributesOfItem(atPath: truncated)[.size] as? UInt64)
       try #require(truncate(truncated, off_t(size - 2 * mib)) == 0)
-      let ours = try ourCompare([raw, truncated])
-      #expect(ours.status == 2, "\(ours.output) \(ours.errorOutput)")
-      #expect(ours.errorOutput.contains(truncated), "\(ours.errorOutput)")
+      // The failing side first (read on this thread) and second (read on the other one).
+      for arguments in [[raw, truncated], [truncated, raw]] {
+        let ours = try ourCompare(arguments)
+        #expect(ours.status == 2, "\(ours.output) \(ours.errorOutput)")
+        #expect(ours.output.isEmpty)
+        #expect(ours.errorOutput.contains(truncated), "\(ours.errorOutput)")
+      }
+      #expect(throws: VMDKError.self) { try Disk.open(truncated).compare(with: Disk.open(raw)) }
     }
   }
 
@@ -233,9 +238,35 @@ private let formatPairs: [(CompareFormat, CompareFormat)] = [
     }
   }
 
-  /// A location that is not a path: an NBD export of one image against the other image as
-  /// a file.
-  @Test func nbdAgainstFile() throws {
+  /// A snapshot chain (a child over a monolithicSparse parent) against its flattened copy and
+  /// against the parent's raw original: what the chain reads, holes of the child included.
+  @Test func chainAgainstFlattenedCopy() throws {
+    try withTemporaryFolder { folder in
+      let raw = "\(folder)/base.raw"
+      try makeRaw(raw, size: 16 * mib)
+      let parent = "\(folder)/parent.vmdk"
+      try CompareFormat.monolithicSparse.convert(raw, to: parent)
+      let child = "\(folder)/child.vmdk"
+      try Qemu.img("create", "-q", "-f", "vmdk", "-b", parent, "-F", "vmdk", child)
+      try Qemu.io(child, ["write -P 0x55 \(5 * mib + 123) 1", "write -P 0 \(2 * mib + 4096) 4096"])
+      let flat = "\(folder)/flat.raw"
+      try Qemu.img("convert", "-f", "vmdk", "-O", "raw", child, flat)
+      for (other, format) in [(flat, CompareFormat.raw), (raw, .raw)] {
+        let qemu = try qemuCompare(child, .monolithicSparse, other, format)
+        #expect(
+          qemu
+            == (other == flat
+              ? Verdict(status: 0, line: "Images are identical.")
+              : Verdict(status: 1, line: "Content mismatch at offset \(2 * mib + 4096)!")))
+        #expect(Verdict(try ourCompare([child, other])) == qemu)
+        #expect(Verdict(try ourCompare([other, child])) == qemu)
+      }
+    }
+  }
+
+  /// Locations that are not paths: an NBD export and an HTTP URL against files, and against
+  /// each other.
+  @Test func nbdAndHTTPLocations() throws {
     try withTemporaryFolder { folder in
       let raw = "\(folder)/base.raw"
       let changed = "\(folder)/changed.raw"
@@ -251,6 +282,20 @@ private let formatPairs: [(CompareFormat, CompareFormat)] = [
         Verdict(ours) == Verdict(status: 1, line: "Content mismatch at offset \(5 * mib)!"), "\(ours.errorOutput)")
       let same = try ourCompare([uri, raw])
       #expect(Verdict(same) == Verdict(status: 0, line: "Images are identical."), "\(same.errorOutput)")
+
+      let nginx = try NginxServer(prefix: "\(folder)/nginx")
+      defer { nginx.stop() }
+      try CompareFormat.streamOptimized.convert(raw, to: "\(nginx.root)/base.vmdk")
+      try CompareFormat.streamOptimized.convert(changed, to: "\(nginx.root)/changed.vmdk")
+      let url = "\(nginx.baseURL)/base.vmdk"
+      let identical = try ourCompare([url, uri])
+      #expect(Verdict(identical) == Verdict(status: 0, line: "Images are identical."), "\(identical.errorOutput)")
+      let apart = try ourCompare(["--exact", sparse, url])
+      #expect(
+        Verdict(apart) == Verdict(status: 1, line: "Content mismatch at offset \(5 * mib + 123)!"),
+        "\(apart.errorOutput)")
+      let changedURL = "\(nginx.baseURL)/changed.vmdk"
+      #expect(Verdict(try ourCompare([changedURL, sparse])) == Verdict(status: 0, line: "Images are identical."))
     }
   }
 }
