@@ -123,6 +123,12 @@ private let formatPairs: [(CompareFormat, CompareFormat)] = [
           #expect(Verdict(exact) == Verdict(status: 1, line: "Content mismatch at offset \(offset)!"))
         }
         #expect(try Disk.open(a).compare(with: Disk.open(b)).outcome == .contentMismatch(offset: offset))
+        let json = try ourCompare(["--json", a, b])
+        #expect(json.status == 1)
+        let object = try JSONSerialization.jsonObject(with: json.stdout) as? [String: Any]
+        #expect(object?["result"] as? String == "content-mismatch")
+        #expect((object?["offset"] as? NSNumber)?.uint64Value == offset / 512 * 512)
+        #expect((object?["byteOffset"] as? NSNumber)?.uint64Value == offset)
         // Small chunks: the difference is found across many reads, at the same byte.
         #expect(
           try Disk.open(b).compare(with: Disk.open(a), chunkBytes: 4096).outcome == .contentMismatch(offset: offset))

@@ -13,8 +13,10 @@ struct Compare: ParsableCommand {
       the start of the first differing 512-byte sector, as qemu-img reports it (--exact: the \
       byte). Images of different sizes are identical when the larger one's extra part reads as \
       zeros; --strict fails on any size difference ("Strict mode: Image size mismatch!", exit \
-      1). Exit 2: an image cannot be opened or read. Ranges both images' block status calls \
-      zero are not read.
+      1; unlike qemu-img compare -s, allocation differences are not a failure); without it a \
+      size difference is a warning on stderr. Exit 2: an image cannot be opened or read. The \
+      opening options apply to both images. Ranges both images' block status calls zero are \
+      not read. --json: result, offset (qemu-img's), byteOffset, sizes and bytes read.
       """)
 
   @Argument(help: "The first image.") var first: String
@@ -50,7 +52,11 @@ struct Compare: ParsableCommand {
         let shown = exact ? offset : offset / 512 * 512
         line = "Content mismatch at offset \(shown)!"
         status = 1
-        fields.insert(contentsOf: [("result", .string("content-mismatch")), ("offset", .uint(shown))], at: 0)
+        fields.insert(
+          contentsOf: [
+            ("result", .string("content-mismatch")), ("offset", .uint(offset / 512 * 512)),
+            ("byteOffset", .uint(offset)),
+          ], at: 0)
       }
       if json {
         printJSON(.object(fields))
