@@ -1,6 +1,7 @@
 // vmdk-inspect: read-only facts about a VMDK (or raw) image and its snapshot chain.
-// Exit status: 0 success; 1 problems found (check) or key not found (metadata); 2 the image
-// cannot be opened or read (one line on stderr naming the file, the offset and the problem).
+// Exit status: 0 success; 1 problems found (check), key not found (metadata) or images differ
+// (compare); 2 the image cannot be opened or read (one line on stderr naming the file, the
+// offset and the problem).
 
 import ArgumentParser
 import ToolSupport
@@ -12,12 +13,12 @@ struct VMDKInspect: ParsableCommand {
     commandName: "vmdk-inspect",
     abstract: "Read-only facts about VMDK images and snapshot chains.",
     discussion: """
-      Exit status: 0 success; 1 problems found (check) or key not found (metadata);
-      2 the image cannot be opened or read.
+      Exit status: 0 success; 1 problems found (check), key not found (metadata) or images
+      differ (compare); 2 the image cannot be opened or read.
       """,
     subcommands: [
       Info.self, MapCommand.self, Chain.self, Metadata.self, Check.self, Cat.self, Digest.self, Allocated.self,
-      Changed.self, Transports.self,
+      Changed.self, Compare.self, Transports.self,
     ]
   )
 }
