@@ -47,7 +47,7 @@ private func toolRanges(_ output: Data, key: String) throws -> [ChangedArea] {
 
 private let mib: UInt64 = 1 << 20
 
-@Suite(.timeLimit(.minutes(3))) struct AllocatedInteropTests {
+@Suite(.timeLimit(.minutes(20))) struct AllocatedInteropTests {
   /// Single images qemu made, written at odd offsets: monolithicSparse (with zeroed-grain
   /// entries from `write -z`), twoGbMaxExtentSparse and monolithicFlat.
   @Test(arguments: [

@@ -8,7 +8,7 @@ import Testing
 import VMDKBlock
 import VMDKTransport
 
-@Suite(.timeLimit(.minutes(2))) struct ChangeTrackingInteropTests {
+@Suite(.timeLimit(.minutes(20))) struct ChangeTrackingInteropTests {
   @Test func trackOnOffThroughTheTools() throws {
     try withTemporaryFolder { folder in
       let image = "\(folder)/disk.vmdk"

@@ -73,7 +73,7 @@ private let formatPairs: [(CompareFormat, CompareFormat)] = [
   (.monolithicFlat, .monolithicSparse), (.streamOptimized, .monolithicFlat),
 ]
 
-@Suite(.timeLimit(.minutes(5))) struct CompareTests {
+@Suite(.timeLimit(.minutes(20))) struct CompareTests {
   @Test(arguments: formatPairs)
   func identicalImagesInDifferentFormats(_ fa: CompareFormat, _ fb: CompareFormat) throws {
     try withTemporaryFolder { folder in

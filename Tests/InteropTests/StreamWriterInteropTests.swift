@@ -10,7 +10,7 @@ import VMDKBlock
 import VMDKFormat
 import VMDKTransport
 
-@Suite(.timeLimit(.minutes(2))) struct StreamWriterInteropTests {
+@Suite(.timeLimit(.minutes(20))) struct StreamWriterInteropTests {
   /// 72 MiB + 3 sectors: grain-table regions 0 and 2 with data, region 1 without, a partial
   /// last grain.
   static let capacity: UInt64 = (72 << 20) + 1536

@@ -43,7 +43,7 @@ private func fromBlockStatus(_ disk: Disk, chunkBytes: UInt64) throws -> [Change
   return out
 }
 
-@Suite(.timeLimit(.minutes(1))) struct AllocatedTests {
+@Suite(.timeLimit(.minutes(20))) struct AllocatedTests {
   /// 64 KiB grains: chunks of 128 sectors are grains; 2048 sectors (1 MiB) swallow
   /// neighbours; a chunk larger than the disk is the whole disk.
   @Test(arguments: [

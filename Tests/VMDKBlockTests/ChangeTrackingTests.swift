@@ -67,7 +67,7 @@ func expectAnswerCovers(
   #expect(info.startOffset == 0 && info.length == UInt64(now.count), sourceLocation: sourceLocation)
 }
 
-@Suite(.timeLimit(.minutes(3))) struct ChangeTrackingTests {
+@Suite(.timeLimit(.minutes(20))) struct ChangeTrackingTests {
   @Test func sidecarName() {
     #expect(ChangeTracking.sidecarName(for: "vm/disk.vmdk") == "vm/disk-changes.vtrack")
     #expect(ChangeTracking.sidecarName(for: "disk.VMDK") == "disk-changes.vtrack")

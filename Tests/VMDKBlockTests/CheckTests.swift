@@ -7,7 +7,7 @@ import Testing
 import VMDKBlock
 import VMDKFormat
 
-@Suite(.timeLimit(.minutes(1))) struct CheckTests {
+@Suite(.timeLimit(.minutes(20))) struct CheckTests {
   static let base: SparseImage.Built = {
     var image = SparseImage()
     image.capacitySectors = 128 * 600  // two grain tables

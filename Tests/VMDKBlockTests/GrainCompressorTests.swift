@@ -9,7 +9,7 @@ import VMDKTransport
 
 @testable import VMDKBlock
 
-@Suite(.timeLimit(.minutes(1))) struct GrainCompressorTests {
+@Suite(.timeLimit(.minutes(20))) struct GrainCompressorTests {
   /// Grain `g` of the test input: zeros when g % 5 == 4, else bytes derived from g.
   static func fill(_ slot: UnsafeMutableRawBufferPointer, grain g: UInt64) {
     for i in 0..<slot.count {

@@ -69,7 +69,7 @@ enum Escapes {
   ]
 }
 
-@Suite(.timeLimit(.minutes(1))) struct PathTests {
+@Suite(.timeLimit(.minutes(20))) struct PathTests {
   /// Refused by default: the error names the descriptor that holds the name.
   @Test(arguments: Escapes.cases)
   func refusedByDefault(_ escape: Named<@Sendable (TempFolder) throws -> String>) throws {
@@ -104,7 +104,7 @@ enum Escapes {
   }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct HostileDescriptorTests {
+@Suite(.timeLimit(.minutes(20))) struct HostileDescriptorTests {
   static let cases: [FolderCase] = [
     FolderCase(name: "a missing extent", code: .fileNotFound, file: "missing-flat.vmdk") { folder in
       try flatDescriptor(folder, "disk.vmdk", extent: "missing-flat.vmdk")
@@ -222,7 +222,7 @@ enum ChainFiles {
   }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct SpecialExtentTests {
+@Suite(.timeLimit(.minutes(20))) struct SpecialExtentTests {
   /// A virtual RDM opens (its descriptor is all there is to copy) and says what it is;
   /// reading it needs the device, which a backup does not have.
   @Test func rawDeviceMapping() throws {

@@ -67,7 +67,7 @@ func expect<Image>(_ c: Hostile<Image>, base: Image, file: String, descriptor: S
   }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct HostileSparseTests {
+@Suite(.timeLimit(.minutes(20))) struct HostileSparseTests {
   static let base: SparseImage.Built = {
     var image = SparseImage()
     image.fill([0, 1, 5])
@@ -171,7 +171,7 @@ func expect<Image>(_ c: Hostile<Image>, base: Image, file: String, descriptor: S
   }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct HostileStreamTests {
+@Suite(.timeLimit(.minutes(20))) struct HostileStreamTests {
   static let image: StreamImage = {
     var image = StreamImage()
     image.fill([0, 3, 15])
@@ -273,7 +273,7 @@ func expect<Image>(_ c: Hostile<Image>, base: Image, file: String, descriptor: S
   }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct HostileCOWDTests {
+@Suite(.timeLimit(.minutes(20))) struct HostileCOWDTests {
   static let base: COWDImage.Built = {
     var image = COWDImage()
     image.fill([0, 1, 4097])
@@ -316,7 +316,7 @@ func expect<Image>(_ c: Hostile<Image>, base: Image, file: String, descriptor: S
   }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct HostileSESparseTests {
+@Suite(.timeLimit(.minutes(20))) struct HostileSESparseTests {
   static let base: SESparseImage.Built = {
     var image = SESparseImage()
     image.fill([0, 1, 4100])

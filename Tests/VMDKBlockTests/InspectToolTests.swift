@@ -20,7 +20,7 @@ enum InspectTool {
   }()
 }
 
-@Suite(.timeLimit(.minutes(1))) struct InspectToolTests {
+@Suite(.timeLimit(.minutes(20))) struct InspectToolTests {
   /// Hostile files: one failing in the header, one in the descriptor's paths, one in the
   /// chain, and one only when the data is read.
   static let cases: [Named<(command: String, setUp: @Sendable (TempFolder) throws -> String)>] = [

@@ -39,7 +39,7 @@ private func sparseImage(
   return (try folder.write(name, built.bytes), built.expected.bytes)
 }
 
-@Suite(.timeLimit(.minutes(2))) struct MaintenanceTests {
+@Suite(.timeLimit(.minutes(20))) struct MaintenanceTests {
   // MARK: Resize
 
   @Test func resizeGrowsSparseWithALargerDirectory() throws {

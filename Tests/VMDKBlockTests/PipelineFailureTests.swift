@@ -27,7 +27,7 @@ func pastEndImage(badGrain bad: UInt64) -> [UInt8] {
 /// The consumer's own error, told apart from the library's.
 struct ConsumerStop: Error, Equatable { let chunk: Int }
 
-@Suite(.timeLimit(.minutes(5))) struct PipelineFailureTests {
+@Suite(.timeLimit(.minutes(20))) struct PipelineFailureTests {
   /// Grains in the first, a middle and the last 4 MiB chunk (64 grains of 64 KiB per chunk).
   static let badGrains: [UInt64] = [0, 1, 257, 446, 511]
 

@@ -6,7 +6,7 @@ import VMDKBlock
 import VMDKFormat
 import VMDKTransport
 
-@Suite(.timeLimit(.minutes(1))) struct ResourceTests {
+@Suite(.timeLimit(.minutes(20))) struct ResourceTests {
   /// Header values that ask for absurd work, and the error each must give.
   static let cases: [Named<(code: VMDKError.Code, change: @Sendable (inout SparseExtentHeader) -> Void)>] = [
     // 2^54 sectors at 64 KiB grains: 2^38 grain tables, far over the directory cap.

@@ -118,7 +118,7 @@ func writeStream(_ c: StreamCase, to path: String, threads: Int? = nil, cid: UIn
   return expected
 }
 
-@Suite(.timeLimit(.minutes(2))) struct StreamWriterTests {
+@Suite(.timeLimit(.minutes(20))) struct StreamWriterTests {
   @Test(arguments: StreamCase.all)
   func readsBack(_ c: StreamCase) throws {
     let folder = try TempFolder()
@@ -263,7 +263,7 @@ func writeStream(_ c: StreamCase, to path: String, threads: Int? = nil, cid: UIn
   }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct StreamWriterLargeDiskTests {
+@Suite(.timeLimit(.minutes(20))) struct StreamWriterLargeDiskTests {
   /// A 64 TiB disk with three small pieces of data: the grain directory (2 Mi entries, 8 MiB)
   /// is written in pieces, the file stays small, and the pieces read back.
   @Test func sparse64TiB() throws {

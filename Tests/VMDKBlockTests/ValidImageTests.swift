@@ -6,7 +6,7 @@ import Testing
 import VMDKBlock
 import VMDKFormat
 
-@Suite(.timeLimit(.minutes(2))) struct ValidImageTests {
+@Suite(.timeLimit(.minutes(20))) struct ValidImageTests {
   /// Capacities: whole grains, a partial last grain, and three grain tables.
   @Test(arguments: [4096, 4000, 2 * 65536 + 1000] as [UInt64])
   func monolithicSparse(capacity: UInt64) throws {

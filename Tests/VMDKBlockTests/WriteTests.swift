@@ -140,7 +140,7 @@ func cidOnDisk(_ path: String) throws -> UInt32? {
   .top.descriptor.cid
 }
 
-@Suite(.timeLimit(.minutes(3))) struct WriteTests {
+@Suite(.timeLimit(.minutes(20))) struct WriteTests {
   @Test(arguments: WriteImages.all)
   func randomWritesMatchModel(make: Named<@Sendable () throws -> WriteScenario>) throws {
     let scenario = try make.value()

@@ -1,6 +1,12 @@
 // What every block-layer test shares: a per-test temporary folder, the content pattern the
 // builders write, and one assertion for "opening and reading this gives that VMDKError".
 
+// Suites' `.timeLimit(.minutes(20))` are hang guards, not speed checks. Swift Testing runs
+// synchronous tests on a pool as wide as the machine's cores; on a 2-core machine two interop
+// tests that wait on qemu-io or a server can hold it for minutes, and a suite with a 1-minute
+// limit that had started then failed without having run (274 such issues in one full run).
+// A test whose point is a bound on time (NonRegularFileTests) measures it in its body.
+
 import Foundation
 import Testing
 import VMDKBlock
