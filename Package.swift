@@ -10,6 +10,7 @@ let package = Package(
     .library(name: "VMDKCore", targets: ["VMDKCore"]),
     .library(name: "VMDKFormat", targets: ["VMDKFormat"]),
     .library(name: "VMDKTransport", targets: ["VMDKTransport"]),
+    .library(name: "VMDKFiles", targets: ["VMDKFiles"]),
     .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
     .executable(name: "vmdk-convert", targets: ["vmdk-convert"]),
     .executable(name: "vmdk-disk", targets: ["vmdk-disk"]),
@@ -47,6 +48,9 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ],
       exclude: ["ChangeTracking/FORMAT.md"]),
+    // File-level restore: partition tables, guest file systems (ext, FAT) behind one
+    // `FileSystem` protocol, and extraction. Above VMDKBlock's public API only.
+    .target(name: "VMDKFiles", dependencies: ["VMDKBlock"]),
     // What the tools share: opening flags, error reporting, JSON, sizes, progress.
     .target(
       name: "ToolSupport",

@@ -68,6 +68,11 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
     public static let protocolError = Code(20023, "network protocol error")
     public static let tlsFailure = Code(20024, "TLS failure")
     public static let invalidConfig = Code(20025, "invalid configuration")
+    // The file-level restore layer's codes (partition tables and guest file systems).
+    public static let invalidPartitionTable = Code(20026, "invalid partition table")
+    public static let corruptFileSystem = Code(20027, "corrupt file system")
+    public static let fileSystemLimit = Code(20028, "file system cap exceeded")
+    public static let unsafeName = Code(20029, "unsafe name from the guest")
 
     /// Every code, for documentation and tests.
     public static let all: [Code] = [
@@ -80,7 +85,7 @@ public struct VMDKError: Error, Sendable, CustomStringConvertible {
       .invalidMarker, .chainLoop, .chainTooDeep, .needsDevice, .extentNoAccess, .invalidHeader,
       .invalidTable, .trackingReset, .hasSnapshots, .serverNotFound, .connectionRefused,
       .connectionLost, .serverShutdown, .serverNotAvailable, .timeout, .protocolError, .tlsFailure,
-      .invalidConfig,
+      .invalidConfig, .invalidPartitionTable, .corruptFileSystem, .fileSystemLimit, .unsafeName,
     ]
   }
 
