@@ -95,7 +95,7 @@ do {
   }
   let offsets = planned
   let next = Atomic<Int>(0)
-  let failure = Mutex<(any Error)?>(nil)
+  let failure = Locked<(any Error)?>(nil)
   let payload = [UInt8](repeating: 0x5a, count: o.size)
   let t0 = DispatchTime.now().uptimeNanoseconds
   DispatchQueue.concurrentPerform(iterations: o.threads) { _ in

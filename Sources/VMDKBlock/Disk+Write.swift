@@ -26,14 +26,14 @@ final class LinkWriter: Sendable {
     /// Appends to a streamOptimized top link, made on its first write (StreamAppender).
     var appender: StreamAppender? = nil
   }
-  let state: Mutex<State>
+  let state: Locked<State>
 
   /// Locks the descriptor file and every read-write extent file of `link` (local files only:
   /// an NBD server keeps its own lock on what it exports).
   init(link: DiskLink) throws {
     self.link = link
     guard link.transport == .file else {
-      state = Mutex(State(locks: []))
+      state = Locked(State(locks: []))
       return
     }
     var paths: [String] = [link.path]
@@ -47,7 +47,7 @@ final class LinkWriter: Sendable {
       guard seen.insert(real).inserted else { continue }
       locks.append(try FileLock(path: p))
     }
-    state = Mutex(State(locks: locks))
+    state = Locked(State(locks: locks))
   }
 
   /// A disk dropped without `close`: appends to a streamOptimized link still get their tail

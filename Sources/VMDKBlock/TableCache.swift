@@ -1,8 +1,6 @@
 // A bounded cache of grain directory pages and grain tables, shared by every extent of a disk
 // so that the bound holds whatever the number of extents. Safe for concurrent readers.
 
-import Synchronization
-
 /// Cached little-endian tables (u32 or u64 entries), keyed by (extent, byte offset).
 final class TableCache: Sendable {
   struct Key: Hashable {
@@ -24,7 +22,7 @@ final class TableCache: Sendable {
 
   /// Bytes of tables kept before the least recently used half is dropped.
   let budgetBytes: Int
-  private let state = Mutex(State())
+  private let state = Locked(State())
 
   /// The default budget: 16 MiB (8192 hosted grain tables, 256 GiB of disk at 64 KiB grains).
   static let defaultBudgetBytes = 16 << 20

@@ -4,7 +4,6 @@
 // timestamped line per message to a file (or stderr) and never fails an operation.
 
 import Logging
-import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -92,7 +91,7 @@ public final class LogFile: Sendable {
   }
   /// The file; nil writes to stderr.
   public let path: String?
-  private let state = Mutex(State())
+  private let state = Locked(State())
   /// Where the file's failure is reported (stderr; a pipe in tests).
   private let reportFD: Int32
 
@@ -203,4 +202,4 @@ extension LoggingSystem {
   }
 }
 
-private let bootstrapOnce = Mutex(false)
+private let bootstrapOnce = Locked(false)

@@ -84,7 +84,7 @@ public final class LocalFile: ByteStore {
     get { writeback.withLock { $0.enabled } }
     set { writeback.withLock { $0.enabled = newValue } }
   }
-  private let writeback = Mutex<(enabled: Bool, pending: Int)>((false, 0))
+  private let writeback = Locked<(enabled: Bool, pending: Int)>((false, 0))
 
   private func noteWritten(_ count: Int) {
     let kick = writeback.withLock { state -> Bool in

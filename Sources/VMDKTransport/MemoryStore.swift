@@ -1,17 +1,15 @@
 // MemoryStore: a ByteStore held in memory, for tests and for images built before they are
 // written out.
 
-import Synchronization
-
 /// A growable in-memory byte store.
 public final class MemoryStore: ByteStore {
   public let name: String
   public let isWritable = true
-  private let bytes: Mutex<[UInt8]>
+  private let bytes: Locked<[UInt8]>
 
   public init(name: String = "memory", bytes: [UInt8] = []) {
     self.name = name
-    self.bytes = Mutex(bytes)
+    self.bytes = Locked(bytes)
   }
 
   /// A copy of the contents.

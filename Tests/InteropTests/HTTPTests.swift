@@ -8,7 +8,6 @@
 
 import Dispatch
 import Foundation
-import Synchronization
 import Testing
 import VMDKBlock
 import VMDKTransport
@@ -154,7 +153,7 @@ private func quickOptions(retries: Int = 3) -> TransportOptions {
         return (Int.random(in: 0..<size, using: &rng), Int.random(in: 1...limit, using: &rng))
       }
       let cases = fixed + random
-      let failures = Mutex<[String]>([])
+      let failures = Locked<[String]>([])
       DispatchQueue.concurrentPerform(iterations: 4) { worker in
         for (i, (offset, count)) in cases.enumerated() where i % 4 == worker {
           do {
@@ -278,7 +277,7 @@ private func quickOptions(retries: Int = 3) -> TransportOptions {
       var options = quickOptions(retries: 5)
       options.backoffInitial = 0.2
       let store = try HTTPStore("\(server.baseURL)/big.bin", options: options)
-      let outcome = Mutex<Result<String, any Error>?>(nil)
+      let outcome = Locked<Result<String, any Error>?>(nil)
       let done = DispatchSemaphore(value: 0)
       Thread.detachNewThread {
         defer { done.signal() }
@@ -481,7 +480,7 @@ private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UIn
   }
 
   @Test func a503IsRetriedOnANewConnection() throws {
-    let calls = Mutex(0)
+    let calls = Locked(0)
     let server = try scriptedDisk { first, last in
       let call = calls.withLock { c -> Int in
         c += 1
@@ -500,7 +499,7 @@ private func scriptedDisk(_ broken: @escaping @Sendable (UInt64, UInt64) -> [UIn
   }
 
   @Test func anIdleConnectionTheServerClosedIsMadeAgainWithoutARetry() throws {
-    let gets = Mutex(0)
+    let gets = Locked(0)
     let server = try ScriptedHTTPServer { request in
       if request.hasPrefix("HEAD ") { return answer("200 OK", ["Content-Length: 4194304"]) }
       guard let (first, last) = requestedRange(request) else { return nil }

@@ -5,7 +5,6 @@
 
 import Dispatch
 import Foundation
-import Synchronization
 import Testing
 import VMDKBlock
 import VMDKTransport
@@ -266,7 +265,7 @@ extension NBDClientTests {
 
 /// A flag set on one thread and read on another.
 final class Flag: Sendable {
-  private let state = Mutex(false)
+  private let state = Locked(false)
   func set(_ value: Bool) { state.withLock { $0 = value } }
   var value: Bool { state.withLock { $0 } }
 }
@@ -340,7 +339,7 @@ extension NBDClientTests {
       defer { client.close() }
       // Eight threads, each reading its own slices in an order of its own.
       let slice = 3 << 20 + 4096
-      let failures = Mutex(0)
+      let failures = Locked(0)
       DispatchQueue.concurrentPerform(iterations: 8) { thread in
         var bytes = [UInt8](repeating: 0, count: slice)
         for k in 0..<6 {

@@ -385,7 +385,7 @@ extension NBDFaultTests {
 
 /// The result of an open on another thread.
 private final class Opening: Sendable {
-  private let result = Mutex<Result<NBDClient, any Error>?>(nil)
+  private let result = Locked<Result<NBDClient, any Error>?>(nil)
   private let done = DispatchSemaphore(value: 0)
 
   func finish(_ outcome: Result<NBDClient, any Error>) {
@@ -407,7 +407,7 @@ private final class Opening: Sendable {
 private final class Transfer: @unchecked Sendable {
   let buffer: UnsafeMutableRawBufferPointer
   let progress = Atomic<Int>(0)
-  let failure = Mutex<(any Error)?>(nil)
+  let failure = Locked<(any Error)?>(nil)
   let finished = DispatchSemaphore(value: 0)
 
   init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }

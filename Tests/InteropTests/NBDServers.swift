@@ -4,7 +4,6 @@
 
 import Dispatch
 import Foundation
-import Synchronization
 import Testing
 import VMDKTransport
 
@@ -190,7 +189,7 @@ final class ScriptedServer: @unchecked Sendable {
     }
   }
 
-  private let finished = Mutex(false)
+  private let finished = Locked(false)
 
   /// Waits for the script to end (the client closed or the script finished), then closes.
   /// Later calls do nothing.

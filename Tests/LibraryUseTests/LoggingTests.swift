@@ -3,12 +3,11 @@
 // process (nothing else in this target logs or bootstraps).
 
 import Logging
-import Synchronization
 import Testing
 import VMDKBlock
 
 /// What the recording handler saw: (label, level, message).
-let recorded = Mutex<[(String, Logger.Level, String)]>([])
+let recorded = Locked<[(String, Logger.Level, String)]>([])
 
 struct RecordingHandler: LogHandler {
   let label: String

@@ -571,7 +571,7 @@ func cidOnDisk(_ path: String) throws -> UInt32? {
 /// What the reader threads share.
 final class ReaderState: Sendable {
   let done = Atomic<Bool>(false)
-  let bad = Mutex<[String]>([])
+  let bad = Locked<[String]>([])
   let reads = Atomic<Int>(0)
   let finished = Atomic<Int>(0)
 }

@@ -1,7 +1,6 @@
 // What every tool shares: how to open an image, how errors end the program, JSON output, sizes.
 
 import ArgumentParser
-import Synchronization
 import VMDKBlock
 import VMDKFormat
 import VMDKTransport
@@ -64,7 +63,7 @@ public struct OpenFlags: ParsableArguments {
 /// The configuration file, read once per process: `apply()` configures the log, and
 /// `tempDirectory` becomes TMPDIR for whatever the tool makes there.
 enum ToolConfig {
-  private static let loaded = Mutex<(path: String?, config: TransportConfig)?>(nil)
+  private static let loaded = Locked<(path: String?, config: TransportConfig)?>(nil)
 
   static func load(_ path: String?) throws -> TransportConfig {
     try loaded.withLock { cached in

@@ -6,7 +6,6 @@
 // ("the stream ends early", "inflates to more than N bytes"); only damaged grains pay for it.
 
 import CDeflate
-import Synchronization
 import VMDKFormat
 
 /// Inflates zlib-format grains with libdeflate, falling back to zlib for the error report.
@@ -16,7 +15,7 @@ enum GrainInflater {
   private struct Decompressor: @unchecked Sendable { let pointer: OpaquePointer }
 
   /// Decompressors kept for reuse (about 10 KB each), at most `poolLimit`.
-  private static let pool = Mutex<[Decompressor]>([])
+  private static let pool = Locked<[Decompressor]>([])
   private static let poolLimit = 32
 
   /// Inflates `source` into `destination`; returns the bytes produced (the stream may end

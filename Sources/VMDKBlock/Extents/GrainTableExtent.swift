@@ -64,9 +64,9 @@ final class GrainTableExtent<Scheme: GrainScheme>: Extent {
   /// A byte range of the file known to be a hole (SEEK_HOLE): tables inside it are all zeros
   /// and are neither read nor cached. Hosted sparse files preallocate every table, so on a
   /// large, mostly empty disk this turns millions of table reads into one lseek.
-  let knownHole = Mutex<(start: UInt64, end: UInt64, generation: UInt64)>((0, 0, 0))
+  let knownHole = Locked<(start: UInt64, end: UInt64, generation: UInt64)>((0, 0, 0))
   /// The last inflated grain, so that small reads inside one grain inflate it once.
-  private let lastGrain = Mutex<(offset: UInt64, bytes: [UInt8])?>(nil)
+  private let lastGrain = Locked<(offset: UInt64, bytes: [UInt8])?>(nil)
 
   init(line: ExtentDescription, file: any ByteStore, fileSize: UInt64, scheme: Scheme, cache: TableCache) {
     self.line = line

@@ -3,8 +3,6 @@
 // by each would exhaust the server's connection limit. A store borrows a connection for one
 // request and gives it back, so a disk keeps only a few open, whatever its extent count.
 
-import Synchronization
-
 /// Idle connections to HTTP(S) servers, a few per server, shared by the stores made with it
 /// (HTTPLocator shares one among the files of a disk). Every connection in one pool is made
 /// with the same TransportOptions: those of the store that made it.
@@ -12,7 +10,7 @@ public final class HTTPConnectionPool: Sendable {
   /// The most idle connections kept per server; one given back beyond that is closed.
   public static let maxIdlePerServer = 4
 
-  private let idle = Mutex<[String: [HTTPConnection]]>([:])
+  private let idle = Locked<[String: [HTTPConnection]]>([:])
 
   public init() {}
 

@@ -6,8 +6,6 @@
 // large reads bypass it.
 // Retryable failures reconnect and resume where the data stopped (HTTPSession).
 
-import Synchronization
-
 /// A file on an HTTP(S) server, read with range requests.
 public final class HTTPStore: ByteStore {
   /// The size of a cached block, and its alignment.
@@ -25,7 +23,7 @@ public final class HTTPStore: ByteStore {
   public var isWritable: Bool { false }
   /// The file's size, from the server's first answer.
   public let fileSize: UInt64
-  private let state: Mutex<State>
+  private let state: Locked<State>
 
   private struct State {
     let session: HTTPSession
@@ -51,7 +49,7 @@ public final class HTTPStore: ByteStore {
     fileSize = try session.fetchSize()
     self.url = url
     self.name = session.name
-    state = Mutex(State(session: session))
+    state = Locked(State(session: session))
   }
 
   /// Exchanges asked again on a new connection after a failure, since the store opened.

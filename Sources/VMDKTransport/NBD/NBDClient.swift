@@ -19,7 +19,6 @@
 // unknown export) fail at once. Retries and reconnects are logged at .warning.
 
 import Logging
-import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -85,7 +84,7 @@ public final class NBDClient: BlockDevice {
   /// maximum payload, a multiple of its minimum block size.
   public let requestBytes: Int
 
-  private let state: Mutex<State>
+  private let state: Locked<State>
 
   private struct State {
     /// The live connection; nil after a failure until the next attempt reconnects.
@@ -139,7 +138,7 @@ public final class NBDClient: BlockDevice {
     var bytes = min(max(options.requestBytes, 1), NBDClient.maxRequest, Int(n.maximumPayload))
     bytes -= bytes % Int(n.minimumBlock)
     requestBytes = max(bytes, Int(n.minimumBlock))
-    state = Mutex(State(link: link))
+    state = Locked(State(link: link))
   }
 
   /// Connects like the designated initializer with `timeout` seconds for the connect and for
