@@ -329,7 +329,7 @@ final class NBDConnection: @unchecked Sendable {
           try payload.withUnsafeBytes { try disk.write(at: request.offset, $0) }
           if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
         case p.cmdWriteZeroes:
-          try disk.writeZeroes(at: request.offset, count: UInt64(request.length))
+          try writeZeroes(request, disk)
           if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
         case p.cmdTrim:
           // Advisory in the protocol: the data stays (nothing is allocated or freed).
@@ -350,6 +350,31 @@ final class NBDConnection: @unchecked Sendable {
     } catch {
       // ConnectionEnd: the client is gone.
     }
+  }
+
+  /// Zeroes only what does not read as zeros already, so that a sparse top link gets no
+  /// grains for ranges that are holes or zeroed grains; with NO_HOLE the whole range is
+  /// written, as the client asked for allocated zeros.
+  private func writeZeroes(_ request: NBDRequest, _ disk: Disk) throws {
+    let length = UInt64(request.length)
+    if request.flags & NBDProtocol.cmdFlagNoHole != 0 {
+      return try disk.writeZeroes(at: request.offset, count: length)
+    }
+    let end = request.offset + length
+    var ranges: [(UInt64, UInt64)] = []
+    try disk.blockStatus(offset: request.offset, length: length) { s in
+      guard !s.zero else { return }
+      let lo = max(s.start, request.offset)
+      let hi = min(s.start + s.length, end)
+      if hi > lo { ranges.append((lo, hi - lo)) }
+    }
+    // Block status works in whole sectors: a partial sector at either end is written whole
+    // by the library's read-merge-write, so those ends are always zeroed.
+    let headEnd = min(end, (request.offset + 511) / 512 * 512)
+    if headEnd > request.offset { ranges.append((request.offset, headEnd - request.offset)) }
+    let tailStart = max(request.offset, end / 512 * 512)
+    if end > tailStart { ranges.append((tailStart, end - tailStart)) }
+    for (start, count) in ranges { try disk.writeZeroes(at: start, count: count) }
   }
 
   static func nbdError(_ e: VMDKError) -> UInt32 {

@@ -172,6 +172,23 @@ final class VMDKServeProcess: NBDServerProcess {
     }
   }
 
+  @Test func writeZeroesOverHolesAllocatesNothing() throws {
+    try withTemporaryFolder { folder in
+      let image = "\(folder)/e.vmdk"
+      try Qemu.create(image, size: 64 << 20)
+      let server = try VMDKServeProcess([image, "--read-write"])
+      try runChecked(
+        try requireTool("qemu-io"),
+        ["-f", "raw", "-c", "write -P 1 0 1M", "-c", "write -z -u 512k 8M", "-c", "flush", server.uri(export: "")])
+      server.stop(signal: SIGTERM)
+      let map = try Qemu.map(image)
+      // Only the first MiB is stored: the zeroed range over holes got no grains.
+      #expect(map.filter(\.data).map(\.length).reduce(0, +) == 1 << 20, "\(map)")
+      try Qemu.io(image, ["read -P 1 0 512k", "read -P 0 512k 8M"])
+      #expect(try runProcess(try requireTool("qemu-img"), ["check", image]).status == 0)
+    }
+  }
+
   @Test func sigtermRemovesThePidFileAndExits() throws {
     try withTemporaryFolder { folder in
       let pid = "\(folder)/serve.pid"
