@@ -72,7 +72,7 @@ let package = Package(
       dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-disk"),
     // The NBD server: serves any Disk; above VMDKBlock's public API only.
-    .target(name: "NBDServer", dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
+    .target(name: "NBDServer", dependencies: ["VMDKBlock", "CSSL", .product(name: "Logging", package: "swift-log")]),
     .executableTarget(
       name: "vmdk-serve",
       dependencies: [

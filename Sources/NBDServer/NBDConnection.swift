@@ -55,11 +55,15 @@ final class NBDConnection: @unchecked Sendable {
   /// The meta contexts selected by SET_META_CONTEXT and the export they were selected for.
   private var contexts: [String] = []
   private var contextExport: String?
+  /// The socket, or after NBD_OPT_STARTTLS the TLS session on it.
+  private var channel: any ServerChannel
+  private var tlsActive = false
   private var log: Logger { server.log }
 
   init(server: NBDServer, socket: ClientSocket) {
     self.server = server
     self.socket = socket
+    self.channel = socket
   }
 
   func run() {
@@ -78,15 +82,15 @@ final class NBDConnection: @unchecked Sendable {
   private func send(_ bytes: [UInt8]) throws {
     sendLock.lock()
     defer { sendLock.unlock() }
-    try socket.sendAll(bytes)
+    try channel.sendAll(bytes)
   }
 
   /// A header and its payload as one message.
   private func send(_ header: [UInt8], _ payload: UnsafeRawBufferPointer) throws {
     sendLock.lock()
     defer { sendLock.unlock() }
-    try socket.sendAll(header, more: true)
-    try socket.sendAll(payload)
+    try channel.sendAll(header, more: true)
+    try channel.sendAll(payload, more: false)
   }
 
   // MARK: Handshake
@@ -99,7 +103,7 @@ final class NBDConnection: @unchecked Sendable {
     greeting.u64(p.optionMagic)
     greeting.u16(p.flagFixedNewstyle | p.flagNoZeroes)
     try send(greeting.bytes)
-    var flagReader = NBDReader(try socket.recvBytes(4))
+    var flagReader = NBDReader(try channel.recvBytes(4))
     let clientFlags = (try? flagReader.u32("client flags")) ?? 0
     // Unknown client flags: the protocol says to close.
     guard clientFlags & ~UInt32(p.flagFixedNewstyle | p.flagNoZeroes) == 0 else { return nil }
@@ -109,7 +113,7 @@ final class NBDConnection: @unchecked Sendable {
       guard !server.isStopping else { return nil }
       let header: NBDOptionHeader
       do {
-        header = try NBDOptionHeader(parsing: try socket.recvBytes(NBDOptionHeader.bytes))
+        header = try NBDOptionHeader(parsing: try channel.recvBytes(NBDOptionHeader.bytes))
       } catch let e as ConnectionEnd {
         throw e
       } catch {
@@ -121,7 +125,7 @@ final class NBDConnection: @unchecked Sendable {
         }
         return nil
       }
-      let data = try socket.recvBytes(Int(header.length))
+      let data = try channel.recvBytes(Int(header.length))
       if let export = try option(header.option, data, fixed: fixed) { return export }
       if header.option == p.optAbort { return nil }
     }
@@ -136,6 +140,11 @@ final class NBDConnection: @unchecked Sendable {
     }
     func error(_ type: UInt32, _ message: String) throws {
       try send(nbdOptionError(option: option, type: type, message))
+    }
+    if server.configuration.tls?.mode == .require && !tlsActive && option != p.optStartTLS && option != p.optAbort {
+      guard option != p.optExportName else { throw ConnectionEnd.closed }
+      try error(p.repErrTLSRequired, "this server requires TLS: NBD_OPT_STARTTLS first")
+      return nil
     }
     switch option {
     case p.optExportName:
@@ -166,7 +175,26 @@ final class NBDConnection: @unchecked Sendable {
       }
       try reply(p.repAck)
     case p.optStartTLS:
-      try error(p.repErrPolicy, "this server has no TLS configured")
+      guard let context = server.tlsContext else {
+        try error(p.repErrPolicy, "this server has no TLS configured")
+        return nil
+      }
+      guard !tlsActive, data.isEmpty else {
+        try error(p.repErrInvalid, tlsActive ? "TLS is already on" : "NBD_OPT_STARTTLS takes no data")
+        return nil
+      }
+      try reply(p.repAck)
+      do {
+        channel = try ServerTLSSession(context: context, socket: socket)
+      } catch {
+        log.info("\(error)")
+        throw ConnectionEnd.closed
+      }
+      tlsActive = true
+      // What was negotiated in the clear does not carry over.
+      structured = false
+      contexts = []
+      contextExport = nil
     case p.optInfo, p.optGo:
       let query: NBDExportQuery
       do { query = try NBDExportQuery(parsing: data) } catch {
@@ -260,7 +288,7 @@ final class NBDConnection: @unchecked Sendable {
     var header = [UInt8](repeating: 0, count: p.requestHeaderBytes)
     while true {
       do {
-        try header.withUnsafeMutableBytes { try socket.recvAll(into: $0) }
+        try header.withUnsafeMutableBytes { try channel.recvAll(into: $0) }
       } catch { return }
       guard let request = try? NBDRequest(parsing: header) else { return }  // bad magic: close
       let verdict = nbdCheck(request, session: session)
@@ -274,7 +302,7 @@ final class NBDConnection: @unchecked Sendable {
       case .reject(let e):
         if request.type == p.cmdWrite {
           // The payload is within the limit: read it past, then answer.
-          _ = try socket.recvBytes(Int(request.length))
+          _ = try channel.recvBytes(Int(request.length))
         }
         try replyError(request, e, "request refused")
         continue
@@ -289,13 +317,19 @@ final class NBDConnection: @unchecked Sendable {
       var payload: [UInt8] = []
       if request.type == p.cmdWrite {
         do {
-          payload = try socket.recvBytes(Int(request.length))
+          payload = try channel.recvBytes(Int(request.length))
         } catch {
           budget.release(bytes: payloadBytes)
           return
         }
       }
       let data = payload
+      if tlsActive {
+        // One TLS session is not safe from several threads: serve in order on this one.
+        serve(request, data, export)
+        budget.release(bytes: payloadBytes)
+        continue
+      }
       server.workers.async { [self] in
         defer { budget.release(bytes: payloadBytes) }
         serve(request, data, export)

@@ -27,6 +27,8 @@ public struct NBDServerConfiguration: Sendable {
   public var maxBytesInFlight = 64 << 20
   /// The largest READ or WRITE payload accepted (advertised in NBD_INFO_BLOCK_SIZE).
   public var maxPayloadBytes = NBDProtocol.maxPayloadBytes
+  /// TLS (NBD_OPT_STARTTLS); nil: refused, as with mode `.off`.
+  public var tls: NBDTLSConfiguration? = nil
 
   public init() {}
 }
@@ -44,6 +46,8 @@ public final class NBDServer: @unchecked Sendable {
   private var stopping = false
   private var served = 0
   private let connectionGroup = DispatchGroup()
+  /// The TLS context when TLS is on or required.
+  let tlsContext: ServerTLSContext?
   let workers = DispatchQueue(label: "vmdk.nbd-server.workers", attributes: .concurrent)
 
   /// A server over `exports`, whose names must differ.
@@ -66,6 +70,11 @@ public final class NBDServer: @unchecked Sendable {
     }
     self.exports = exports
     self.configuration = configuration
+    if let tls = configuration.tls, tls.mode != .off {
+      tlsContext = try ServerTLSContext(tls)
+    } else {
+      tlsContext = nil
+    }
   }
 
   /// The export a client names: by name, or the first for the empty name.

@@ -14,6 +14,8 @@ import VMDKBlock
   import Glibc
 #endif
 
+extension NBDTLSConfiguration.Mode: ExpressibleByArgument {}
+
 @main
 struct VMDKServe: ParsableCommand {
   static let configuration = CommandConfiguration(
@@ -37,6 +39,11 @@ struct VMDKServe: ParsableCommand {
   @Option(help: "Connections served at once.") var connections: Int = 16
   @Option(help: "Write the process id here once the server listens.") var pidFile: String?
   @Flag(help: "Stay in the foreground (always the case; accepted for qemu-nbd's scripts).") var foreground = false
+  @Option(help: "TLS: off, on (offered) or require (default: on with a certificate, else off).") var tls:
+    NBDTLSConfiguration.Mode?
+  @Option(help: "The server's PEM certificate (with its chain).") var tlsCert: String?
+  @Option(help: "The certificate's PEM private key.") var tlsKey: String?
+  @Option(help: "PEM CA certificates: clients must present a certificate that chains to them.") var tlsCa: String?
   @OptionGroup(title: "Opening the images") var open: OpenFlags
 
   func validate() throws {
@@ -46,6 +53,11 @@ struct VMDKServe: ParsableCommand {
     if exportName != nil && images.count != 1 { throw ValidationError("--export-name names one IMAGE; use IMAGE=NAME") }
     if tcp != nil && socket != nil { throw ValidationError("--tcp and --socket exclude each other") }
     if connections < 1 { throw ValidationError("--connections must be at least 1") }
+    if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+    if let mode = tls, mode != .off, tlsCert == nil {
+      throw ValidationError("--tls=\(mode.rawValue) needs --tls-cert and --tls-key")
+    }
+    if tlsCa != nil && tlsCert == nil { throw ValidationError("--tls-ca needs --tls-cert and --tls-key") }
   }
 
   func run() throws {
@@ -87,6 +99,10 @@ struct VMDKServe: ParsableCommand {
       }
       var configuration = NBDServerConfiguration()
       configuration.maxConnections = connections
+      if let tlsCert, let tlsKey, tls != .off {
+        configuration.tls = NBDTLSConfiguration(
+          mode: tls ?? .on, certificateFile: tlsCert, privateKeyFile: tlsKey, clientCAFile: tlsCa)
+      }
       let server = try NBDServer(exports: exports, configuration: configuration)
       let address = try Self.address(tcp: tcp, socket: socket)
       let bound = try server.listen(address)
