@@ -78,4 +78,26 @@ import VMDKBlock
       #expect(r.output.hasPrefix(sha))
     }
   }
+
+  @Test func pskWithLibnbdAndOurClientAndAWrongKeyRefused() throws {
+    try withTemporaryFolder { folder in
+      let keys = "\(folder)/keys.psk"
+      let wrong = "\(folder)/wrong.psk"
+      try "alice:\(String(repeating: "3c", count: 32))\n".write(toFile: keys, atomically: true, encoding: .utf8)
+      try "alice:\(String(repeating: "3d", count: 32))\n".write(toFile: wrong, atomically: true, encoding: .utf8)
+      let server = try VMDKServeProcess([image, "--tls=require", "--tls-psk", keys])
+      defer { server.stop() }
+      let uri = "nbds://alice@127.0.0.1:\(server.port)/?tls-psk-file=\(keys)"
+      #expect(try ServeTests.nbdcopyDigest(uri, in: folder) == sha)
+      let config = "\(folder)/psk.conf"
+      try "tls.pskFile = \"\(keys)\"\n".write(toFile: config, atomically: true, encoding: .utf8)
+      let ours = try vmdkInspect("digest", "--config", config, "nbds://127.0.0.1:\(server.port)/")
+      #expect(ours.status == 0 && ours.output.hasPrefix(sha), "\(ours.errorOutput)")
+      let refused = try runProcess(
+        try requireTool("nbdinfo"), ["nbds://alice@127.0.0.1:\(server.port)/?tls-psk-file=\(wrong)"])
+      #expect(refused.status != 0)
+      // The server is still there for the right key.
+      #expect(try ServeTests.nbdcopyDigest(uri, in: folder) == sha)
+    }
+  }
 }

@@ -44,6 +44,7 @@ struct VMDKServe: ParsableCommand {
   @Option(help: "The server's PEM certificate (with its chain).") var tlsCert: String?
   @Option(help: "The certificate's PEM private key.") var tlsKey: String?
   @Option(help: "PEM CA certificates: clients must present a certificate that chains to them.") var tlsCa: String?
+  @Option(help: "TLS-PSK keys, `identity:hexkey` lines (qemu's and nbdkit's format).") var tlsPsk: String?
   @OptionGroup(title: "Opening the images") var open: OpenFlags
 
   func validate() throws {
@@ -54,8 +55,8 @@ struct VMDKServe: ParsableCommand {
     if tcp != nil && socket != nil { throw ValidationError("--tcp and --socket exclude each other") }
     if connections < 1 { throw ValidationError("--connections must be at least 1") }
     if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
-    if let mode = tls, mode != .off, tlsCert == nil {
-      throw ValidationError("--tls=\(mode.rawValue) needs --tls-cert and --tls-key")
+    if let mode = tls, mode != .off, tlsCert == nil, tlsPsk == nil {
+      throw ValidationError("--tls=\(mode.rawValue) needs --tls-cert and --tls-key, or --tls-psk")
     }
     if tlsCa != nil && tlsCert == nil { throw ValidationError("--tls-ca needs --tls-cert and --tls-key") }
   }
@@ -99,9 +100,9 @@ struct VMDKServe: ParsableCommand {
       }
       var configuration = NBDServerConfiguration()
       configuration.maxConnections = connections
-      if let tlsCert, let tlsKey, tls != .off {
+      if tlsCert != nil || tlsPsk != nil, tls != .off {
         configuration.tls = NBDTLSConfiguration(
-          mode: tls ?? .on, certificateFile: tlsCert, privateKeyFile: tlsKey, clientCAFile: tlsCa)
+          mode: tls ?? .on, certificateFile: tlsCert, privateKeyFile: tlsKey, clientCAFile: tlsCa, pskFile: tlsPsk)
       }
       let server = try NBDServer(exports: exports, configuration: configuration)
       let address = try Self.address(tcp: tcp, socket: socket)
