@@ -56,10 +56,11 @@ make_images() {
   [[ -f "$WORK/stream.vmdk" ]] || qemu-img convert -O vmdk -o subformat=streamOptimized "$disk_raw" "$WORK/stream.vmdk"
   if [[ ! -f "$WORK/chain-top.vmdk" ]]; then
     cp --sparse=always "$WORK/sparse.vmdk" "$WORK/chain-base.vmdk"
-    qemu-img create -q -f vmdk -b chain-base.vmdk -F vmdk "$WORK/chain-mid.vmdk"
-    qemu-img create -q -f vmdk -b chain-mid.vmdk -F vmdk "$WORK/chain-top.vmdk"
-    local link i off
+    local link i off parent=base
+    # Each link is written before the next is made on it (a write changes the link's CID).
     for link in mid top; do
+      qemu-img create -q -f vmdk -b "chain-$parent.vmdk" -F vmdk "$WORK/chain-$link.vmdk"
+      parent=$link
       local cmds=()
       for ((i = 0; i < 64; i++)); do
         off=$(( (RANDOM * 32768 + RANDOM) % 4096 ))
