@@ -22,8 +22,10 @@ final class RunningServer: @unchecked Sendable {
   let port: UInt16
   private let done = DispatchSemaphore(value: 0)
 
-  init(maxConnections: Int = 16) throws {
-    let disk = try Disk.open(testImage)
+  init(maxConnections: Int = 16, path: String = testImage, writable: Bool = false) throws {
+    var options = OpenOptions()
+    options.writable = writable
+    let disk = try Disk.open(path, options: options)
     var config = NBDServerConfiguration()
     config.maxConnections = maxConnections
     server = try NBDServer(exports: [NBDExport(name: "disk", disk: disk)], configuration: config)
@@ -236,5 +238,37 @@ final class RawClient {
     while let h = c.recv(16), h[4..<8].allSatisfy({ $0 == 0 }), c.recv(1 << 20) != nil { answered += 1 }
     #expect(answered >= 1 && answered <= 8)
     #expect(s.server.connectionCount == 0)
+  }
+
+  @Test func aClientKilledMidWriteLosesNothingAcknowledged() throws {
+    let folder = FileManager.default.temporaryDirectory.path + "/nbd-serve-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let path = folder + "/disk.vmdk"
+    try FileManager.default.copyItem(atPath: testImage, toPath: path)
+    let s = try RunningServer(path: path, writable: true)
+    let c = try RawClient(port: s.port)
+    try c.greet()
+    _ = try c.exportName("disk")
+    c.request(p.cmdWrite, 1 << 20, 4096, flags: p.cmdFlagFUA, payload: [UInt8](repeating: 0xab, count: 4096))
+    #expect(try c.simpleReply() == 0)
+    // A second write whose payload never fully arrives: the client dies.
+    c.request(p.cmdWrite, 2 << 20, 65536, payload: [UInt8](repeating: 0xcd, count: 1000))
+    close(c.fd)
+    for _ in 0..<100 where s.server.connectionCount > 0 { usleep(20_000) }
+    #expect(s.server.connectionCount == 0)
+    // The server goes on serving.
+    let d = try RawClient(port: s.port)
+    try d.greet()
+    _ = try d.exportName("disk")
+    d.request(p.cmdRead, 1 << 20, 4096)
+    #expect(try d.simpleReply() == 0)
+    #expect(d.recv(4096) == [UInt8](repeating: 0xab, count: 4096))
+    #expect(s.stop())
+    try s.server.exports[0].disk.close()
+    let again = try Disk.open(path)
+    #expect(try again.read(at: 1 << 20, count: 4096) == [UInt8](repeating: 0xab, count: 4096))
+    #expect(try again.read(at: 2 << 20, count: 1000).allSatisfy { $0 != 0xcd })
+    #expect(try again.check().isClean)
   }
 }
