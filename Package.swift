@@ -14,6 +14,8 @@ let package = Package(
     .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
     .executable(name: "vmdk-convert", targets: ["vmdk-convert"]),
     .executable(name: "vmdk-disk", targets: ["vmdk-disk"]),
+    .library(name: "NBDServer", targets: ["NBDServer"]),
+    .executable(name: "vmdk-serve", targets: ["vmdk-serve"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -69,6 +71,15 @@ let package = Package(
       name: "vmdk-disk",
       dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-disk"),
+    // The NBD server: serves any Disk; above VMDKBlock's public API only.
+    .target(name: "NBDServer", dependencies: ["VMDKBlock", "CSSL", .product(name: "Logging", package: "swift-log")]),
+    .executableTarget(
+      name: "vmdk-serve",
+      dependencies: [
+        "NBDServer", "VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
+      path: "Tools/vmdk-serve"),
+    .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "VMDKBlock"]),
     // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
     .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
@@ -81,6 +92,7 @@ let package = Package(
     .testTarget(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
-    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
+    .testTarget(
+      name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-serve"]),
   ]
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds a libFuzzer target and runs it: the VMDKFormat parsers (the default), or with
-# `transport` first the VMDKTransport parsers (Fuzz/FuzzTransport.swift).
+# `transport` first the VMDKTransport parsers (Fuzz/FuzzTransport.swift), with `server` the NBD
+# server's option and request parsers (Fuzz/FuzzServer.swift).
 #
 #   Fuzz/run.sh [transport] [SECONDS]          fuzz for SECONDS (default 300), then print the stats
 #   Fuzz/run.sh [transport] reproduce FILE...  run the target once on each FILE (a finding, a fixture)
@@ -28,6 +29,10 @@ target=parsers
 if [[ ${1:-} == transport ]]; then
   target=transport
   bin=$out/fuzz-transport
+  shift
+elif [[ ${1:-} == server ]]; then
+  target=server
+  bin=$out/fuzz-server
   shift
 elif [[ ${1:-} == images ]]; then
   target=images
@@ -93,7 +98,18 @@ build_transport() {
     -I "$out" -L "$out" -lLogging $sources Fuzz/TLSStandIn.swift Fuzz/FuzzTransport.swift -o "$bin"
 }
 
+# The NBD server's parsers (Fuzz/FuzzServer.swift): its two pure files, no other module.
+build_server() {
+  mkdir -p "$out"
+  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -module-name FuzzServer \
+    Sources/NBDServer/NBDProtocol.swift Sources/NBDServer/NBDMessages.swift Fuzz/FuzzServer.swift -o "$bin"
+}
+
 build() {
+  if [[ $target == server ]]; then
+    build_server
+    return
+  fi
   if [[ $target == transport ]]; then
     build_transport
     return
@@ -189,6 +205,16 @@ case ${1:-} in
         -max_total_time="$seconds" -max_len=16384 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
         -dict=Fuzz/transport.dict -artifact_prefix="$findings/" -print_final_stats=1
       echo "corpus: $(ls "$out/corpus-transport" | wc -l) inputs in $out/corpus-transport;" \
+        "findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
+      exit 0
+    fi
+    if [[ $target == server ]]; then
+      mkdir -p "$out/corpus-server" "$findings"
+      export SWIFT_BACKTRACE=enable=no
+      "$bin" "$out/corpus-server" \
+        -max_total_time="$seconds" -max_len=8192 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
+        -artifact_prefix="$findings/" -print_final_stats=1
+      echo "corpus: $(ls "$out/corpus-server" | wc -l) inputs in $out/corpus-server;" \
         "findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
       exit 0
     fi

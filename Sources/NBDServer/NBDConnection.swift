@@ -1,0 +1,522 @@
+// NBDConnection: one client, from the greeting to the end. The handshake (fixed newstyle
+// options) runs on the connection's thread; in transmission the thread reads and checks each
+// request, and the server's workers serve it. Replies go out under one lock per connection,
+// one whole message (a simple reply, or one structured chunk) at a time.
+
+import Dispatch
+import Foundation
+import Logging
+import VMDKBlock
+
+/// Counts what a connection has in flight (requests and payload bytes); only the connection's
+/// reader waits, the workers release.
+final class InFlightBudget: @unchecked Sendable {
+  private let condition = NSCondition()
+  private var requests = 0
+  private var bytes = 0
+  let maxRequests: Int
+  let maxBytes: Int
+
+  init(maxRequests: Int, maxBytes: Int) {
+    self.maxRequests = maxRequests
+    self.maxBytes = maxBytes
+  }
+
+  func acquire(bytes n: Int) {
+    condition.lock()
+    while requests >= maxRequests || (bytes > 0 && bytes + n > maxBytes) { condition.wait() }
+    requests += 1
+    bytes += n
+    condition.unlock()
+  }
+
+  func release(bytes n: Int) {
+    condition.lock()
+    requests -= 1
+    bytes -= n
+    condition.broadcast()
+    condition.unlock()
+  }
+
+  /// Waits until nothing is in flight.
+  func drain() {
+    condition.lock()
+    while requests > 0 { condition.wait() }
+    condition.unlock()
+  }
+}
+
+final class NBDConnection: @unchecked Sendable {
+  let server: NBDServer
+  let socket: ClientSocket
+  private let sendLock = NSLock()
+  private var noZeroes = false
+  private var structured = false
+  /// The meta contexts selected by SET_META_CONTEXT and the export they were selected for.
+  private var contexts: [String] = []
+  private var contextExport: String?
+  /// The socket, or after NBD_OPT_STARTTLS the TLS session on it.
+  private var channel: any ServerChannel
+  private var tlsActive = false
+  private var log: Logger { server.log }
+
+  init(server: NBDServer, socket: ClientSocket) {
+    self.server = server
+    self.socket = socket
+    self.channel = socket
+  }
+
+  func run() {
+    do {
+      ServerSocket.setReceiveTimeout(socket.fd, seconds: server.configuration.handshakeTimeoutSeconds)
+      guard let export = try handshake() else { return }
+      ServerSocket.setReceiveTimeout(socket.fd, seconds: 0)
+      try transmission(export)
+    } catch {
+      // The peer went away or broke the protocol; the socket closes as the connection ends.
+    }
+  }
+
+  // MARK: Sending
+
+  private func send(_ bytes: [UInt8]) throws {
+    sendLock.lock()
+    defer { sendLock.unlock() }
+    try channel.sendAll(bytes)
+  }
+
+  /// A header and its payload as one message.
+  private func send(_ header: [UInt8], _ payload: UnsafeRawBufferPointer) throws {
+    sendLock.lock()
+    defer { sendLock.unlock() }
+    try channel.sendAll(header, more: true)
+    try channel.sendAll(payload, more: false)
+  }
+
+  // MARK: Handshake
+
+  /// Runs the option phase; the export to serve, or nil when the client left or aborted.
+  private func handshake() throws -> NBDExport? {
+    let p = NBDProtocol.self
+    var greeting = NBDWriter(capacity: 18)
+    greeting.u64(p.nbdMagic)
+    greeting.u64(p.optionMagic)
+    greeting.u16(p.flagFixedNewstyle | p.flagNoZeroes)
+    try send(greeting.bytes)
+    var flagReader = NBDReader(try channel.recvBytes(4))
+    let clientFlags = (try? flagReader.u32("client flags")) ?? 0
+    // Unknown client flags: the protocol says to close.
+    guard clientFlags & ~UInt32(p.flagFixedNewstyle | p.flagNoZeroes) == 0 else { return nil }
+    noZeroes = clientFlags & UInt32(p.flagNoZeroes) != 0
+    let fixed = clientFlags & UInt32(p.flagFixedNewstyle) != 0
+    for _ in 0..<1024 {
+      guard !server.isStopping else { return nil }
+      let header: NBDOptionHeader
+      do {
+        header = try NBDOptionHeader(parsing: try channel.recvBytes(NBDOptionHeader.bytes))
+      } catch let e as ConnectionEnd {
+        throw e
+      } catch {
+        return nil  // bad magic: the stream is not NBD
+      }
+      guard header.length <= UInt32(NBDProtocol.maxOptionBytes) else {
+        if fixed {
+          try send(nbdOptionError(option: header.option, type: p.repErrTooBig, "option data is too long"))
+        }
+        return nil
+      }
+      let data = try channel.recvBytes(Int(header.length))
+      if let export = try option(header.option, data, fixed: fixed) { return export }
+      if header.option == p.optAbort { return nil }
+    }
+    return nil  // a client that never ends its options
+  }
+
+  /// Answers one option; the export when the option starts transmission.
+  private func option(_ option: UInt32, _ data: [UInt8], fixed: Bool) throws -> NBDExport? {
+    let p = NBDProtocol.self
+    func reply(_ type: UInt32, _ payload: [UInt8] = []) throws {
+      try send(nbdOptionReply(option: option, type: type, data: payload))
+    }
+    func error(_ type: UInt32, _ message: String) throws {
+      try send(nbdOptionError(option: option, type: type, message))
+    }
+    if server.configuration.tls?.mode == .require && !tlsActive && option != p.optStartTLS && option != p.optAbort {
+      guard option != p.optExportName else { throw ConnectionEnd.closed }
+      try error(p.repErrTLSRequired, "this server requires TLS: NBD_OPT_STARTTLS first")
+      return nil
+    }
+    switch option {
+    case p.optExportName:
+      guard let name = String(validating: data, as: UTF8.self), let export = server.export(named: name) else {
+        throw ConnectionEnd.closed  // the protocol has no error reply here: close
+      }
+      var w = NBDWriter(capacity: 134)
+      w.u64(export.size)
+      w.u16(export.transmissionFlags(structuredReplies: false))
+      if !noZeroes { w.bytes.append(contentsOf: [UInt8](repeating: 0, count: 124)) }
+      structured = false
+      contexts = []
+      try send(w.bytes)
+      return export
+    case p.optAbort:
+      try? reply(p.repAck)
+      return nil
+    case p.optList:
+      guard data.isEmpty else {
+        try error(p.repErrInvalid, "NBD_OPT_LIST takes no data")
+        return nil
+      }
+      for e in server.exports {
+        var w = NBDWriter()
+        w.u32(UInt32(e.name.utf8.count))
+        w.string(e.name)
+        try reply(p.repServer, w.bytes)
+      }
+      try reply(p.repAck)
+    case p.optStartTLS:
+      guard let context = server.tlsContext else {
+        try error(p.repErrPolicy, "this server has no TLS configured")
+        return nil
+      }
+      guard !tlsActive, data.isEmpty else {
+        try error(p.repErrInvalid, tlsActive ? "TLS is already on" : "NBD_OPT_STARTTLS takes no data")
+        return nil
+      }
+      try reply(p.repAck)
+      do {
+        channel = try ServerTLSSession(context: context, socket: socket)
+      } catch {
+        log.info("\(error)")
+        throw ConnectionEnd.closed
+      }
+      tlsActive = true
+      // What was negotiated in the clear does not carry over.
+      structured = false
+      contexts = []
+      contextExport = nil
+    case p.optInfo, p.optGo:
+      let query: NBDExportQuery
+      do { query = try NBDExportQuery(parsing: data) } catch {
+        try send(nbdOptionError(option: option, type: p.repErrInvalid, "malformed request: \(error)"))
+        return nil
+      }
+      guard let export = server.export(named: query.name) else {
+        try error(p.repErrUnknown, "no export is named '\(query.name)'")
+        return nil
+      }
+      var info = NBDWriter(capacity: 12)
+      info.u16(p.infoExport)
+      info.u64(export.size)
+      info.u16(export.transmissionFlags(structuredReplies: structured))
+      try reply(p.repInfo, info.bytes)
+      if query.infoRequests.contains(p.infoName) {
+        var w = NBDWriter()
+        w.u16(p.infoName)
+        w.string(export.name)
+        try reply(p.repInfo, w.bytes)
+      }
+      if query.infoRequests.contains(p.infoDescription), let d = export.description {
+        var w = NBDWriter()
+        w.u16(p.infoDescription)
+        w.string(String(d.utf8.prefix(4096)) ?? "")
+        try reply(p.repInfo, w.bytes)
+      }
+      var sizes = NBDWriter(capacity: 14)
+      sizes.u16(p.infoBlockSize)
+      sizes.u32(NBDExport.blockSizes.minimum)
+      sizes.u32(NBDExport.blockSizes.preferred)
+      sizes.u32(UInt32(server.configuration.maxPayloadBytes))
+      try reply(p.repInfo, sizes.bytes)
+      try reply(p.repAck)
+      if option == p.optGo {
+        // Contexts selected for another export do not apply to this one.
+        if let chosen = contextExport, server.export(named: chosen) !== export { contexts = [] }
+        return export
+      }
+    case p.optStructuredReply:
+      guard data.isEmpty else {
+        try error(p.repErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data")
+        return nil
+      }
+      structured = true
+      try reply(p.repAck)
+    case p.optListMetaContext, p.optSetMetaContext:
+      let setting = option == p.optSetMetaContext
+      guard !setting || structured else {
+        try error(p.repErrInvalid, "NBD_OPT_SET_META_CONTEXT needs structured replies first")
+        return nil
+      }
+      let query: NBDMetaContextQuery
+      do { query = try NBDMetaContextQuery(parsing: data) } catch {
+        try send(nbdOptionError(option: option, type: p.repErrInvalid, "malformed request: \(error)"))
+        return nil
+      }
+      guard server.export(named: query.exportName) != nil else {
+        try error(p.repErrUnknown, "no export is named '\(query.exportName)'")
+        return nil
+      }
+      let selected = nbdSelectContexts(query.queries, available: NBDExport.metaContexts, listing: !setting)
+      for name in selected {
+        var w = NBDWriter()
+        w.u32(setting ? NBDExport.contextID(name) ?? 0 : 0)
+        w.string(name)
+        try reply(p.repMetaContext, w.bytes)
+      }
+      if setting {
+        contexts = selected
+        contextExport = query.exportName
+      }
+      try reply(p.repAck)
+    default:
+      guard fixed else { throw ConnectionEnd.closed }
+      try error(p.repErrUnsup, "option \(option) is not supported")
+    }
+    return nil
+  }
+
+  // MARK: Transmission
+
+  private func transmission(_ export: NBDExport) throws {
+    let p = NBDProtocol.self
+    let config = server.configuration
+    let session = NBDSession(
+      exportSize: export.size, readOnly: !export.isWritable, structuredReplies: structured,
+      contextCount: contexts.count, maxPayload: config.maxPayloadBytes)
+    let budget = InFlightBudget(maxRequests: config.maxRequestsInFlight, maxBytes: config.maxBytesInFlight)
+    defer { budget.drain() }
+    var header = [UInt8](repeating: 0, count: p.requestHeaderBytes)
+    while true {
+      do {
+        try header.withUnsafeMutableBytes { try channel.recvAll(into: $0) }
+      } catch { return }
+      guard let request = try? NBDRequest(parsing: header) else { return }  // bad magic: close
+      let verdict = nbdCheck(request, session: session)
+      let payloadBytes =
+        request.type == p.cmdWrite || request.type == p.cmdRead ? min(Int(request.length), config.maxPayloadBytes) : 0
+      switch verdict {
+      case .rejectAndClose(let e):
+        budget.drain()
+        try replyError(request, e, "request too large")
+        return
+      case .reject(let e):
+        if request.type == p.cmdWrite {
+          // The payload is within the limit: read it past, then answer.
+          _ = try channel.recvBytes(Int(request.length))
+        }
+        try replyError(request, e, "request refused")
+        continue
+      case .serve:
+        break
+      }
+      if request.type == p.cmdDisc {
+        budget.drain()
+        return
+      }
+      budget.acquire(bytes: payloadBytes)
+      var payload: [UInt8] = []
+      if request.type == p.cmdWrite {
+        do {
+          payload = try channel.recvBytes(Int(request.length))
+        } catch {
+          budget.release(bytes: payloadBytes)
+          return
+        }
+      }
+      let data = payload
+      if tlsActive {
+        // One TLS session is not safe from several threads: serve in order on this one.
+        serve(request, data, export)
+        budget.release(bytes: payloadBytes)
+        continue
+      }
+      server.workers.async { [self] in
+        defer { budget.release(bytes: payloadBytes) }
+        serve(request, data, export)
+      }
+    }
+  }
+
+  private func replyError(_ request: NBDRequest, _ error: UInt32, _ message: String) throws {
+    let p = NBDProtocol.self
+    if structured && (request.type == p.cmdRead || request.type == p.cmdBlockStatus) {
+      try send(nbdErrorChunk(cookie: request.cookie, error: error, message: message))
+    } else {
+      try send(nbdSimpleReply(cookie: request.cookie, error: error))
+    }
+  }
+
+  /// Serves a checked request on a worker; a lost connection only ends the reply.
+  private func serve(_ request: NBDRequest, _ payload: [UInt8], _ export: NBDExport) {
+    let p = NBDProtocol.self
+    let disk = export.disk
+    do {
+      do {
+        switch request.type {
+        case p.cmdRead:
+          try read(request, disk)
+          return
+        case p.cmdBlockStatus:
+          try blockStatus(request, disk)
+          return
+        case p.cmdWrite:
+          try payload.withUnsafeBytes { try disk.write(at: request.offset, $0) }
+          if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
+        case p.cmdWriteZeroes:
+          try writeZeroes(request, disk)
+          if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
+        case p.cmdTrim:
+          // Advisory in the protocol: the data stays (nothing is allocated or freed).
+          if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
+        case p.cmdFlush:
+          try disk.flush()
+        case p.cmdCache:
+          break
+        default:
+          try replyError(request, p.eInval, "unknown command")
+          return
+        }
+        try send(nbdSimpleReply(cookie: request.cookie, error: 0))
+      } catch let e as VMDKError {
+        log.warning("\(e)")
+        try replyError(request, Self.nbdError(e), e.message)
+      }
+    } catch {
+      // ConnectionEnd: the client is gone.
+    }
+  }
+
+  /// Zeroes only what does not read as zeros already, so that a sparse top link gets no
+  /// grains for ranges that are holes or zeroed grains; with NO_HOLE the whole range is
+  /// written, as the client asked for allocated zeros.
+  private func writeZeroes(_ request: NBDRequest, _ disk: Disk) throws {
+    let length = UInt64(request.length)
+    if request.flags & NBDProtocol.cmdFlagNoHole != 0 {
+      return try disk.writeZeroes(at: request.offset, count: length)
+    }
+    let end = request.offset + length
+    var ranges: [(UInt64, UInt64)] = []
+    try disk.blockStatus(offset: request.offset, length: length) { s in
+      guard !s.zero else { return }
+      let lo = max(s.start, request.offset)
+      let hi = min(s.start + s.length, end)
+      if hi > lo { ranges.append((lo, hi - lo)) }
+    }
+    // Block status works in whole sectors: a partial sector at either end is written whole
+    // by the library's read-merge-write, so those ends are always zeroed.
+    let headEnd = min(end, (request.offset + 511) / 512 * 512)
+    if headEnd > request.offset { ranges.append((request.offset, headEnd - request.offset)) }
+    let tailStart = max(request.offset, end / 512 * 512)
+    if end > tailStart { ranges.append((tailStart, end - tailStart)) }
+    for (start, count) in ranges { try disk.writeZeroes(at: start, count: count) }
+  }
+
+  static func nbdError(_ e: VMDKError) -> UInt32 {
+    switch e.code {
+    case .outOfRange: return NBDProtocol.eInval
+    case .fileReadOnly: return NBDProtocol.ePerm
+    case .notSupported: return NBDProtocol.eNotSup
+    default: return NBDProtocol.eIO
+    }
+  }
+
+  // MARK: Reads
+
+  private func read(_ request: NBDRequest, _ disk: Disk) throws {
+    let p = NBDProtocol.self
+    let count = Int(request.length)
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+    defer { buffer.deallocate() }
+    guard structured else {
+      do {
+        try disk.read(at: request.offset, into: buffer)
+      } catch let e as VMDKError {
+        log.warning("\(e)")
+        return try send(nbdSimpleReply(cookie: request.cookie, error: Self.nbdError(e)))
+      }
+      return try send(nbdSimpleReply(cookie: request.cookie, error: 0), UnsafeRawBufferPointer(buffer))
+    }
+    // Structured: ranges that read as zeros without being stored go as holes, the rest as
+    // data, unless the client wants one chunk (DF).
+    var pieces: [(start: UInt64, length: UInt64, hole: Bool)] = []
+    let end = request.offset + UInt64(count)
+    if request.flags & p.cmdFlagDF == 0 {
+      try? disk.blockStatus(offset: request.offset, length: UInt64(count)) { s in
+        let lo = max(s.start, request.offset)
+        let hi = min(s.start + s.length, end)
+        guard hi > lo else { return }
+        let hole = !s.data && s.zero
+        if let last = pieces.last, last.hole == hole, last.start + last.length == lo {
+          pieces[pieces.count - 1].length += hi - lo
+        } else {
+          pieces.append((lo, hi - lo, hole))
+        }
+      }
+    }
+    // Unless block status covered the whole range exactly, one data chunk.
+    if pieces.first?.start != request.offset || pieces.last.map({ $0.start + $0.length }) != end {
+      pieces = [(request.offset, UInt64(count), false)]
+    }
+    for (i, piece) in pieces.enumerated() {
+      let flags = i == pieces.count - 1 ? p.replyFlagDone : 0
+      if piece.hole {
+        var w = NBDWriter(capacity: 32)
+        w.bytes = nbdChunkHeader(cookie: request.cookie, flags: flags, type: p.chunkOffsetHole, length: 12)
+        w.u64(piece.start)
+        w.u32(UInt32(piece.length))
+        try send(w.bytes)
+        continue
+      }
+      let from = Int(piece.start - request.offset)
+      let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[from..<(from + Int(piece.length))])
+      do {
+        try disk.read(at: piece.start, into: slice)
+      } catch let e as VMDKError {
+        log.warning("\(e)")
+        return try send(nbdErrorChunk(cookie: request.cookie, error: Self.nbdError(e), message: e.message))
+      }
+      var w = NBDWriter(capacity: 28)
+      w.bytes = nbdChunkHeader(
+        cookie: request.cookie, flags: flags, type: p.chunkOffsetData, length: UInt32(8 + piece.length))
+      w.u64(piece.start)
+      try send(w.bytes, UnsafeRawBufferPointer(slice))
+    }
+  }
+
+  // MARK: Block status
+
+  /// Extents per context in one reply; the client asks again for the rest.
+  static let maxExtents = 2048
+
+  private func blockStatus(_ request: NBDRequest, _ disk: Disk) throws {
+    let p = NBDProtocol.self
+    let end = request.offset + UInt64(request.length)
+    var runs: [BlockStatus] = []
+    // Stops early once enough distinct runs are seen for every context.
+    struct Enough: Error {}
+    let limit = request.flags & p.cmdFlagReqOne != 0 ? 1 : Self.maxExtents
+    do {
+      try disk.blockStatus(offset: request.offset, length: UInt64(request.length)) { s in
+        runs.append(s)
+        if runs.count > limit * 2 { throw Enough() }
+      }
+    } catch is Enough {
+    } catch let e as VMDKError {
+      log.warning("\(e)")
+      return try send(nbdErrorChunk(cookie: request.cookie, error: Self.nbdError(e), message: e.message))
+    }
+    // The library works in whole sectors; a range that ends inside a sector is still covered.
+    for (i, name) in contexts.enumerated() {
+      var extents = nbdExtents(runs, start: request.offset, end: end, context: name, maxExtents: limit)
+      if extents.isEmpty {
+        // Nothing reported (cannot happen for an in-range request): say "data", the safe answer.
+        nbdAppendExtent(&extents, length: UInt64(request.length), flags: 0)
+      }
+      if limit == 1, extents.count > 1 { extents = [extents[0]] }
+      try send(
+        nbdBlockStatusChunk(
+          cookie: request.cookie, done: i == contexts.count - 1, contextID: NBDExport.contextID(name) ?? 0,
+          extents: extents))
+    }
+  }
+}
