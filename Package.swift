@@ -14,6 +14,7 @@ let package = Package(
     .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
     .executable(name: "vmdk-convert", targets: ["vmdk-convert"]),
     .executable(name: "vmdk-disk", targets: ["vmdk-disk"]),
+    .executable(name: "vmdk-files", targets: ["vmdk-files"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -69,6 +70,11 @@ let package = Package(
       name: "vmdk-disk",
       dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-disk"),
+    // File-level restore: partitions, ls, stat, cat, find and extract over VMDKFiles.
+    .executableTarget(
+      name: "vmdk-files",
+      dependencies: ["VMDKFiles", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/vmdk-files"),
     // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
     .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
@@ -81,6 +87,8 @@ let package = Package(
     .testTarget(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
-    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
+    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-files"]),
+    // Pure tests of the partition and file-system parsers, hostile inputs included.
+    .testTarget(name: "VMDKFilesTests", dependencies: ["VMDKFiles"]),
   ]
 )
