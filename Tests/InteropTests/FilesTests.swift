@@ -20,7 +20,8 @@ func mmlsPartitions(_ raw: String) throws -> [[UInt64]] {
   var result: [[UInt64]] = []
   for line in out.split(separator: "\n") {
     let f = line.split(separator: " ", omittingEmptySubsequences: true)
-    guard f.count >= 5, f[1].contains(":"), let s = UInt64(f[2]), let l = UInt64(f[4]) else { continue }
+    guard f.count >= 5, f[1].contains(":") || f[1].allSatisfy(\.isNumber), let s = UInt64(f[2]), let l = UInt64(f[4])
+    else { continue }
     result.append([s, l])
   }
   return result.sorted { $0[0] < $1[0] }
@@ -216,7 +217,8 @@ func treeManifest(_ root: String) throws -> [String: String] {
       guard let r = bytes.firstRange(of: old) else { throw ToolFailure("pattern not found") }
       bytes.replaceSubrange(r, with: new)
     }
-    try patch(utf16("q.r.s") + [0, 0], utf16("..") + [0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    // Name1 holds exactly five units; the terminator that follows in Name2 stays.
+    try patch(utf16("q.r.s"), utf16("..") + [0, 0, 0xFF, 0xFF, 0xFF, 0xFF])
     try patch(utf16("a.b.c"), utf16("../.."))
     try Data(bytes).write(to: url)
     try Qemu.img("convert", "-O", "vmdk", "-o", "subformat=monolithicSparse", "\(dir)/fs.img", "\(dir)/h.vmdk")
