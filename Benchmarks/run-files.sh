@@ -10,6 +10,10 @@
 #
 # Before timing, our listing is checked against fls's: the same number of names.
 #
+# Measured here (2026-12-07, 2 shared cores, other jobs running, 5 rounds): on 5,230 names,
+# ls -R 0.032 s vs fls -i vmdk 0.218 s (0.15x), vs fls on the raw 0.222 s; extract 3.77 s vs
+# mcopy -s 3.68 s (1.02x; noisy: both are bound by creating the files); peak RSS 24-26 MiB.
+#
 # Environment:
 #   VMDK_BENCH_DIR  work dir (default /tmp/vmdk-bench-files)
 #   BENCH_ROUNDS    timed rounds per job (default 5)
