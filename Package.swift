@@ -87,7 +87,9 @@ let package = Package(
     .testTarget(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
-    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-files"]),
+    .testTarget(
+      name: "InteropTests",
+      dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-files"]),
     // Pure tests of the partition and file-system parsers, hostile inputs included.
     .testTarget(name: "VMDKFilesTests", dependencies: ["VMDKFiles"]),
   ]
