@@ -16,6 +16,7 @@ let package = Package(
     .executable(name: "vmdk-disk", targets: ["vmdk-disk"]),
     .library(name: "NBDServer", targets: ["NBDServer"]),
     .executable(name: "vmdk-serve", targets: ["vmdk-serve"]),
+    .executable(name: "vmdk-files", targets: ["vmdk-files"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -80,6 +81,11 @@ let package = Package(
       ],
       path: "Tools/vmdk-serve"),
     .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "VMDKBlock"]),
+    // File-level restore: partitions, ls, stat, cat, find and extract over VMDKFiles.
+    .executableTarget(
+      name: "vmdk-files",
+      dependencies: ["VMDKFiles", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/vmdk-files"),
     // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
     .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
@@ -93,6 +99,9 @@ let package = Package(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
     .testTarget(
-      name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-serve"]),
+      name: "InteropTests",
+      dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-serve", "vmdk-files"]),
+    // Pure tests of the partition and file-system parsers, hostile inputs included.
+    .testTarget(name: "VMDKFilesTests", dependencies: ["VMDKFiles"]),
   ]
 )

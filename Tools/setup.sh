@@ -22,6 +22,11 @@ packages=(
   nginx-light    # a web server with range requests, for the HTTP transport tests
   openssl        # makes the test CA, server and client certificates
   gnutls-bin     # certtool, psktool: qemu-nbd's and nbdkit's TLS credentials
+  sleuthkit      # mmls, fls, icat: oracles for the partition tables and FAT (FilesTests)
+  dosfstools     # mkfs.fat: FAT12/16/32 test volumes
+  mtools         # mcopy, mmd: fill and read back FAT test volumes
+  gdisk          # sgdisk: GPT test disks
+  fdisk          # sfdisk: MBR test disks with logical partitions
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
 )
 

@@ -1,0 +1,125 @@
+// Path lookup and the recursive walk over any FileSystem. Every walk keeps a visited set of
+// folders and a depth cap, so a hostile folder that contains its own ancestor ends in an
+// error, not a loop; "." and ".." are never followed.
+import VMDKBlock
+
+public enum WalkLimits {
+  /// Folder depth of a walk (ext and FAT trees are far shallower; a loop is deeper).
+  public static let maxDepth = 256
+  /// Symbolic links followed while resolving one path (Linux's MAXSYMLINKS).
+  public static let maxSymlinks = 40
+}
+
+/// One name met by a walk.
+public struct WalkItem: Sendable {
+  /// The path below the walk's start, components joined with "/" (raw bytes).
+  public var path: [UInt8]
+  public var entry: DirectoryEntry
+  /// 1 for the start folder's entries.
+  public var depth: Int
+  public var displayPath: String { String(decoding: path, as: UTF8.self) }
+}
+
+extension FileSystem {
+  /// The id of `path` ("/", "/etc/hosts", "etc/hosts"). Symbolic links in the middle are
+  /// followed (at most `WalkLimits.maxSymlinks`); the last component is not (like lstat).
+  /// FAT names match without regard to ASCII case.
+  public func lookup(_ path: String) throws -> FileID {
+    try lookup(Array(path.utf8))
+  }
+
+  public func lookup(_ path: [UInt8]) throws -> FileID {
+    var pending = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map(Array.init)
+    pending.reverse()
+    var stack: [FileID] = [root]
+    var hops = 0
+    let fold = kind.hasPrefix("fat")
+    while let name = pending.popLast() {
+      if name == [UInt8(ascii: ".")] { continue }
+      if name == [UInt8(ascii: "."), UInt8(ascii: ".")] {
+        if stack.count > 1 { stack.removeLast() }
+        continue
+      }
+      let current = stack[stack.count - 1]
+      let entries = try list(current)
+      let found =
+        entries.first(where: { $0.name == name })
+        ?? (fold ? entries.first(where: { asciiLower($0.name) == asciiLower(name) }) : nil)
+      guard let e = found else {
+        throw VMDKError(
+          .fileNotFound,
+          "no \"\(String(decoding: path, as: UTF8.self))\": \"\(String(decoding: name, as: UTF8.self))\" not found")
+      }
+      if e.type == .symlink && !pending.isEmpty {
+        hops += 1
+        guard hops <= WalkLimits.maxSymlinks else {
+          throw VMDKError(
+            .fileSystemLimit,
+            "more than \(WalkLimits.maxSymlinks) symbolic links in \"\(String(decoding: path, as: UTF8.self))\"")
+        }
+        let target = try readlink(e.id)
+        if target.first == UInt8(ascii: "/") { stack = [root] }
+        let parts = target.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map(Array.init)
+        pending += parts.reversed()
+        continue
+      }
+      stack.append(e.id)
+    }
+    return stack[stack.count - 1]
+  }
+
+  /// Visits every name below folder `start`, parents before children, in on-disk order.
+  /// `body` returns false to skip a folder's contents. A folder that cannot be listed goes
+  /// to `onError` (which may throw to stop); without it the walk throws.
+  public func walk(
+    from start: FileID, maxDepth: Int = WalkLimits.maxDepth,
+    onError: ((_ path: [UInt8], _ error: any Error) throws -> Void)? = nil,
+    _ body: (WalkItem) throws -> Bool
+  ) throws {
+    var visited: Set<FileID> = [start]
+    // Depth-first with an explicit stack of folders still to list.
+    var stack: [(id: FileID, path: [UInt8], depth: Int)] = [(start, [], 0)]
+    while let (id, path, depth) = stack.popLast() {
+      let entries: [DirectoryEntry]
+      do {
+        entries = try list(id)
+      } catch {
+        if let onError {
+          try onError(path, error)
+          continue
+        }
+        throw error
+      }
+      var children: [(FileID, [UInt8], Int)] = []
+      for e in entries {
+        let p = path.isEmpty ? e.name : path + [UInt8(ascii: "/")] + e.name
+        let item = WalkItem(path: p, entry: e, depth: depth + 1)
+        let descend = try body(item)
+        guard e.type == .directory, descend else { continue }
+        guard visited.insert(e.id).inserted else {
+          let err = VMDKError(
+            .corruptFileSystem,
+            "folder \"\(item.displayPath)\" (id \(e.id)) is its own ancestor or listed twice: not entered")
+          if let onError {
+            try onError(p, err)
+            continue
+          }
+          throw err
+        }
+        guard depth + 1 < maxDepth else {
+          let err = VMDKError(.fileSystemLimit, "folder \"\(item.displayPath)\" is deeper than the cap of \(maxDepth)")
+          if let onError {
+            try onError(p, err)
+            continue
+          }
+          throw err
+        }
+        children.append((e.id, p, depth + 1))
+      }
+      // Reversed so that the first child is listed first.
+      stack += children.reversed().map { (id: $0.0, path: $0.1, depth: $0.2) }
+    }
+  }
+}
+
+func asciiLower(_ b: [UInt8]) -> [UInt8] { b.map { (0x41...0x5A).contains($0) ? $0 + 32 : $0 } }

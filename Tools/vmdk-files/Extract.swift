@@ -1,0 +1,77 @@
+// `vmdk-files extract`: files and folders out of the disk into a host folder.
+
+import ArgumentParser
+import ToolSupport
+import VMDKBlock
+import VMDKFiles
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+struct Extract: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Copy files and folders (recursively) out of the disk into a folder.",
+    discussion: """
+      Modes, times, symbolic links, hard links and holes are kept, and owners when run as
+      root. Names that could leave the folder ("/", "..", NUL) are refused and reported;
+      symbolic links already in the folder are not followed; an existing file is replaced only
+      with --force. Exit status 1 when some files could not be restored (each is named).
+      """)
+  @OptionGroup var image: ImageOptions
+  @Argument(help: "The paths to extract (\"/\" for everything).") var paths: [String]
+  @Option(help: "The destination folder (created when missing).") var to: String
+  @Flag(help: "Replace existing files.") var force = false
+  @Flag(help: "No progress bar.") var quiet = false
+
+  func run() throws {
+    var failures: [(String, VMDKError)] = []
+    try runReporting {
+      let (_, fs) = try image.fileSystem()
+      warn(fs, json: image.json)
+      var options = ExtractOptions()
+      options.force = force
+      let extractor = try Extractor(fileSystem: fs, to: to, options: options)
+      var bar: ProgressBar?
+      if !quiet && !image.json && isatty(2) != 0 {
+        var total: UInt64 = 0
+        for p in paths {
+          let id = try fs.lookup(p)
+          let a = try fs.stat(id)
+          if a.type == .directory {
+            try? fs.walk(from: id) { item in
+              if item.entry.type == .regular, let s = try? fs.stat(item.entry.id) { total += s.size }
+              return true
+            }
+          } else {
+            total += a.size
+          }
+        }
+        let b = ProgressBar(total: total, quiet: false)
+        extractor.progress = { b.update($0) }
+        bar = b
+      }
+      for p in paths {
+        do {
+          try extractor.extract(path: p)
+        } catch let e as VMDKError where e.code == .fileNotFound {
+          failures.append((p, e))
+        }
+      }
+      bar?.finish()
+      let r = extractor.report
+      failures += r.failures
+      if image.json {
+        printJSON(
+          .object([
+            ("files", .int(Int64(r.files))), ("directories", .int(Int64(r.directories))),
+            ("symlinks", .int(Int64(r.symlinks))), ("hardLinks", .int(Int64(r.hardLinks))),
+            ("others", .int(Int64(r.others))), ("bytes", .uint(r.bytes)),
+            ("failures", .array(failures.map { .object([("path", .string($0.0)), ("error", .string("\($0.1)"))]) })),
+          ]))
+      }
+    }
+    for (p, e) in failures { printError("\(toolName): \(p): not restored: \(e)") }
+    if !failures.isEmpty { throw ExitCode(1) }
+  }
+}

@@ -1,0 +1,197 @@
+// `vmdk-files ls`, `stat`, `cat` and `find`.
+
+import ArgumentParser
+import ToolSupport
+import VMDKBlock
+import VMDKFiles
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+struct Ls: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "List a folder (default: the root).")
+  @OptionGroup var image: ImageOptions
+  @Argument(help: "The folder or file.") var path: String = "/"
+  @Flag(name: .short, help: "Long listing: mode, links, size, modification time.") var l = false
+  @Flag(name: .customShort("R"), help: "Recursive.") var recursive = false
+
+  func run() throws {
+    try runReporting {
+      let (_, fs) = try image.fileSystem()
+      warn(fs, json: image.json)
+      let id = try fs.lookup(path)
+      let a = try fs.stat(id)
+      var rows: [(path: String, entry: DirectoryEntry)] = []
+      let base = path.hasSuffix("/") ? path : path + "/"
+      if a.type != .directory {
+        rows.append(
+          (path, DirectoryEntry(name: Array(path.utf8.split(separator: 47).last ?? []), id: id, type: a.type)))
+      } else if recursive {
+        var failed = false
+        try fs.walk(
+          from: id,
+          onError: { p, e in
+            printError("\(toolName): \(base)\(String(decoding: p, as: UTF8.self)): \(e)")
+            failed = true
+          }
+        ) { item in
+          rows.append((base + item.displayPath, item.entry))
+          return true
+        }
+        if failed && !image.json {
+          try output(fs, rows)
+          throw ExitCode(1)
+        }
+      } else {
+        rows = try fs.list(id).map { (base + $0.displayName, $0) }
+      }
+      try output(fs, rows)
+    }
+  }
+
+  func output(_ fs: any FileSystem, _ rows: [(path: String, entry: DirectoryEntry)]) throws {
+    if image.json {
+      var items: [JSON] = []
+      for r in rows {
+        var kv: [(String, JSON)] = [("path", .string(r.path)), ("name", .string(r.entry.displayName))]
+        if l || true {
+          let a = try fs.stat(r.entry.id)
+          kv += attributesJSON(a)
+          if a.type == .symlink {
+            kv.append(("target", .string(String(decoding: try fs.readlink(a.id), as: UTF8.self))))
+          }
+        }
+        items.append(.object(kv))
+      }
+      printJSON(.array(items))
+      return
+    }
+    for r in rows {
+      let shown = recursive ? r.path : r.entry.displayName
+      guard l else {
+        print(shown)
+        continue
+      }
+      let a = try fs.stat(r.entry.id)
+      var line = "\(modeString(a)) \(a.linkCount) "
+      if let u = a.uid, let g = a.gid { line += "\(u) \(g) " }
+      line += "\(a.size) \(isoTime(a.modificationTime) ?? "-") \(shown)"
+      if a.type == .symlink { line += " -> " + String(decoding: try fs.readlink(a.id), as: UTF8.self) }
+      print(line)
+    }
+  }
+}
+
+struct Stat: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "A file's attributes.")
+  @OptionGroup var image: ImageOptions
+  @Argument(help: "The path.") var path: String
+
+  func run() throws {
+    try runReporting {
+      let (_, fs) = try image.fileSystem()
+      let id = try fs.lookup(path)
+      let a = try fs.stat(id)
+      var kv: [(String, JSON)] = [("path", .string(path)), ("fileSystem", .string(fs.kind))]
+      kv += attributesJSON(a)
+      if a.type == .symlink { kv.append(("target", .string(String(decoding: try fs.readlink(id), as: UTF8.self)))) }
+      if image.json {
+        printJSON(.object(kv))
+      } else {
+        for (k, v) in kv {
+          let text: String
+          switch v {
+          case .string(let s): text = s
+          case .null: continue
+          default: text = v.render(pretty: false)
+          }
+          print("\(k): \(text)")
+        }
+      }
+    }
+  }
+}
+
+struct Cat: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Write a file's bytes to standard output.")
+  @OptionGroup var image: ImageOptions
+  @Argument(help: "The path.") var path: String
+
+  func run() throws {
+    try runReporting {
+      let (_, fs) = try image.fileSystem()
+      let id = try fs.lookup(path)
+      let a = try fs.stat(id)
+      guard a.type == .regular else { throw VMDKError(.invalidArgument, "\(path) is a \(a.type.rawValue), not a file") }
+      var buffer = [UInt8](repeating: 0, count: 1 << 20)
+      var pos: UInt64 = 0
+      while pos < a.size {
+        let n = try buffer.withUnsafeMutableBytes { try fs.read(id, at: pos, into: $0) }
+        guard n > 0 else { break }
+        try buffer.withUnsafeBytes { try writeStdout(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        pos += UInt64(n)
+      }
+    }
+  }
+}
+
+struct Find: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Find files by name and modification time.")
+  @OptionGroup var image: ImageOptions
+  @Argument(help: "Where to start.") var path: String = "/"
+  @Option(help: "Shell pattern the name must match (*, ?, [...]).") var name: String?
+  @Option(help: "Only files modified after DATE (2024-05-01, 2024-05-01T12:00:00Z or @UNIXSECONDS).")
+  var newer: String?
+  @Option(help: "Only this type: f (file), d (folder), l (symbolic link).") var type: String?
+
+  func run() throws {
+    try runReporting {
+      var after: Int64?
+      if let newer {
+        guard let d = parseDate(newer) else { throw VMDKError(.invalidArgument, "cannot read the date \"\(newer)\"") }
+        after = d
+      }
+      let want: FileType? =
+        switch type {
+        case nil: nil
+        case "f": .regular
+        case "d": .directory
+        case "l": .symlink
+        default: throw VMDKError(.invalidArgument, "--type is f, d or l")
+        }
+      let (_, fs) = try image.fileSystem()
+      warn(fs, json: image.json)
+      let id = try fs.lookup(path)
+      let base = path.hasSuffix("/") ? path : path + "/"
+      var found: [JSON] = []
+      var failed = false
+      try fs.walk(
+        from: id,
+        onError: { p, e in
+          printError("\(toolName): \(base)\(String(decoding: p, as: UTF8.self)): \(e)")
+          failed = true
+        }
+      ) { item in
+        if let want, item.entry.type != want { return true }
+        if let name, fnmatch(name, item.entry.displayName, 0) != 0 { return true }
+        var a: FileAttributes?
+        if let after {
+          let s = try fs.stat(item.entry.id)
+          guard let m = s.modificationTime, m.seconds > after else { return true }
+          a = s
+        }
+        let p = base + item.displayPath
+        if image.json {
+          let s = try a ?? fs.stat(item.entry.id)
+          found.append(.object([("path", .string(p))] + attributesJSON(s)))
+        } else {
+          print(p)
+        }
+        return true
+      }
+      if image.json { printJSON(.array(found)) }
+      if failed { throw ExitCode(1) }
+    }
+  }
+}
