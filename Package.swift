@@ -81,6 +81,9 @@ let package = Package(
     .testTarget(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
-    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
+    .testTarget(
+      name: "InteropTests", dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
+    // The file-level restore layer's unit and hostile-input tests.
+    .testTarget(name: "VMDKFilesTests", dependencies: ["VMDKFiles"]),
   ]
 )
