@@ -5,6 +5,7 @@
 // stat`, and our bytes the files `debugfs rdump` restores.
 
 import Foundation
+import Glibc
 import Testing
 import VMDKBlock
 import VMDKFiles
@@ -369,19 +370,26 @@ struct ExtLayout: CustomStringConvertible, Sendable {
       var contentMismatches: [String] = []
       var digests = 0
       var links = 0
+      // debugfs 1.47.0 dumps an inline-data file as its whole 60-byte i_block, so with
+      // inline_data the source tree is the oracle for the files small enough to be inline.
+      let inline = layout.options.joined().contains("inline_data")
       for f in seen {
         if let md5 = f.md5 {
-          let theirs = try fileDigest("\(out)/\(f.path)", .md5)
+          let theirs = try fileDigest("\(inline && f.attributes.size <= 160 ? src : out)/\(f.path)", .md5)
           if theirs != md5 { contentMismatches.append(f.path) }
           digests += 1
         }
         if let target = f.target {
-          let theirs = try FileManager.default.destinationOfSymbolicLink(atPath: "\(out)/\(f.path)")
-          if Array(theirs.utf8) != target { contentMismatches.append(f.path) }
+          var buffer = [Int8](repeating: 0, count: 8192)
+          let n = Glibc.readlink("\(out)/\(f.path)", &buffer, buffer.count)
+          let theirs = n > 0 ? buffer[0..<n].map { UInt8(bitPattern: $0) } : []
+          if theirs != target {
+            contentMismatches.append("\(f.path): ours \(target.count) bytes, theirs \(theirs.count)")
+          }
           links += 1
         }
       }
-      #expect(contentMismatches.isEmpty, "content differs: \(contentMismatches.prefix(10))")
+      #expect(contentMismatches.isEmpty, "\(contentMismatches.count) differ: \(contentMismatches.prefix(5))")
       #expect(links == ExtOracle.symlinkLengths(blockSize: layout.blockSize).count + 1)
       print("ext oracle \(layout): \(digests) md5 digests and \(links) symlink targets equal to debugfs rdump")
 
@@ -409,7 +417,7 @@ struct ExtLayout: CustomStringConvertible, Sendable {
       h.write(Data("end".utf8))
       try h.close()
       let image = "\(dir)/raw.img"
-      try runChecked(mke2fs, ["-q", "-F", "-t", "ext4", "-d", src, image, "64M"])
+      try runChecked(mke2fs, ["-q", "-F", "-t", "ext4", "-b", "4096", "-d", src, image, "64M"])
       let fs = try #require(try ExtFileSystem.probe(try ExtRawVolume(image)))
       let entry = try #require(try fs.list(fs.root).first { $0.displayName == "huge" })
       let a = try fs.stat(entry.id)
