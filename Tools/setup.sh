@@ -22,6 +22,8 @@ packages=(
   nginx-light    # a web server with range requests, for the HTTP transport tests
   openssl        # makes the test CA, server and client certificates
   gnutls-bin     # certtool, psktool: qemu-nbd's and nbdkit's TLS credentials
+  e2fsprogs      # mke2fs -d and debugfs: the ext reader's test images and oracle
+  sleuthkit      # fls, istat, icat: a second oracle for the file-system readers
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
 )
 
