@@ -27,6 +27,7 @@ packages=(
   mtools         # mcopy, mmd: fill and read back FAT test volumes
   gdisk          # sgdisk: GPT test disks
   fdisk          # sfdisk: MBR test disks with logical partitions
+  e2fsprogs      # mke2fs -d and debugfs: the ext reader's test images and oracle
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
 )
 
