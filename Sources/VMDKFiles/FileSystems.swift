@@ -4,8 +4,7 @@ import VMDKBlock
 
 public enum FileSystems {
   /// The readers, tried in order on every volume.
-  // The coordinator adds `ExtFileSystem.self` (Sources/VMDKFiles/Ext/) here at merge.
-  public static var probes: [any FileSystemProbe.Type] { [FATFileSystem.self] }
+  public static var probes: [any FileSystemProbe.Type] { [ExtFileSystem.self, FATFileSystem.self] }
 
   /// The file system in `volume`: nil when no reader recognises it. A reader that says "mine
   /// but broken" wins over the others saying "not mine": its error is thrown.

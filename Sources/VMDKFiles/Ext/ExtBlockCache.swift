@@ -1,6 +1,7 @@
 // A bounded cache of metadata blocks (descriptor, inode-table, indirect, extent and directory
 // blocks) shared by concurrent callers. File data never goes through it.
-import Synchronization
+
+import VMDKBlock
 
 final class ExtBlockCache: Sendable {
   /// The bound: this many blocks at most (the file system sizes it to 8 MiB of blocks).
@@ -12,7 +13,7 @@ final class ExtBlockCache: Sendable {
     var ring: [UInt64] = []
     var next = 0
   }
-  private let state = Mutex(State())
+  private let state = Locked(State())
 
   init(capacity: Int) {
     self.capacity = max(1, capacity)

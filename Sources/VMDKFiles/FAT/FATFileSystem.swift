@@ -3,7 +3,6 @@
 // capped at 65,536 entries. A file's id is the byte offset of its short entry in the volume
 // (the root is 0), so stat and read need no table of their own. FAT stores local time with
 // no zone: the times are the guest's wall clock taken as UTC, and `timesAreLocal` says so.
-import Synchronization
 import VMDKBlock
 
 /// Caps on what a FAT volume may claim, with their reasons.
@@ -24,7 +23,7 @@ public final class FATFileSystem: FileSystem, FileSystemProbe {
   public let uuid: String?
   public let warnings: [String]
   /// The last chain followed, for sequential reads of a large file.
-  private let lastChain = Mutex<(first: UInt32, clusters: [UInt32], complete: Bool)?>(nil)
+  private let lastChain = Locked<(first: UInt32, clusters: [UInt32], complete: Bool)?>(nil)
 
   public var kind: String { "fat\(geometry.width.rawValue)" }
   public var root: FileID { 0 }
