@@ -14,6 +14,8 @@ let package = Package(
     .executable(name: "vmdk-inspect", targets: ["vmdk-inspect"]),
     .executable(name: "vmdk-convert", targets: ["vmdk-convert"]),
     .executable(name: "vmdk-disk", targets: ["vmdk-disk"]),
+    // The open VixDiskLib: VMware's C API and ABI over VMDKBlock (Tools/install.sh lays it out).
+    .library(name: "vixDiskLib", type: .dynamic, targets: ["VixDiskLib"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -71,6 +73,11 @@ let package = Package(
       path: "Tools/vmdk-disk"),
     // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
     .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),
+    // VixDiskLib's C headers (vixDiskLib.h, vixDiskLibExt.h) and the C glue for va_list log callbacks.
+    .target(name: "CVixDiskLib", path: "Sources/CVixDiskLib"),
+    // The C symbols (`@_cdecl`) of libvixDiskLib.so.
+    .target(
+      name: "VixDiskLib", dependencies: ["VMDKBlock", "CVixDiskLib", .product(name: "Logging", package: "swift-log")]),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
     // TransportFixtures/ holds the transport fuzz target's findings; the tests read them by path.
     .testTarget(
@@ -81,6 +88,8 @@ let package = Package(
     .testTarget(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
+    // C programs in C/ compiled with cc against libvixDiskLib.so and run.
+    .testTarget(name: "VixDiskLibTests", dependencies: ["VMDKBlock"], exclude: ["C"]),
     .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "vmdk-inspect", "vmdk-convert", "vmdk-disk"]),
   ]
 )
