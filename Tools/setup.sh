@@ -23,6 +23,7 @@ packages=(
   openssl        # makes the test CA, server and client certificates
   gnutls-bin     # certtool, psktool: qemu-nbd's and nbdkit's TLS credentials
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
+  patchelf       # Tools/install.sh: sets libvixDiskLib.so.8's SONAME and RUNPATH
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
