@@ -17,6 +17,8 @@ let package = Package(
     .library(name: "NBDServer", targets: ["NBDServer"]),
     .executable(name: "vmdk-serve", targets: ["vmdk-serve"]),
     .executable(name: "vmdk-files", targets: ["vmdk-files"]),
+    // The open VixDiskLib: VMware's C API and ABI over VMDKBlock (Tools/install.sh lays it out).
+    .library(name: "vixDiskLib", type: .dynamic, targets: ["VixDiskLib"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -88,6 +90,11 @@ let package = Package(
       path: "Tools/vmdk-files"),
     // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
     .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),
+    // VixDiskLib's C headers (vixDiskLib.h, vixDiskLibExt.h) and the C glue for va_list log callbacks.
+    .target(name: "CVixDiskLib", path: "Sources/CVixDiskLib"),
+    // The C symbols (`@_cdecl`) of libvixDiskLib.so.
+    .target(
+      name: "VixDiskLib", dependencies: ["VMDKBlock", "CVixDiskLib", .product(name: "Logging", package: "swift-log")]),
     .testTarget(name: "VMDKFormatTests", dependencies: ["VMDKFormat"], exclude: ["Fixtures"]),
     // TransportFixtures/ holds the transport fuzz target's findings; the tests read them by path.
     .testTarget(
@@ -98,10 +105,10 @@ let package = Package(
     .testTarget(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
-    .testTarget(
-      name: "InteropTests",
-      dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-serve", "vmdk-files"]),
+    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-serve", "vmdk-files"]),
     // Pure tests of the partition and file-system parsers, hostile inputs included.
     .testTarget(name: "VMDKFilesTests", dependencies: ["VMDKFiles"]),
+    // C programs in C/ compiled with cc against libvixDiskLib.so and run.
+    .testTarget(name: "VixDiskLibTests", dependencies: ["VMDKBlock"], exclude: ["C"]),
   ]
 )

@@ -29,6 +29,7 @@ packages=(
   fdisk          # sfdisk: MBR test disks with logical partitions
   e2fsprogs      # mke2fs -d and debugfs: the ext reader's test images and oracle
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
+  patchelf       # Tools/install.sh: sets libvixDiskLib.so.8's SONAME and RUNPATH
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

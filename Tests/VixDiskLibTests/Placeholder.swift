@@ -1,0 +1,1 @@
+// Replaced by the C-program tests below in the next commit.
