@@ -30,6 +30,7 @@ packages=(
   e2fsprogs      # mke2fs -d and debugfs: the ext reader's test images and oracle
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
   patchelf       # Tools/install.sh: sets libvixDiskLib.so.8's SONAME and RUNPATH
+  python3-pytest # runs python/tests (PythonPackageTests) against the built libvixDiskLib
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
