@@ -206,9 +206,11 @@ public func VixDiskLib_Grow(
   }
 }
 
-@_cdecl("VixDiskLib_Shrink")
-public func VixDiskLib_Shrink(
-  _ handle: OpaquePointer?, _ progress: VixDiskLibProgressFunc?, _ data: UnsafeMutableRawPointer?
+/// Shrink and Defragment: one rewrite of the handle's disk in place (closed around it, then
+/// reopened), with progress at 0 and 100.
+private func rewriteInPlace(
+  _ handle: OpaquePointer?, _ progress: VixDiskLibProgressFunc?, _ data: UnsafeMutableRawPointer?,
+  _ rewrite: @escaping (String, OpenOptions) throws -> Void
 ) -> UInt64 {
   vixCall {
     let h = try handles.get(handle, "disk handle")
@@ -217,27 +219,24 @@ public func VixDiskLib_Shrink(
     try reopen(h) {
       var options = OpenOptions()
       options.allowExternalPaths = true
-      _ = try Disk.compact(h.location, options: options)
+      try rewrite(h.location, options)
     }
     reporter.report(100)
   }
+}
+
+@_cdecl("VixDiskLib_Shrink")
+public func VixDiskLib_Shrink(
+  _ handle: OpaquePointer?, _ progress: VixDiskLibProgressFunc?, _ data: UnsafeMutableRawPointer?
+) -> UInt64 {
+  rewriteInPlace(handle, progress, data) { _ = try Disk.compact($0, options: $1) }
 }
 
 @_cdecl("VixDiskLib_Defragment")
 public func VixDiskLib_Defragment(
   _ handle: OpaquePointer?, _ progress: VixDiskLibProgressFunc?, _ data: UnsafeMutableRawPointer?
 ) -> UInt64 {
-  vixCall {
-    let h = try handles.get(handle, "disk handle")
-    var reporter = Progress(progress, data)
-    reporter.report(0)
-    try reopen(h) {
-      var options = OpenOptions()
-      options.allowExternalPaths = true
-      _ = try Disk.defragment(h.location, options: options)
-    }
-    reporter.report(100)
-  }
+  rewriteInPlace(handle, progress, data) { _ = try Disk.defragment($0, options: $1) }
 }
 
 @_cdecl("VixDiskLib_Rename")
