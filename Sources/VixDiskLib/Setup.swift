@@ -30,12 +30,80 @@ final class Connection {
 
 let connections = Registry<Connection>()
 
-/// VDDK's configuration keys that have an equivalent here, and those accepted without effect.
+/// VixDiskLib's configuration file (InitEx's `configFile`): VDDK's keys that have an
+/// equivalent here, the toolkit's own keys (README "Configuration file"), and one warning line
+/// for every other key.
 enum VDDKConfig {
-  /// Parses a VDDK-style configuration file: `tmpDirectory`, `vixDiskLib.transport.LogLevel`,
-  /// `vixDiskLib.nfcAio.SocketOption.*` (socket buffers), and the toolkit's own keys (README
-  /// "Configuration"). Any other `vixDiskLib.` key gives one warning line and is ignored.
-  static func load(_ path: String) throws -> (Library.Settings, LogLevel?) {
+  /// What a configuration file sets.
+  struct Loaded {
+    var settings = Library.Settings()
+    /// `vixDiskLib.transport.LogLevel` (or our `log.level`); nil: the default.
+    var level: LogLevel? = nil
+    /// The toolkit's `log.file`: the default logger's file.
+    var logFile: String? = nil
+    /// One line per ignored key, sent through the warn callback once the level is set.
+    var warnings: [String] = []
+  }
+
+  /// VDDK's `vixDiskLib.transport.LogLevel` (0 panic, 1 error, 2 warning, 3 audit, 4 info,
+  /// 5 verbose, 6 trivia) as our levels: the library has no panic or audit lines, so 0 lets
+  /// nothing through and 3 (VDDK's default) is errors and warnings; 5 and 6 add debug.
+  static func level(vddk n: Int) -> LogLevel {
+    switch n {
+    case 0: .off
+    case 1: .error
+    case 2, 3: .warning
+    case 4: .info
+    default: .debug
+    }
+  }
+
+  /// Our transport key for a VDDK key of the NFC AIO session and socket options, and the
+  /// value in our units; nil for a key that is not one of them.
+  static func translate(_ key: String, _ value: String, at: String) throws -> String? {
+    let lower = key.lowercased()
+    func count(_ range: ClosedRange<Int>) throws -> Int {
+      guard let n = Int(value), range.contains(n) else {
+        throw VMDKError(
+          .invalidConfig,
+          "\(at): '\(key)' must be a whole number from \(range.lowerBound) to \(range.upperBound), found '\(value)'")
+      }
+      return n
+    }
+    switch lower {
+    case "vixdisklib.nfcaio.session.bufsizein64kb", "vixdisklib.nfcaio.session.bufsizein64k":
+      // The NFC buffer of one request: our request size, up to our 32 MiB limit.
+      return "requestSize = \(try count(1...512) * 64)K"
+    case "vixdisklib.nfcaio.session.bufcount":
+      return "requestsInFlight = \(try count(1...256))"
+    case "vixdisklib.nfcaio.socketoption.sendbuffersize", "vixdisklib.nfcaio.socketoption.sndbuf",
+      "vixdisklib.nfcaio.socketoption.so_sndbuf":
+      return "socketSendBuffer = \(value)"
+    case "vixdisklib.nfcaio.socketoption.receivebuffersize", "vixdisklib.nfcaio.socketoption.recvbuffersize",
+      "vixdisklib.nfcaio.socketoption.rcvbuf", "vixdisklib.nfcaio.socketoption.so_rcvbuf":
+      return "socketReceiveBuffer = \(value)"
+    default:
+      return nil
+    }
+  }
+
+  /// Whether the toolkit's own configuration parser knows `key` (asked with a dummy value:
+  /// a bad value is a known key, "unknown key" is not).
+  static func isToolkitKey(_ key: String) -> Bool {
+    do {
+      _ = try TransportConfig(parsing: "\(key) = 1", file: "")
+      return true
+    } catch let e as VMDKError {
+      return !e.message.contains("unknown key '")
+    } catch {
+      return true
+    }
+  }
+
+  /// Parses a configuration file. A bad value of a key that is used, a line without '=' or a
+  /// repeated key of the toolkit is an error (20025) naming the line; any key that is neither
+  /// VDDK's with an equivalent here nor the toolkit's gives one warning and is ignored.
+  static func load(_ path: String) throws -> Loaded {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
       throw VMDKError(errno == ENOENT ? .fileNotFound : .fileAccess, "cannot open the configuration file", file: path)
@@ -52,11 +120,13 @@ enum VDDKConfig {
         throw VMDKError(.invalidConfig, "the configuration file is larger than 1 MiB", file: path)
       }
     }
-    var settings = Library.Settings()
-    var level: LogLevel? = nil
+    var loaded = Loaded()
     var ours: [String] = []
+    var warned: Set<String> = []
+    var tmpDirectory: String? = nil
     let text = String(decoding: bytes, as: UTF8.self)
     for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+      let at = "\(path):\(index + 1)"
       let line = raw.trimmingCharacters(" \t\r")
       guard !line.isEmpty, !line.hasPrefix("#"), let eq = line.firstIndex(of: "=") else {
         ours.append(String(line))  // one line each: the toolkit's parser names the right line
@@ -66,29 +136,44 @@ enum VDDKConfig {
       var value = String(line[line.index(after: eq)...]).trimmingCharacters(" \t")
       if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") { value = String(value.dropFirst().dropLast()) }
       if key == "tmpDirectory" {
-        settings.tempDirectory = value
+        tmpDirectory = try folder(value, at: at)
         ours.append("")
       } else if key == "vixDiskLib.transport.LogLevel" {
         guard let n = Int(value), (0...6).contains(n) else {
-          throw VMDKError(.invalidConfig, "\(path):\(index + 1): '\(key)' must be 0 to 6, found '\(value)'")
+          throw VMDKError(.invalidConfig, "\(at): '\(key)' must be 0 to 6, found '\(value)'")
         }
-        level = n == 0 ? .off : n == 1 ? .error : n == 2 ? .warning : n <= 4 ? .info : .debug
+        loaded.level = level(vddk: n)
         ours.append("")
-      } else if key.hasPrefix("vixDiskLib.nfcAio.SocketOption.") {
-        // Socket buffers of VMware's NFC: our NBD/HTTP sockets size their own buffers.
-        ours.append("")
-      } else if key.hasPrefix("vixDiskLib.") {
-        VixLog.shared.emit(.warning, "\(path):\(index + 1): configuration key '\(key)' has no effect in this library")
-        ours.append("")
-      } else {
+      } else if let translated = try translate(key, value, at: at) {
+        ours.append(translated)
+      } else if !key.hasPrefix("vixDiskLib.") && isToolkitKey(key) {
         ours.append(String(line))
+      } else {
+        if warned.insert(key).inserted {
+          loaded.warnings.append("\(at): configuration key '\(key)' is not used by this library; ignored")
+        }
+        ours.append("")
       }
     }
     let config = try TransportConfig(parsing: ours.joined(separator: "\n"), file: path)
-    settings.transport = config.transport
-    if settings.tempDirectory == nil { settings.tempDirectory = config.tempDirectory }
-    if level == nil, config.logLevel != .off { level = config.logLevel }
-    return (settings, level)
+    loaded.settings.transport = config.transport
+    loaded.settings.tempDirectory = tmpDirectory ?? config.tempDirectory
+    loaded.logFile = config.logFile
+    if loaded.level == nil, config.logLevel != .off { loaded.level = config.logLevel }
+    return loaded
+  }
+
+  /// `tmpDirectory`: an existing folder, or one made now (0700) when its parent exists.
+  static func folder(_ value: String, at: String) throws -> String {
+    guard !value.isEmpty else { throw VMDKError(.invalidConfig, "\(at): 'tmpDirectory' needs a value") }
+    var st = stat()
+    if stat(value, &st) != 0 && errno == ENOENT { _ = mkdir(value, 0o700) }
+    guard stat(value, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR, access(value, W_OK | X_OK) == 0 else {
+      throw VMDKError(
+        .invalidConfig,
+        "\(at): 'tmpDirectory' \(value) is not a folder this process can write to (nor could one be made)")
+    }
+    return value
   }
 }
 
@@ -109,16 +194,15 @@ public func VixDiskLib_InitEx(
   var callbacks = VixLog.Callbacks(log: log, warn: warn, panic: panic)
   VixLog.shared.install(callbacks)
   return vixCall {
-    var settings = Library.Settings()
+    var loaded = VDDKConfig.Loaded()
     if let configFile {
-      let (loaded, level) = try VDDKConfig.load(String(cString: configFile))
-      settings = loaded
-      if let level {
-        callbacks.level = level
-        VixLog.shared.install(callbacks)
-      }
+      loaded = try VDDKConfig.load(String(cString: configFile))
+      if let level = loaded.level { callbacks.level = level }
     }
-    Library.shared.settings.withLock { $0 = settings }
+    callbacks.defaultFile = DefaultLogFile.path(folder: loaded.settings.tempDirectory, file: loaded.logFile)
+    VixLog.shared.install(callbacks)
+    Library.shared.settings.withLock { $0 = loaded.settings }
+    for warning in loaded.warnings { VixLog.shared.emit(.warning, warning) }
     VixLog.shared.emit(.info, "VixDiskLib \(major).\(minor) initialised (open vmdk-toolkit library)")
   }
 }

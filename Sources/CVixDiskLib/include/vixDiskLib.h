@@ -27,6 +27,36 @@
  *    Shrink, Defragment and WriteMetadata must not overlap any other call on that handle.
  *  - Async completion callbacks run on a worker thread of the library, never inside
  *    ReadAsync/WriteAsync; Wait(h) returns when every request on h has called back.
+ *
+ * Logging: the library never writes to stdout or stderr. Every line (this library's and the
+ * toolkit's underneath: retries, reconnects) goes to InitEx's callbacks, called with
+ * ("%s", line), the line ending in '\n', from any thread: errors and warnings to warnFunc
+ * (logFunc when warnFunc is NULL), the rest to logFunc. panicFunc is never called (nothing
+ * here panics; failures are VixErrors). As with VMware's library, a line whose callback is
+ * NULL goes to the default logger, which appends it, with the time and the process id, to
+ * the file "vixDiskLib.log" in the temporary folder (the configuration's tmpDirectory, else
+ * $TMPDIR, else /tmp) or to the configuration's log.file; the file is made (0600) at the
+ * first line only, never through a symbolic link, and a file that cannot be written drops
+ * its lines. Which lines are delivered: vixDiskLib.transport.LogLevel 0 none, 1 errors,
+ * 2 and 3 (the default, as VDDK's) also warnings, 4 also info, 5 and 6 also debug; or the
+ * toolkit's log.level (off, error, warning, info, debug).
+ *
+ * Configuration file (InitEx's configFile, "key = value" lines, '#' comments):
+ *  - tmpDirectory: the default logger's folder (made 0700 when missing). The library makes
+ *    no other files there: its temporary files (descriptor rewrites, clones, converted
+ *    disks) sit next to the file they replace, so that a rename puts them in place.
+ *  - vixDiskLib.transport.LogLevel: 0..6, above.
+ *  - vixDiskLib.nfcAio.Session.BufSizeIn64KB (1..512): the bytes per NBD request, in 64 KiB
+ *    units (our requestSize); vixDiskLib.nfcAio.Session.BufCount (1..256): NBD requests in
+ *    flight per connection (requestsInFlight).
+ *  - vixDiskLib.nfcAio.SocketOption.SendBufferSize / .ReceiveBufferSize (also spelled
+ *    SndBuf/SO_SNDBUF, RcvBuf/RecvBufferSize/SO_RCVBUF): SO_SNDBUF / SO_RCVBUF of the NBD
+ *    and HTTP sockets, bytes with K or M, 4K..256M (our socketSendBuffer/ReceiveBuffer).
+ *    VMware publishes no names under SocketOption; these are ours.
+ *  - every key of the toolkit's own configuration file (README "Configuration file").
+ *  - any other key (VMware's NFC, SAN, hotadd and phone-home keys included) is ignored with
+ *    exactly one warning line naming the file, the line and the key. A bad value of a key
+ *    that is used, or a line without '=', makes InitEx fail with 20025.
  */
 #ifndef VIXDISKLIB_H
 #define VIXDISKLIB_H
