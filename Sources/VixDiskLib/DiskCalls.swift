@@ -344,7 +344,7 @@ public func VixDiskLib_FreeBlockList(_ list: UnsafeMutablePointer<VixDiskLibBloc
 // MARK: Metadata
 
 /// Copies `text` and a NUL into `buffer` of `length` bytes; BUFFER_TOOSMALL when it does not fit.
-private func copyOut(
+func copyOut(
   _ bytes: [UInt8], _ buffer: UnsafeMutablePointer<CChar>?, _ length: Int, _ required: UnsafeMutablePointer<Int>?
 ) throws {
   required?.pointee = bytes.count
