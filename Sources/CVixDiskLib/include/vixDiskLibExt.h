@@ -41,8 +41,8 @@ typedef struct {
 } VixDiskLibExtChangedArea;
 
 /* vSphere's DiskChangeInfo: the areas changed in [startOffset, startOffset + length), where
- * length runs to the end of the disk. numChangedAreas entries follow. 32 bytes + 16 per area
- * on x86-64 and arm64 (changedArea at 24). */
+ * length runs to the end of the disk. numChangedAreas entries follow (changedArea at 24; 40
+ * bytes with the first one, 16 per further area, on x86-64 and arm64). */
 typedef struct {
   uint64 startOffset;     /* bytes */
   uint64 length;          /* bytes */
@@ -78,7 +78,7 @@ typedef struct {
   int32_t depth;               /* 0: the top link (the file opened), 1 its parent, ... */
 } VixDiskLibExtBlockExtent;    /* 24 bytes */
 
-/* numExtents entries follow (at offset 8). */
+/* numExtents entries follow (extents at offset 8; 32 bytes with the first one). */
 typedef struct {
   uint32 numExtents;
   VixDiskLibExtBlockExtent extents[1];

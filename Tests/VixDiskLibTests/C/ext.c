@@ -11,12 +11,21 @@
  *                                        a 1-byte buffer), required=, writeOpen= (code of a
  *                                        writable VixDiskLib_Open of DISK)
  * Exit 0 unless the program itself went wrong (a call's failure is printed as its code). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "vixDiskLib.h"
 #include "vixDiskLibExt.h"
+
+/* The layouts vixDiskLibExt.h promises (x86-64 and arm64). */
+_Static_assert(offsetof(VixDiskLibExtChangeInfo, changedArea) == 24, "changedArea at 24");
+_Static_assert(sizeof(VixDiskLibExtChangeInfo) == 40, "ChangeInfo 40 bytes");
+_Static_assert(sizeof(VixDiskLibExtChangedArea) == 16, "ChangedArea 16 bytes");
+_Static_assert(offsetof(VixDiskLibExtBlockStatus, extents) == 8, "extents at 8");
+_Static_assert(sizeof(VixDiskLibExtBlockExtent) == 24, "BlockExtent 24 bytes");
+_Static_assert(offsetof(VixDiskLibExtBlockExtent, depth) == 20, "depth at 20");
 
 static VixDiskLibConnection conn;
 
