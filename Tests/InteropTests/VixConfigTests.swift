@@ -130,6 +130,39 @@ import Testing
     }
   }
 
+  /// The SocketOption keys reach the NBD socket: strace sees SO_SNDBUF/SO_RCVBUF set to the
+  /// configured sizes on the connection to qemu-nbd, and not set at all without them.
+  @Test func socketBuffersAreSetOnNBDSockets() throws {
+    try withTemporaryFolder { folder in
+      let strace = try requireTool("strace")
+      let raw = "\(folder)/disk.raw"
+      FileManager.default.createFile(atPath: raw, contents: Data(repeating: 0x5a, count: 1 << 20))
+      let server = try QemuNBDServer(file: raw, format: "raw", readOnly: true)
+      defer { server.stop() }
+      _ = try Self.run(folder, nil)  // compiles config.c
+      let config = "\(folder)/sock.conf"
+      try """
+      vixDiskLib.nfcAio.SocketOption.SendBufferSize = 256K
+      vixDiskLib.nfcAio.SocketOption.ReceiveBufferSize = 3M
+
+      """.write(toFile: config, atomically: true, encoding: .utf8)
+      let location = "nbd://127.0.0.1:\(server.port)/disk"
+      func traced(_ configPath: String) throws -> (String, String) {
+        let trace = "\(folder)/trace-\(UUID().uuidString)"
+        let r = try runProcess(
+          strace, ["-f", "-e", "trace=setsockopt", "-o", trace, "\(folder)/config", configPath, location, "callbacks"])
+        return (String(decoding: r.stdout, as: UTF8.self), (try? String(contentsOfFile: trace, encoding: .utf8)) ?? "")
+      }
+      let (out, trace) = try traced(config)
+      #expect(out.contains("open=0\n") && out.contains("read=0\n"), "\(out)")
+      #expect(trace.contains("SO_SNDBUF, [262144]"), "\(trace)")
+      #expect(trace.contains("SO_RCVBUF, [3145728]"), "\(trace)")
+      let (plainOut, plain) = try traced("-")
+      #expect(plainOut.contains("open=0\n"), "\(plainOut)")
+      #expect(!plain.contains("SO_SNDBUF") && !plain.contains("SO_RCVBUF"), "\(plain)")
+    }
+  }
+
   @Test func withoutCallbacksLinesGoToTmpDirectoryNotTheTerminal() throws {
     try withTemporaryFolder { folder in
       let tmp = "\(folder)/vddk-tmp"  // missing: InitEx makes it
