@@ -77,8 +77,10 @@ import VMDKBlock
         let r = try runChecked(sample, ["-quiet", image, raw])
         let reference = try Qemu.rawSHA256(image, scratch: folder)
         #expect(try fileDigest(raw, .sha256) == reference, "\(image): the raw copy differs from qemu-img's")
-        // GetInfo as the sample prints it, against vmdk-inspect.
+        // GetInfo as the sample prints it, against vmdk-inspect; -info prints the same.
         let info = Self.fields(r.output)
+        let infoOnly = try runChecked(sample, ["-quiet", "-info", image])
+        #expect(r.output.hasPrefix(infoOnly.output) && infoOnly.output.contains("capacity: "), "\(image)")
         let json =
           try JSONSerialization.jsonObject(with: try vmdkInspect("info", "--json", image).stdout) as? [String: Any]
           ?? [:]
