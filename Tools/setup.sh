@@ -31,6 +31,7 @@ packages=(
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
   patchelf       # Tools/install.sh: sets libvixDiskLib.so.8's SONAME and RUNPATH
   python3-pytest # runs python/tests (PythonPackageTests) against the built libvixDiskLib
+  make           # builds Examples/ with its Makefile (VixExampleTests)
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -152,7 +152,10 @@ public func VixDiskLib_Clone(
     defer { try? disk.close() }
     var options: CreateOptions
     if let params {
-      let wanted = try createOptions(params.pointee)
+      // Capacity 0 (or less than the source's) means the source's capacity.
+      var given = params.pointee
+      if given.capacity == 0 { given.capacity = disk.capacitySectors }
+      let wanted = try createOptions(given)
       options = CreateOptions(type: wanted.type, inheriting: disk)
       options.adapterType = wanted.adapterType
       if params.pointee.hwVersion != 0 { options.hardwareVersion = wanted.hardwareVersion }
