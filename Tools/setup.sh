@@ -31,6 +31,8 @@ packages=(
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
   patchelf       # Tools/install.sh: sets libvixDiskLib.so.8's SONAME and RUNPATH
   python3-pytest # runs python/tests (PythonPackageTests) against the built libvixDiskLib
+  fuse3          # fusermount3 and /dev/fuse's helper: vmdk-mount mounts and unmounts (MountTests)
+  libfuse3-dev   # CFuse: vmdk-mount's C shim builds against libfuse3
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
