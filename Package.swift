@@ -120,6 +120,8 @@ let package = Package(
       ]),
     // Pure tests of the partition and file-system parsers, hostile inputs included.
     .testTarget(name: "VMDKFilesTests", dependencies: ["VMDKFiles"]),
+    // vmdk-mount's tree without FUSE: names made safe, path resolution, errors as errno.
+    .testTarget(name: "VMDKMountTests", dependencies: ["VMDKMount", "VMDKFiles"]),
     // C programs in C/ compiled with cc against libvixDiskLib.so and run.
     .testTarget(name: "VixDiskLibTests", dependencies: ["VMDKBlock"], exclude: ["C"]),
   ]

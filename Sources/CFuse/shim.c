@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse3/fuse.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +187,10 @@ int cfuse_daemon_start(void) {
     _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 2);
   }
   close(fds[0]);
+  // A daemon keeps no descriptor of its parent's: a parent may wait for one to close to
+  // learn that its child ended (swift-corelibs-foundation's Process does).
+  if (fds[1] > 3) close_range(3, (unsigned)fds[1] - 1, 0);
+  close_range((unsigned)fds[1] + 1, ~0U, 0);
   setsid();
   // Until the mount is up, the child's stderr is the pipe: the parent prints it.
   dup2(fds[1], 2);
@@ -243,6 +248,14 @@ int cfuse_run(const char *program, const char *mountpoint, const char *options, 
   fo.utimens = w_utimens;
   fo.fallocate = w_fallocate;
 
+  // A parent may have left these blocked (a test runner does); the mount must see them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGHUP);
+  pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+
   char *argv[] = {(char *)program, (char *)"-o", (char *)options, NULL};
   struct fuse_args args = FUSE_ARGS_INIT(3, argv);
   struct fuse *f = fuse_new(&args, &fo, sizeof fo, NULL);
@@ -268,6 +281,7 @@ int cfuse_run(const char *program, const char *mountpoint, const char *options, 
   fuse_unmount(f);
   fuse_destroy(f);
   fuse_opt_free_args(&args);
-  // A signal ends the loop by fuse_session_exit; libfuse reports that as 0 or -EINTR.
-  return (r == 0 || r == -EINTR || r == EINTR) ? 0 : 2;
+  // A signal ends the loop with the signal's number (libfuse 3.14 sets the session's error to
+  // it); an unmount with 0; a failure with a negative errno.
+  return (r >= 0 || r == -EINTR) ? 0 : 2;
 }

@@ -201,9 +201,11 @@ public final class MountTree: Sendable {
     case .fileSystem(let fs, _):
       var id = fs.root
       var type = FileType.directory
+      var here: [UInt8] = []
       for part in parts {
         guard type == .directory else { throw MountErrno(ENOTDIR) }
-        let f = try folder(fs, id, path: String(decoding: path, as: UTF8.self))
+        let f = try folder(fs, id, path: here.isEmpty ? "/" : String(decoding: here, as: UTF8.self))
+        here += [0x2F] + part
         guard let e = f.byName[Array(part)] else { throw MountErrno(ENOENT) }
         id = e.id
         type = e.type

@@ -49,7 +49,13 @@ struct VMDKMountTool: ParsableCommand {
       printError("\(toolName): \(mountpoint): not a folder")
       throw ExitCode(2)
     }
-    var mo = MountOptions(mountpoint: mountpoint)
+    // Absolute: the daemon leaves the current folder, and unmounts by this path.
+    guard let resolved = realpath(mountpoint, nil) else {
+      printError("\(toolName): \(mountpoint): \(String(cString: strerror(errno)))")
+      throw ExitCode(2)
+    }
+    defer { free(resolved) }
+    var mo = MountOptions(mountpoint: String(cString: resolved))
     mo.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
     mo.sourceName = image
     mo.singleThread = singleThread
