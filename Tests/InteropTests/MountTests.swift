@@ -444,4 +444,30 @@ enum MountOracle {
       }
     }
   }
+
+  @Test func aReaderErrorIsEIOLoggedOnceAndTheRestStillReads() throws {
+    _ = try requireFuse()
+    try withTemporaryFolder { dir in
+      try shell(
+        "mkdir -p '\(dir)/src'; head -c 20000 /dev/urandom > '\(dir)/src/bad.bin'; echo good > '\(dir)/src/good.txt'")
+      let fs = "\(dir)/fs.img"
+      try runChecked(try requireTool("mke2fs"), ["-q", "-F", "-t", "ext4", "-d", "\(dir)/src", fs, "64M"])
+      // The first extent's physical start (i_block word 5) far past the 64 MiB volume.
+      try runChecked(try requireTool("debugfs"), ["-w", "-R", "sif /bad.bin block[5] 0x7fffff00", fs])
+      let vmdk = try MountOracle.gptDisk(fs, dir, name: "d")
+      let m = try MountProcess(vmdk, at: "\(dir)/mnt")
+      defer { m.cleanUp() }
+      for _ in 0..<3 {
+        let r = try runProcess("/bin/cat", ["\(m.mountpoint)/bad.bin"])
+        #expect(r.status != 0 && r.errorOutput.contains("Input/output error"), "\(r.errorOutput)")
+      }
+      #expect(try String(contentsOfFile: "\(m.mountpoint)/good.txt", encoding: .utf8) == "good\n")
+      var st = stat()
+      #expect(stat("\(m.mountpoint)/bad.bin", &st) == 0 && st.st_size == 20000)
+      #expect(try m.unmount() == 0)
+      let lines = m.log.split(separator: "\n").filter { $0.contains("/bad.bin") }
+      #expect(lines.count == 1, "\(m.log)")
+      #expect(lines.first?.contains("at offset 0") == true && lines.first?.contains("outside") == true, "\(m.log)")
+    }
+  }
 }
