@@ -313,6 +313,23 @@ enum MountOracle {
         )
         #expect(r.output == expected.output && r.output.split(separator: "\n").count == 8)
       }
+
+      // MBR with a logical partition: p1 and p5, each its byte range of the disk.
+      _ = try requireTool("sfdisk")
+      try shell(
+        """
+        cd '\(dir)'; truncate -s 40M m.img
+        printf 'label: dos\\nstart=2048, size=8192, type=83\\nstart=12288, size=40000, type=5\\nstart=14336, size=20000, type=83\\n' | sfdisk -q m.img
+        head -c 4M /dev/urandom | dd of=m.img bs=512 seek=2048 conv=notrunc status=none
+        head -c 9M /dev/urandom | dd of=m.img bs=512 seek=14336 conv=notrunc status=none
+        dd if=m.img of=p5.raw bs=512 skip=14336 count=20000 status=none
+        """)
+      try Qemu.img("convert", "-O", "vmdk", "-o", "subformat=monolithicSparse", "\(dir)/m.img", "\(dir)/m.vmdk")
+      try withMount("\(dir)/m.vmdk", at: "\(dir)/mnt-mbr", ["--raw"]) { (mnt: String) throws in
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mnt).sorted() == ["disk", "p1", "p5"])
+        #expect(try fileDigest("\(mnt)/p5", .sha256) == (try fileDigest("\(dir)/p5.raw", .sha256)))
+        #expect(try fileDigest("\(mnt)/disk", .sha256) == (try fileDigest("\(dir)/m.img", .sha256)))
+      }
     }
   }
 
@@ -350,6 +367,15 @@ enum MountOracle {
         let d = try MountOracle.digests(mnt)
         MountOracle.expectSame(d, changed, "child: md5")
         #expect(d["./added.bin"] != nil && d["./big3.bin"] == nil)
+      }
+
+      // http:// through nginx.
+      let web = try NginxServer(prefix: "\(dir)/nginx")
+      defer { web.stop() }
+      try FileManager.default.copyItem(atPath: vmdk, toPath: "\(web.root)/d.vmdk")
+      try withMount("\(web.baseURL)/d.vmdk", at: "\(dir)/mnt-http") { mnt in
+        MountOracle.expectSame(try MountOracle.records(mnt), source, "http: find")
+        MountOracle.expectSame(try MountOracle.digests(mnt), sourceDigests, "http: md5")
       }
 
       // nbd:// through qemu-nbd.
