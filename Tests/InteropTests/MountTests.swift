@@ -431,6 +431,15 @@ enum MountOracle {
       #expect(waitFor(10) { daemons().isEmpty }, "the daemon is still running after fusermount3 -u")
       #expect(!isMounted(canonical))
 
+      // SIGTERM to the daemon unmounts too.
+      let again = try runProcess(try builtToolPath("vmdk-mount"), [vmdk, mnt])
+      #expect(again.status == 0 && isMounted(canonical), "\(again.errorOutput)")
+      let second = daemons()
+      #expect(second.count == 1)
+      for p in second { kill(p, SIGTERM) }
+      #expect(waitFor(10) { daemons().isEmpty }, "the daemon is still running after SIGTERM")
+      #expect(waitFor(5) { !isMounted(canonical) }, "still mounted after SIGTERM to the daemon")
+
       // Errors are reported by the parent, with exit status 2.
       let missing = try runProcess(try builtToolPath("vmdk-mount"), ["\(dir)/missing.vmdk", mnt])
       #expect(missing.status == 2 && missing.errorOutput.contains("missing.vmdk"), "\(missing.errorOutput)")

@@ -117,4 +117,18 @@ final class LogBox: @unchecked Sendable {
     #expect(lines.count == 1, "\(lines)")
     #expect(lines.first?.contains("extent beyond the volume") == true && lines.first?.contains("4096") == true)
   }
+
+  @Test func mountOptionsAlwaysReadOnlyAndTheSourceCannotAddOptions() {
+    var o = MountOptions(mountpoint: "/mnt")
+    o.sourceName = "nbd://h/x,rw,allow_other"
+    o.fuseOptions = ["allow_other"]
+    #expect(o.optionString == "ro,fsname=nbd://h/x_rw_allow_other,subtype=vmdk,allow_other")
+  }
+
+  @Test func rawViewNamesDiskAndPartitions() throws {
+    let t = MountTree(content: .raw([]), log: { _ in })
+    #expect(try t.resolve(Array("/".utf8)) == .rawRoot)
+    #expect(throws: MountErrno(ENOENT)) { try t.resolve(Array("/disk".utf8)) }
+    #expect(try t.attributes(Array("/".utf8)).type == .directory)
+  }
 }
