@@ -48,7 +48,8 @@ private func bytes(_ path: UnsafePointer<CChar>?) -> [UInt8] {
 
 private func fill(_ t: FileTime, _ sec: inout Int64, _ nsec: inout UInt32) {
   sec = t.seconds
-  nsec = t.nanoseconds
+  // A guest's field can claim more than a second of nanoseconds; the kernel wants < 10^9.
+  nsec = min(t.nanoseconds, 999_999_999)
 }
 
 /// The callbacks libfuse calls (on its threads); each answers 0 or -errno.
