@@ -234,6 +234,7 @@ enum MountOracle {
         }
         var vfs = statvfs()
         #expect(statvfs(mnt, &vfs) == 0 && vfs.f_flag & 1 != 0)
+        #expect(vfs.f_bsize == 4096 && vfs.f_blocks == 16384 && vfs.f_namemax == 255, "statvfs: \(vfs)")
       }
     }
   }
