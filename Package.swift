@@ -17,6 +17,7 @@ let package = Package(
     .library(name: "NBDServer", targets: ["NBDServer"]),
     .executable(name: "vmdk-serve", targets: ["vmdk-serve"]),
     .executable(name: "vmdk-files", targets: ["vmdk-files"]),
+    .executable(name: "vmdk-mount", targets: ["vmdk-mount"]),
     // The open VixDiskLib: VMware's C API and ABI over VMDKBlock (Tools/install.sh lays it out).
     .library(name: "vixDiskLib", type: .dynamic, targets: ["VixDiskLib"]),
   ],
@@ -88,6 +89,13 @@ let package = Package(
       name: "vmdk-files",
       dependencies: ["VMDKFiles", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/vmdk-files"),
+    // vmdk-mount: libfuse3 (Debian libfuse3-dev) behind a small C shim; the logic in VMDKMount.
+    .target(name: "CFuse", path: "Sources/CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
+    .target(name: "VMDKMount", dependencies: ["VMDKFiles", "CFuse"]),
+    .executableTarget(
+      name: "vmdk-mount",
+      dependencies: ["VMDKMount", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/vmdk-mount"),
     // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
     .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),
     // VixDiskLib's C headers (vixDiskLib.h, vixDiskLibExt.h) and the C glue for va_list log callbacks.
@@ -105,9 +113,15 @@ let package = Package(
     .testTarget(
       name: "LibraryUseTests",
       dependencies: ["VMDKBlock", .product(name: "Logging", package: "swift-log")]),
-    .testTarget(name: "InteropTests", dependencies: ["VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-serve", "vmdk-files"]),
+    .testTarget(
+      name: "InteropTests",
+      dependencies: [
+        "VMDKBlock", "VMDKFiles", "vmdk-inspect", "vmdk-convert", "vmdk-disk", "vmdk-serve", "vmdk-files", "vmdk-mount",
+      ]),
     // Pure tests of the partition and file-system parsers, hostile inputs included.
     .testTarget(name: "VMDKFilesTests", dependencies: ["VMDKFiles"]),
+    // vmdk-mount's tree without FUSE: names made safe, path resolution, errors as errno.
+    .testTarget(name: "VMDKMountTests", dependencies: ["VMDKMount", "VMDKFiles"]),
     // C programs in C/ compiled with cc against libvixDiskLib.so and run.
     .testTarget(name: "VixDiskLibTests", dependencies: ["VMDKBlock"], exclude: ["C"]),
   ]

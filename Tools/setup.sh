@@ -32,6 +32,8 @@ packages=(
   patchelf       # Tools/install.sh: sets libvixDiskLib.so.8's SONAME and RUNPATH
   python3-pytest # runs python/tests (PythonPackageTests) against the built libvixDiskLib
   make           # builds Examples/ with its Makefile (VixExampleTests)
+  fuse3          # fusermount3 and /dev/fuse's helper: vmdk-mount mounts and unmounts (MountTests)
+  libfuse3-dev   # CFuse: vmdk-mount's C shim builds against libfuse3
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

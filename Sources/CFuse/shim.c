@@ -1,0 +1,287 @@
+// The libfuse3 side of vmdk-mount: struct fuse_operations over cfuse_ops, every write
+// operation refused with EROFS, and the fork/pipe daemonizing (see cfuse.h).
+#define FUSE_USE_VERSION 31
+#define _GNU_SOURCE
+#include "cfuse.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse3/fuse.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+static const cfuse_ops *g_ops;
+static int g_syslog;
+
+void cfuse_log(const char *message) {
+  if (g_syslog) {
+    syslog(LOG_ERR, "%s", message);
+  } else {
+    dprintf(2, "%s\n", message);
+  }
+}
+
+// MARK: Reads
+
+static int s_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+  (void)fi;
+  cfuse_attr a;
+  memset(&a, 0, sizeof a);
+  int r = g_ops->getattr(g_ops->ctx, path, &a);
+  if (r != 0) return r;
+  memset(st, 0, sizeof *st);
+  st->st_ino = a.ino;
+  st->st_mode = a.mode;
+  st->st_nlink = a.nlink;
+  st->st_uid = a.uid;
+  st->st_gid = a.gid;
+  st->st_rdev = a.rdev;
+  st->st_size = (off_t)a.size;
+  st->st_blocks = (blkcnt_t)a.blocks;
+  st->st_blksize = 4096;
+  st->st_atim.tv_sec = a.atime_sec;
+  st->st_atim.tv_nsec = a.atime_nsec;
+  st->st_mtim.tv_sec = a.mtime_sec;
+  st->st_mtim.tv_nsec = a.mtime_nsec;
+  st->st_ctim.tv_sec = a.ctime_sec;
+  st->st_ctim.tv_nsec = a.ctime_nsec;
+  return 0;
+}
+
+struct fill_ctx {
+  void *buf;
+  fuse_fill_dir_t filler;
+};
+
+static int s_fill(void *ctx, const char *name) {
+  struct fill_ctx *f = ctx;
+  return f->filler(f->buf, name, NULL, 0, 0);
+}
+
+static int s_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset, struct fuse_file_info *fi,
+                     enum fuse_readdir_flags flags) {
+  (void)offset;
+  (void)fi;
+  (void)flags;
+  struct fill_ctx f = {buf, filler};
+  if (filler(buf, ".", NULL, 0, 0) || filler(buf, "..", NULL, 0, 0)) return -ENOMEM;
+  return g_ops->readdir(g_ops->ctx, path, &f, s_fill);
+}
+
+static int s_open(const char *path, struct fuse_file_info *fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return -EROFS;
+  uint64_t fh = 0;
+  int r = g_ops->open(g_ops->ctx, path, fi->flags, &fh);
+  if (r != 0) return r;
+  fi->fh = fh;
+  fi->keep_cache = 1;  // the image does not change under the mount
+  return 0;
+}
+
+static int s_read(const char *path, char *buf, size_t size, off_t offset, struct fuse_file_info *fi) {
+  if (offset < 0) return -EINVAL;
+  long r = g_ops->read(g_ops->ctx, path, fi->fh, buf, size, (uint64_t)offset);
+  return (int)r;
+}
+
+static int s_readlink(const char *path, char *buf, size_t size) {
+  return g_ops->readlink(g_ops->ctx, path, buf, size);
+}
+
+static int s_statfs(const char *path, struct statvfs *st) {
+  (void)path;
+  cfuse_statfs s;
+  memset(&s, 0, sizeof s);
+  int r = g_ops->statfs(g_ops->ctx, &s);
+  if (r != 0) return r;
+  memset(st, 0, sizeof *st);
+  st->f_bsize = s.block_size;
+  st->f_frsize = s.block_size;
+  st->f_blocks = s.blocks;
+  st->f_files = s.files;
+  st->f_namemax = s.name_max;
+  st->f_flag = ST_RDONLY;
+  return 0;
+}
+
+static int s_access(const char *path, int mask) {
+  if (mask & W_OK) return -EROFS;
+  cfuse_attr a;
+  return g_ops->getattr(g_ops->ctx, path, &a);
+}
+
+static void *s_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
+  (void)conn;
+  cfg->use_ino = 1;  // st_ino as the file system numbers it: hard links share one
+  cfg->readdir_ino = 1;
+  cfg->kernel_cache = 1;
+  cfg->entry_timeout = 60;
+  cfg->attr_timeout = 60;
+  cfg->negative_timeout = 60;
+  return NULL;
+}
+
+// MARK: Writes: all refused
+
+static int w_path(const char *p) { (void)p; return -EROFS; }
+static int w_mode(const char *p, mode_t m) { (void)p; (void)m; return -EROFS; }
+static int w_mknod(const char *p, mode_t m, dev_t d) { (void)p; (void)m; (void)d; return -EROFS; }
+static int w_two(const char *a, const char *b) { (void)a; (void)b; return -EROFS; }
+static int w_rename(const char *a, const char *b, unsigned int f) { (void)a; (void)b; (void)f; return -EROFS; }
+static int w_chmod(const char *p, mode_t m, struct fuse_file_info *fi) { (void)p; (void)m; (void)fi; return -EROFS; }
+static int w_chown(const char *p, uid_t u, gid_t g, struct fuse_file_info *fi) {
+  (void)p; (void)u; (void)g; (void)fi; return -EROFS;
+}
+static int w_truncate(const char *p, off_t o, struct fuse_file_info *fi) { (void)p; (void)o; (void)fi; return -EROFS; }
+static int w_write(const char *p, const char *b, size_t s, off_t o, struct fuse_file_info *fi) {
+  (void)p; (void)b; (void)s; (void)o; (void)fi; return -EROFS;
+}
+static int w_setxattr(const char *p, const char *n, const char *v, size_t s, int f) {
+  (void)p; (void)n; (void)v; (void)s; (void)f; return -EROFS;
+}
+static int w_removexattr(const char *p, const char *n) { (void)p; (void)n; return -EROFS; }
+static int w_create(const char *p, mode_t m, struct fuse_file_info *fi) { (void)p; (void)m; (void)fi; return -EROFS; }
+static int w_utimens(const char *p, const struct timespec tv[2], struct fuse_file_info *fi) {
+  (void)p; (void)tv; (void)fi; return -EROFS;
+}
+static int w_fallocate(const char *p, int m, off_t o, off_t l, struct fuse_file_info *fi) {
+  (void)p; (void)m; (void)o; (void)l; (void)fi; return -EROFS;
+}
+
+// MARK: Daemon
+
+static int g_daemon_fd = -1;
+
+int cfuse_daemon_start(void) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid > 0) {
+    close(fds[1]);
+    // The child writes error text, or closes the pipe after cfuse_daemon_ready's one byte.
+    char buf[4096];
+    int ready = 0;
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof buf)) != 0) {
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      if (n == 1 && buf[0] == 0) {
+        ready = 1;
+        continue;
+      }
+      (void)!write(2, buf, (size_t)n);
+    }
+    if (ready) _exit(0);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 2);
+  }
+  close(fds[0]);
+  // A daemon keeps no descriptor of its parent's: a parent may wait for one to close to
+  // learn that its child ended (swift-corelibs-foundation's Process does).
+  if (fds[1] > 3) close_range(3, (unsigned)fds[1] - 1, 0);
+  close_range((unsigned)fds[1] + 1, ~0U, 0);
+  setsid();
+  // Until the mount is up, the child's stderr is the pipe: the parent prints it.
+  dup2(fds[1], 2);
+  g_daemon_fd = fds[1];
+  return fds[1];
+}
+
+void cfuse_daemon_ready(int fd) {
+  if (fd < 0) return;
+  openlog("vmdk-mount", LOG_PID, LOG_DAEMON);
+  g_syslog = 1;
+  char zero = 0;
+  (void)!write(fd, &zero, 1);
+  int null = open("/dev/null", O_RDWR);
+  if (null >= 0) {
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    if (null > 2) close(null);
+  }
+  close(fd);
+  g_daemon_fd = -1;
+  (void)!chdir("/");
+}
+
+// MARK: Loop
+
+int cfuse_run(const char *program, const char *mountpoint, const char *options, int single_thread,
+              const cfuse_ops *ops, void (*mounted)(void *mounted_ctx), void *mounted_ctx) {
+  g_ops = ops;
+  static struct fuse_operations fo;
+  memset(&fo, 0, sizeof fo);
+  fo.init = s_init;
+  fo.getattr = s_getattr;
+  fo.readdir = s_readdir;
+  fo.open = s_open;
+  fo.read = s_read;
+  fo.readlink = s_readlink;
+  fo.statfs = s_statfs;
+  fo.access = s_access;
+  fo.mknod = w_mknod;
+  fo.mkdir = w_mode;
+  fo.unlink = w_path;
+  fo.rmdir = w_path;
+  fo.symlink = w_two;
+  fo.rename = w_rename;
+  fo.link = w_two;
+  fo.chmod = w_chmod;
+  fo.chown = w_chown;
+  fo.truncate = w_truncate;
+  fo.write = w_write;
+  fo.setxattr = w_setxattr;
+  fo.removexattr = w_removexattr;
+  fo.create = w_create;
+  fo.utimens = w_utimens;
+  fo.fallocate = w_fallocate;
+
+  // A parent may have left these blocked (a test runner does); the mount must see them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGHUP);
+  pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+
+  char *argv[] = {(char *)program, (char *)"-o", (char *)options, NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+  struct fuse *f = fuse_new(&args, &fo, sizeof fo, NULL);
+  if (f == NULL) {
+    fuse_opt_free_args(&args);
+    return 1;
+  }
+  if (fuse_mount(f, mountpoint) != 0) {
+    fuse_destroy(f);
+    fuse_opt_free_args(&args);
+    return 1;
+  }
+  struct fuse_session *se = fuse_get_session(f);
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_unmount(f);
+    fuse_destroy(f);
+    fuse_opt_free_args(&args);
+    return 1;
+  }
+  if (mounted) mounted(mounted_ctx);
+  int r = single_thread ? fuse_loop(f) : fuse_loop_mt(f, 0);
+  fuse_remove_signal_handlers(se);
+  fuse_unmount(f);
+  fuse_destroy(f);
+  fuse_opt_free_args(&args);
+  // A signal ends the loop with the signal's number (libfuse 3.14 sets the session's error to
+  // it); an unmount with 0; a failure with a negative errno.
+  return (r >= 0 || r == -EINTR) ? 0 : 2;
+}
