@@ -23,12 +23,15 @@ final class InFlightBudget: @unchecked Sendable {
     self.maxBytes = maxBytes
   }
 
-  func acquire(bytes n: Int) {
+  /// Waits for room, takes it; the requests in flight now.
+  @discardableResult
+  func acquire(bytes n: Int) -> Int {
     condition.lock()
+    defer { condition.unlock() }
     while requests >= maxRequests || (bytes > 0 && bytes + n > maxBytes) { condition.wait() }
     requests += 1
     bytes += n
-    condition.unlock()
+    return requests
   }
 
   func release(bytes n: Int) {
@@ -311,7 +314,7 @@ final class NBDConnection: @unchecked Sendable {
         budget.drain()
         return
       }
-      budget.acquire(bytes: payloadBytes)
+      server.noteInFlight(budget.acquire(bytes: payloadBytes))
       var payload: [UInt8] = []
       if request.type == p.cmdWrite {
         do {
