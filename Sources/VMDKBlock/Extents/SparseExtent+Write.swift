@@ -276,6 +276,53 @@ extension GrainTableExtent where Scheme == SparseScheme {
     cache.invalidate(extent: ObjectIdentifier(self))
   }
 
+  /// Marks the whole grains inside extent sectors `[start, end)` as zeroed grains (table
+  /// entry 1), when the header has zeroed-grain entries: they read as zeros, hide the parent,
+  /// and no grain is allocated (a grain that held data is left unused, as qemu leaves it).
+  /// Regions without a grain table are skipped (a table would have to be allocated). Returns
+  /// the extent-sector ranges marked. Callers serialize writers.
+  func zeroGrains(start: UInt64, end: UInt64) throws -> [(start: UInt64, count: UInt64)] {
+    let h = scheme.header
+    guard h.hasZeroedGrainEntries, acceptsInPlaceWrites else { return [] }
+    let grain = scheme.grainSectors
+    let perTable = SparseLayout.entriesPerTable
+    let first = (start + grain - 1) / grain
+    let last = min(end, sectors) / grain
+    let redundant = h.flags.contains(.useRedundantGrainDirectory) && h.rgdOffsetSectors != 0
+    var marked: [(start: UInt64, count: UInt64)] = []
+    var g = first
+    while g < last {
+      let tableIndex = g / perTable
+      guard tableIndex < scheme.directoryEntries else { break }
+      let tableEnd = min(last, (tableIndex + 1) * perTable)
+      defer { g = tableEnd }
+      let gdeAt = scheme.directoryOffset + tableIndex * 4
+      let gde = try directoryEntry(tableIndex)
+      guard let tableAt = try wrap(file.name, { try decodeTable(gde: gde, at: gdeAt) }) else { continue }
+      var table =
+        try wrap(file.name) { try grainTable(tableIndex) }?.table
+        ?? [UInt64](repeating: 0, count: Int(perTable))
+      let lo = Int(g - tableIndex * perTable)
+      let hi = Int(tableEnd - tableIndex * perTable)
+      guard table[lo..<hi].contains(where: { $0 != 1 }) else { continue }
+      for e in lo..<hi { table[e] = 1 }
+      let bytes = Self.encode(table[lo..<hi])
+      let at = tableAt + UInt64(lo) * 4
+      try file.write(at: at, from: bytes)
+      shrinkHole(at, at + UInt64(bytes.count))
+      if redundant {
+        let rgde = try redundantDirectoryEntry(tableIndex)
+        if rgde != 0, let rat = Self.checkedByte(sector: rgde, plus: UInt64(lo) * 4) {
+          try file.write(at: rat, from: bytes)
+          shrinkHole(rat, rat + UInt64(bytes.count))
+        }
+      }
+      cache.replace(TableCache.Key(extent: ObjectIdentifier(self), offset: tableAt), with: table)
+      marked.append((g * grain, (tableEnd - g) * grain))
+    }
+    return marked
+  }
+
   /// Writes directory entries, one `pwrite` per run of consecutive indexes.
   private func writeDirectoryRuns(_ entries: [(index: UInt64, value: UInt32)], at directory: UInt64) throws {
     var k = 0
