@@ -379,33 +379,48 @@ final class NBDConnection: @unchecked Sendable {
     }
   }
 
-  /// TRIM is advisory in the protocol: nothing is freed that would let a parent's (or stale)
-  /// data show through; the data stays.
-  private func trim(_ request: NBDRequest, _ disk: Disk) throws {}
+  /// TRIM is advisory in the protocol. Whole grains of a sparse top link whose header has
+  /// zeroed-grain entries become zeroed grains (they read as zeros, nothing is allocated);
+  /// everything else keeps its data, as nothing may be freed that would let a parent's (or a
+  /// stale) grain show through.
+  private func trim(_ request: NBDRequest, _ disk: Disk) throws {
+    _ = try disk.zeroGrains(at: request.offset, count: UInt64(request.length))
+  }
 
-  /// Zeroes only what does not read as zeros already, so that a sparse top link gets no
-  /// grains for ranges that are holes or zeroed grains; with NO_HOLE the whole range is
-  /// written, as the client asked for allocated zeros.
+  /// Without NO_HOLE, whole grains of a sparse top link with zeroed-grain entries become
+  /// zeroed grains (nothing allocated, the parent hidden); of the rest, only what does not
+  /// read as zeros already is written, so holes and zeroed grains get no grains either. With
+  /// NO_HOLE the whole range is written, as the client asked for allocated zeros.
   private func writeZeroes(_ request: NBDRequest, _ disk: Disk) throws {
     let length = UInt64(request.length)
     if request.flags & NBDProtocol.cmdFlagNoHole != 0 {
       return try disk.writeZeroes(at: request.offset, count: length)
     }
+    var position = request.offset
     let end = request.offset + length
+    for done in try disk.zeroGrains(at: request.offset, count: length) {
+      if done.lowerBound > position { try zeroWhereNotZero(disk, position, done.lowerBound) }
+      position = max(position, done.upperBound)
+    }
+    if end > position { try zeroWhereNotZero(disk, position, end) }
+  }
+
+  /// Writes zeros over the parts of `[start, end)` that do not read as zeros.
+  private func zeroWhereNotZero(_ disk: Disk, _ start: UInt64, _ end: UInt64) throws {
     var ranges: [(UInt64, UInt64)] = []
-    try disk.blockStatus(offset: request.offset, length: length) { s in
+    try disk.blockStatus(offset: start, length: end - start) { s in
       guard !s.zero else { return }
-      let lo = max(s.start, request.offset)
+      let lo = max(s.start, start)
       let hi = min(s.start + s.length, end)
       if hi > lo { ranges.append((lo, hi - lo)) }
     }
     // Block status works in whole sectors: a partial sector at either end is written whole
     // by the library's read-merge-write, so those ends are always zeroed.
-    let headEnd = min(end, (request.offset + 511) / 512 * 512)
-    if headEnd > request.offset { ranges.append((request.offset, headEnd - request.offset)) }
-    let tailStart = max(request.offset, end / 512 * 512)
+    let headEnd = min(end, (start + 511) / 512 * 512)
+    if headEnd > start { ranges.append((start, headEnd - start)) }
+    let tailStart = max(start, end / 512 * 512)
     if end > tailStart { ranges.append((tailStart, end - tailStart)) }
-    for (start, count) in ranges { try disk.writeZeroes(at: start, count: count) }
+    for (at, count) in ranges { try disk.writeZeroes(at: at, count: count) }
   }
 
   static func nbdError(_ e: VMDKError) -> UInt32 {
