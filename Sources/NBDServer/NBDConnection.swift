@@ -379,8 +379,8 @@ final class NBDConnection: @unchecked Sendable {
     }
   }
 
-  /// TRIM is advisory in the protocol. Whole grains of a sparse top link whose header has
-  /// zeroed-grain entries become zeroed grains (they read as zeros, nothing is allocated);
+  /// TRIM is advisory in the protocol. Whole grains that a sparse top link with zeroed-grain
+  /// entries does not store become zeroed grains (they read as zeros, nothing is allocated);
   /// everything else keeps its data, as nothing may be freed that would let a parent's (or a
   /// stale) grain show through.
   private func trim(_ request: NBDRequest, _ disk: Disk) throws {

@@ -309,12 +309,14 @@ extension Disk {
 }
 
 extension Disk {
-  /// Makes the whole grains inside `[offset, offset+count)` read as zeros without allocating
-  /// anything: in the top link's hosted sparse extents whose header has zeroed-grain entries,
-  /// their table entries become zeroed grains (1), which also hide the parent's data. Grains
-  /// partly covered, other extents, and regions with no grain table are left as they are.
-  /// Returns the byte ranges of the virtual disk that were zeroed (in order); the caller
-  /// zeroes the rest itself when it must (`writeZeroes`).
+  /// Makes the whole grains inside `[offset, offset+count)` that the top link does not store
+  /// read as zeros without allocating anything: in the top link's hosted sparse extents whose
+  /// header has zeroed-grain entries, their table entries become zeroed grains (1), which
+  /// also hide the parent's data. Grains the top link stores (zeros written over them in
+  /// place leak nothing), grains partly covered, other extents, and regions with no grain
+  /// table are left as they are. Returns the byte ranges of the virtual disk that read as
+  /// zeroed grains now (in order); the caller zeroes the rest itself when it must
+  /// (`writeZeroes`).
   public func zeroGrains(at offset: UInt64, count: UInt64) throws -> [Range<UInt64>] {
     guard let writer else {
       throw VMDKError(

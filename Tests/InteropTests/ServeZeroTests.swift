@@ -64,6 +64,9 @@ import VMDKBlock
         try requireTool("qemu-img"), ["compare", "-f", "vmdk", "-F", "raw", child, expected])
       #expect(compare.status == 0, "\(compare.output) \(compare.errorOutput)")
       try Qemu.io(child, ["read -P 0 0 1M", "read -P 0x11 1M 3M", "read -P 0 4M 512k", "read -P 0x22 9M 1M"])
+      // No grain was left unused (the child's own grains were zeroed in place).
+      let ours = try vmdkInspect("check", child)
+      #expect(ours.status == 0, "\(ours.output) \(ours.errorOutput)")
       // The parent is untouched; NO_HOLE (qemu-io without -u) allocates grains.
       try Qemu.io("\(folder)/base.vmdk", ["read -P 0x11 0 40M"])
       let again = try VMDKServeProcess([child, "--read-write"])

@@ -276,11 +276,12 @@ extension GrainTableExtent where Scheme == SparseScheme {
     cache.invalidate(extent: ObjectIdentifier(self))
   }
 
-  /// Marks the whole grains inside extent sectors `[start, end)` as zeroed grains (table
-  /// entry 1), when the header has zeroed-grain entries: they read as zeros, hide the parent,
-  /// and no grain is allocated (a grain that held data is left unused, as qemu leaves it).
-  /// Regions without a grain table are skipped (a table would have to be allocated). Returns
-  /// the extent-sector ranges marked. Callers serialize writers.
+  /// Marks the unallocated whole grains inside extent sectors `[start, end)` as zeroed grains
+  /// (table entry 1), when the header has zeroed-grain entries: they read as zeros, hide the
+  /// parent, and no grain is allocated. Grains that hold data are left to the caller (zeros
+  /// written over them in place leak nothing, where a zeroed entry would leave the grain
+  /// unused), and so are regions without a grain table (one would have to be allocated).
+  /// Returns the extent-sector ranges that now read as zeroed grains. Callers serialize writers.
   func zeroGrains(start: UInt64, end: UInt64) throws -> [(start: UInt64, count: UInt64)] {
     let h = scheme.header
     guard h.hasZeroedGrainEntries, acceptsInPlaceWrites else { return [] }
@@ -302,23 +303,36 @@ extension GrainTableExtent where Scheme == SparseScheme {
       var table =
         try wrap(file.name) { try grainTable(tableIndex) }?.table
         ?? [UInt64](repeating: 0, count: Int(perTable))
-      let lo = Int(g - tableIndex * perTable)
-      let hi = Int(tableEnd - tableIndex * perTable)
-      guard table[lo..<hi].contains(where: { $0 != 1 }) else { continue }
-      for e in lo..<hi { table[e] = 1 }
-      let bytes = Self.encode(table[lo..<hi])
-      let at = tableAt + UInt64(lo) * 4
+      let base = tableIndex * perTable
+      let lo = Int(g - base)
+      let hi = Int(tableEnd - base)
+      var changed = (first: Int.max, last: -1)
+      for e in lo..<hi {
+        if table[e] == 0 {
+          table[e] = 1
+          changed = (min(changed.first, e), e)
+        }
+        guard table[e] == 1 else { continue }
+        let run = ((base + UInt64(e)) * grain, grain)
+        if let previous = marked.last, previous.start + previous.count == run.0 {
+          marked[marked.count - 1].count += grain
+        } else {
+          marked.append(run)
+        }
+      }
+      guard changed.last >= 0 else { continue }
+      let bytes = Self.encode(table[changed.first...changed.last])
+      let at = tableAt + UInt64(changed.first) * 4
       try file.write(at: at, from: bytes)
       shrinkHole(at, at + UInt64(bytes.count))
       if redundant {
         let rgde = try redundantDirectoryEntry(tableIndex)
-        if rgde != 0, let rat = Self.checkedByte(sector: rgde, plus: UInt64(lo) * 4) {
+        if rgde != 0, let rat = Self.checkedByte(sector: rgde, plus: UInt64(changed.first) * 4) {
           try file.write(at: rat, from: bytes)
           shrinkHole(rat, rat + UInt64(bytes.count))
         }
       }
       cache.replace(TableCache.Key(extent: ObjectIdentifier(self), offset: tableAt), with: table)
-      marked.append((g * grain, (tableEnd - g) * grain))
     }
     return marked
   }
