@@ -83,7 +83,7 @@ let package = Package(
         "NBDServer", "VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       path: "Tools/vmdk-serve"),
-    .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "VMDKBlock"]),
+    .testTarget(name: "NBDServerTests", dependencies: ["NBDServer", "VMDKBlock", "CSSL"]),
     // File-level restore: partitions, ls, stat, cat, find and extract over VMDKFiles.
     .executableTarget(
       name: "vmdk-files",

@@ -1,7 +1,8 @@
 // NBDConnection: one client, from the greeting to the end. The handshake (fixed newstyle
 // options) runs on the connection's thread; in transmission the thread reads and checks each
-// request, and the server's workers serve it. Replies go out under one lock per connection,
-// one whole message (a simple reply, or one structured chunk) at a time.
+// request, the server's workers serve it, and the connection's sender thread writes the
+// replies (each whole, in the order they are ready), so that no worker ever waits for a
+// client to read. Over TLS the reader and the sender share the session (ServerTLSSession).
 
 import Dispatch
 import Foundation
@@ -22,12 +23,15 @@ final class InFlightBudget: @unchecked Sendable {
     self.maxBytes = maxBytes
   }
 
-  func acquire(bytes n: Int) {
+  /// Waits for room, takes it; the requests in flight now.
+  @discardableResult
+  func acquire(bytes n: Int) -> Int {
     condition.lock()
+    defer { condition.unlock() }
     while requests >= maxRequests || (bytes > 0 && bytes + n > maxBytes) { condition.wait() }
     requests += 1
     bytes += n
-    condition.unlock()
+    return requests
   }
 
   func release(bytes n: Int) {
@@ -49,7 +53,6 @@ final class InFlightBudget: @unchecked Sendable {
 final class NBDConnection: @unchecked Sendable {
   let server: NBDServer
   let socket: ClientSocket
-  private let sendLock = NSLock()
   private var noZeroes = false
   private var structured = false
   /// The meta contexts selected by SET_META_CONTEXT and the export they were selected for.
@@ -79,18 +82,9 @@ final class NBDConnection: @unchecked Sendable {
 
   // MARK: Sending
 
+  /// Sends during the handshake (only this thread sends then).
   private func send(_ bytes: [UInt8]) throws {
-    sendLock.lock()
-    defer { sendLock.unlock() }
     try channel.sendAll(bytes)
-  }
-
-  /// A header and its payload as one message.
-  private func send(_ header: [UInt8], _ payload: UnsafeRawBufferPointer) throws {
-    sendLock.lock()
-    defer { sendLock.unlock() }
-    try channel.sendAll(header, more: true)
-    try channel.sendAll(payload, more: false)
   }
 
   // MARK: Handshake
@@ -284,7 +278,14 @@ final class NBDConnection: @unchecked Sendable {
       exportSize: export.size, readOnly: !export.isWritable, structuredReplies: structured,
       contextCount: contexts.count, maxPayload: config.maxPayloadBytes)
     let budget = InFlightBudget(maxRequests: config.maxRequestsInFlight, maxBytes: config.maxBytesInFlight)
-    defer { budget.drain() }
+    // From here the reader (this thread) and the sender thread use the channel at once.
+    (channel as? ServerTLSSession)?.enterConcurrentMode()
+    let sender = ReplySender(channel: channel, socket: socket, budget: budget)
+    sender.start()
+    defer {
+      budget.drain()
+      sender.finish()
+    }
     var header = [UInt8](repeating: 0, count: p.requestHeaderBytes)
     while true {
       do {
@@ -297,14 +298,14 @@ final class NBDConnection: @unchecked Sendable {
       switch verdict {
       case .rejectAndClose(let e):
         budget.drain()
-        try replyError(request, e, "request too large")
+        sender.enqueue(errorReply(request, e, "request too large"))
         return
       case .reject(let e):
         if request.type == p.cmdWrite {
           // The payload is within the limit: read it past, then answer.
           _ = try channel.recvBytes(Int(request.length))
         }
-        try replyError(request, e, "request refused")
+        sender.enqueue(errorReply(request, e, "request refused"))
         continue
       case .serve:
         break
@@ -313,7 +314,7 @@ final class NBDConnection: @unchecked Sendable {
         budget.drain()
         return
       }
-      budget.acquire(bytes: payloadBytes)
+      server.noteInFlight(budget.acquire(bytes: payloadBytes))
       var payload: [UInt8] = []
       if request.type == p.cmdWrite {
         do {
@@ -324,91 +325,102 @@ final class NBDConnection: @unchecked Sendable {
         }
       }
       let data = payload
-      if tlsActive {
-        // One TLS session is not safe from several threads: serve in order on this one.
-        serve(request, data, export)
-        budget.release(bytes: payloadBytes)
-        continue
-      }
+      // The workers never wait for the client: they queue the reply for the sender, which
+      // releases the budget once it is sent. A client that reads no replies stalls only its
+      // own connection.
       server.workers.async { [self] in
-        defer { budget.release(bytes: payloadBytes) }
-        serve(request, data, export)
+        var reply = serve(request, data, export)
+        reply.budgetBytes = payloadBytes
+        sender.enqueue(reply)
       }
     }
   }
 
-  private func replyError(_ request: NBDRequest, _ error: UInt32, _ message: String) throws {
+  private func errorReply(_ request: NBDRequest, _ error: UInt32, _ message: String) -> OutgoingReply {
     let p = NBDProtocol.self
     if structured && (request.type == p.cmdRead || request.type == p.cmdBlockStatus) {
-      try send(nbdErrorChunk(cookie: request.cookie, error: error, message: message))
-    } else {
-      try send(nbdSimpleReply(cookie: request.cookie, error: error))
+      return OutgoingReply(nbdErrorChunk(cookie: request.cookie, error: error, message: message))
     }
+    return OutgoingReply(nbdSimpleReply(cookie: request.cookie, error: error))
   }
 
-  /// Serves a checked request on a worker; a lost connection only ends the reply.
-  private func serve(_ request: NBDRequest, _ payload: [UInt8], _ export: NBDExport) {
+  /// Serves a checked request on a worker; the reply to send.
+  private func serve(_ request: NBDRequest, _ payload: [UInt8], _ export: NBDExport) -> OutgoingReply {
     let p = NBDProtocol.self
     let disk = export.disk
     do {
-      do {
-        switch request.type {
-        case p.cmdRead:
-          try read(request, disk)
-          return
-        case p.cmdBlockStatus:
-          try blockStatus(request, disk)
-          return
-        case p.cmdWrite:
-          try payload.withUnsafeBytes { try disk.write(at: request.offset, $0) }
-          if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
-        case p.cmdWriteZeroes:
-          try writeZeroes(request, disk)
-          if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
-        case p.cmdTrim:
-          // Advisory in the protocol: the data stays (nothing is allocated or freed).
-          if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
-        case p.cmdFlush:
-          try disk.flush()
-        case p.cmdCache:
-          break
-        default:
-          try replyError(request, p.eInval, "unknown command")
-          return
-        }
-        try send(nbdSimpleReply(cookie: request.cookie, error: 0))
-      } catch let e as VMDKError {
-        log.warning("\(e)")
-        try replyError(request, Self.nbdError(e), e.message)
+      switch request.type {
+      case p.cmdRead:
+        return read(request, disk)
+      case p.cmdBlockStatus:
+        return blockStatus(request, disk)
+      case p.cmdWrite:
+        try payload.withUnsafeBytes { try disk.write(at: request.offset, $0) }
+        if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
+      case p.cmdWriteZeroes:
+        try writeZeroes(request, disk)
+        if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
+      case p.cmdTrim:
+        try trim(request, disk)
+        if request.flags & p.cmdFlagFUA != 0 { try disk.flush() }
+      case p.cmdFlush:
+        try disk.flush()
+      case p.cmdCache:
+        break
+      default:
+        return errorReply(request, p.eInval, "unknown command")
       }
+      return OutgoingReply(nbdSimpleReply(cookie: request.cookie, error: 0))
+    } catch let e as VMDKError {
+      log.warning("\(e)")
+      return errorReply(request, Self.nbdError(e), e.message)
     } catch {
-      // ConnectionEnd: the client is gone.
+      return errorReply(request, p.eIO, "\(error)")
     }
   }
 
-  /// Zeroes only what does not read as zeros already, so that a sparse top link gets no
-  /// grains for ranges that are holes or zeroed grains; with NO_HOLE the whole range is
-  /// written, as the client asked for allocated zeros.
+  /// TRIM is advisory in the protocol. Whole grains that a sparse top link with zeroed-grain
+  /// entries does not store become zeroed grains (they read as zeros, nothing is allocated);
+  /// everything else keeps its data, as nothing may be freed that would let a parent's (or a
+  /// stale) grain show through.
+  private func trim(_ request: NBDRequest, _ disk: Disk) throws {
+    _ = try disk.zeroGrains(at: request.offset, count: UInt64(request.length))
+  }
+
+  /// Without NO_HOLE, whole grains of a sparse top link with zeroed-grain entries become
+  /// zeroed grains (nothing allocated, the parent hidden); of the rest, only what does not
+  /// read as zeros already is written, so holes and zeroed grains get no grains either. With
+  /// NO_HOLE the whole range is written, as the client asked for allocated zeros.
   private func writeZeroes(_ request: NBDRequest, _ disk: Disk) throws {
     let length = UInt64(request.length)
     if request.flags & NBDProtocol.cmdFlagNoHole != 0 {
       return try disk.writeZeroes(at: request.offset, count: length)
     }
+    var position = request.offset
     let end = request.offset + length
+    for done in try disk.zeroGrains(at: request.offset, count: length) {
+      if done.lowerBound > position { try zeroWhereNotZero(disk, position, done.lowerBound) }
+      position = max(position, done.upperBound)
+    }
+    if end > position { try zeroWhereNotZero(disk, position, end) }
+  }
+
+  /// Writes zeros over the parts of `[start, end)` that do not read as zeros.
+  private func zeroWhereNotZero(_ disk: Disk, _ start: UInt64, _ end: UInt64) throws {
     var ranges: [(UInt64, UInt64)] = []
-    try disk.blockStatus(offset: request.offset, length: length) { s in
+    try disk.blockStatus(offset: start, length: end - start) { s in
       guard !s.zero else { return }
-      let lo = max(s.start, request.offset)
+      let lo = max(s.start, start)
       let hi = min(s.start + s.length, end)
       if hi > lo { ranges.append((lo, hi - lo)) }
     }
     // Block status works in whole sectors: a partial sector at either end is written whole
     // by the library's read-merge-write, so those ends are always zeroed.
-    let headEnd = min(end, (request.offset + 511) / 512 * 512)
-    if headEnd > request.offset { ranges.append((request.offset, headEnd - request.offset)) }
-    let tailStart = max(request.offset, end / 512 * 512)
+    let headEnd = min(end, (start + 511) / 512 * 512)
+    if headEnd > start { ranges.append((start, headEnd - start)) }
+    let tailStart = max(start, end / 512 * 512)
     if end > tailStart { ranges.append((tailStart, end - tailStart)) }
-    for (start, count) in ranges { try disk.writeZeroes(at: start, count: count) }
+    for (at, count) in ranges { try disk.writeZeroes(at: at, count: count) }
   }
 
   static func nbdError(_ e: VMDKError) -> UInt32 {
@@ -422,19 +434,23 @@ final class NBDConnection: @unchecked Sendable {
 
   // MARK: Reads
 
-  private func read(_ request: NBDRequest, _ disk: Disk) throws {
+  /// A read's reply. The buffer goes with it to the sender, which frees it once sent.
+  private func read(_ request: NBDRequest, _ disk: Disk) -> OutgoingReply {
     let p = NBDProtocol.self
     let count = Int(request.length)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
-    defer { buffer.deallocate() }
+    var reply = OutgoingReply(buffer: buffer)
     guard structured else {
       do {
         try disk.read(at: request.offset, into: buffer)
-      } catch let e as VMDKError {
-        log.warning("\(e)")
-        return try send(nbdSimpleReply(cookie: request.cookie, error: Self.nbdError(e)))
+      } catch {
+        log.warning("\(error)")
+        let code = (error as? VMDKError).map(Self.nbdError) ?? p.eIO
+        reply.messages = [(nbdSimpleReply(cookie: request.cookie, error: code), nil)]
+        return reply
       }
-      return try send(nbdSimpleReply(cookie: request.cookie, error: 0), UnsafeRawBufferPointer(buffer))
+      reply.messages = [(nbdSimpleReply(cookie: request.cookie, error: 0), UnsafeRawBufferPointer(buffer))]
+      return reply
     }
     // Structured: ranges that read as zeros without being stored go as holes, the rest as
     // data, unless the client wants one chunk (DF).
@@ -464,23 +480,27 @@ final class NBDConnection: @unchecked Sendable {
         w.bytes = nbdChunkHeader(cookie: request.cookie, flags: flags, type: p.chunkOffsetHole, length: 12)
         w.u64(piece.start)
         w.u32(UInt32(piece.length))
-        try send(w.bytes)
+        reply.messages.append((w.bytes, nil))
         continue
       }
       let from = Int(piece.start - request.offset)
       let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[from..<(from + Int(piece.length))])
       do {
         try disk.read(at: piece.start, into: slice)
-      } catch let e as VMDKError {
-        log.warning("\(e)")
-        return try send(nbdErrorChunk(cookie: request.cookie, error: Self.nbdError(e), message: e.message))
+      } catch {
+        log.warning("\(error)")
+        let code = (error as? VMDKError).map(Self.nbdError) ?? p.eIO
+        let message = (error as? VMDKError)?.message ?? "\(error)"
+        reply.messages.append((nbdErrorChunk(cookie: request.cookie, error: code, message: message), nil))
+        return reply
       }
       var w = NBDWriter(capacity: 28)
       w.bytes = nbdChunkHeader(
         cookie: request.cookie, flags: flags, type: p.chunkOffsetData, length: UInt32(8 + piece.length))
       w.u64(piece.start)
-      try send(w.bytes, UnsafeRawBufferPointer(slice))
+      reply.messages.append((w.bytes, UnsafeRawBufferPointer(slice)))
     }
+    return reply
   }
 
   // MARK: Block status
@@ -488,7 +508,7 @@ final class NBDConnection: @unchecked Sendable {
   /// Extents per context in one reply; the client asks again for the rest.
   static let maxExtents = 2048
 
-  private func blockStatus(_ request: NBDRequest, _ disk: Disk) throws {
+  private func blockStatus(_ request: NBDRequest, _ disk: Disk) -> OutgoingReply {
     let p = NBDProtocol.self
     let end = request.offset + UInt64(request.length)
     var runs: [BlockStatus] = []
@@ -501,10 +521,13 @@ final class NBDConnection: @unchecked Sendable {
         if runs.count > limit * 2 { throw Enough() }
       }
     } catch is Enough {
-    } catch let e as VMDKError {
-      log.warning("\(e)")
-      return try send(nbdErrorChunk(cookie: request.cookie, error: Self.nbdError(e), message: e.message))
+    } catch {
+      log.warning("\(error)")
+      let code = (error as? VMDKError).map(Self.nbdError) ?? p.eIO
+      let message = (error as? VMDKError)?.message ?? "\(error)"
+      return OutgoingReply(nbdErrorChunk(cookie: request.cookie, error: code, message: message))
     }
+    var reply = OutgoingReply()
     // The library works in whole sectors; a range that ends inside a sector is still covered.
     for (i, name) in contexts.enumerated() {
       var extents = nbdExtents(runs, start: request.offset, end: end, context: name, maxExtents: limit)
@@ -513,10 +536,107 @@ final class NBDConnection: @unchecked Sendable {
         nbdAppendExtent(&extents, length: UInt64(request.length), flags: 0)
       }
       if limit == 1, extents.count > 1 { extents = [extents[0]] }
-      try send(
-        nbdBlockStatusChunk(
-          cookie: request.cookie, done: i == contexts.count - 1, contextID: NBDExport.contextID(name) ?? 0,
-          extents: extents))
+      reply.messages.append(
+        (
+          nbdBlockStatusChunk(
+            cookie: request.cookie, done: i == contexts.count - 1, contextID: NBDExport.contextID(name) ?? 0,
+            extents: extents), nil
+        ))
     }
+    return reply
+  }
+}
+
+// MARK: Sending replies
+
+/// One reply to one request: its messages (a header, and a payload that points into
+/// `buffer`), sent together; `buffer` is freed and `budgetBytes` released once it is sent.
+struct OutgoingReply {
+  var messages: [(header: [UInt8], payload: UnsafeRawBufferPointer?)] = []
+  var buffer: UnsafeMutableRawBufferPointer? = nil
+  /// The payload bytes this request holds of its connection's budget; nil: not counted
+  /// (replies to refused requests).
+  var budgetBytes: Int? = nil
+
+  init(buffer: UnsafeMutableRawBufferPointer? = nil) { self.buffer = buffer }
+  init(_ message: [UInt8]) { messages = [(message, nil)] }
+}
+
+/// A connection's sender: a thread of its own that writes the replies the workers queue, in
+/// the order they are queued, each reply whole. Only this thread waits on a client that is
+/// slow to read, so the shared workers never do.
+final class ReplySender: @unchecked Sendable {
+  private let channel: any ServerChannel
+  private let socket: ClientSocket
+  private let budget: InFlightBudget
+  private let condition = NSCondition()
+  private var queue: [OutgoingReply] = []
+  private var finishing = false
+  private var broken = false
+  private let done = DispatchSemaphore(value: 0)
+
+  init(channel: any ServerChannel, socket: ClientSocket, budget: InFlightBudget) {
+    self.channel = channel
+    self.socket = socket
+    self.budget = budget
+  }
+
+  func start() {
+    let thread = Thread { [self] in run() }
+    thread.stackSize = 256 << 10
+    thread.start()
+  }
+
+  func enqueue(_ reply: OutgoingReply) {
+    condition.lock()
+    queue.append(reply)
+    condition.signal()
+    condition.unlock()
+  }
+
+  /// Sends what is queued, then ends the thread and waits for it.
+  func finish() {
+    condition.lock()
+    finishing = true
+    condition.signal()
+    condition.unlock()
+    done.wait()
+  }
+
+  private func run() {
+    while true {
+      condition.lock()
+      while queue.isEmpty && !finishing { condition.wait() }
+      let batch = queue
+      queue = []
+      condition.unlock()
+      if batch.isEmpty { break }
+      for (i, reply) in batch.enumerated() { send(reply, more: i < batch.count - 1) }
+    }
+    done.signal()
+  }
+
+  /// Sends one reply (unless the connection broke), then frees what it held. `more`: another
+  /// reply follows at once (TCP may put them in one segment).
+  private func send(_ reply: OutgoingReply, more: Bool) {
+    if !broken {
+      do {
+        for (k, m) in reply.messages.enumerated() {
+          let last = k == reply.messages.count - 1
+          if let payload = m.payload {
+            try channel.sendAll(m.header, more: true)
+            try channel.sendAll(payload, more: more || !last)
+          } else {
+            try channel.sendAll(m.header, more: more || !last)
+          }
+        }
+      } catch {
+        // The client is gone: stop the reader too; what is still queued is only freed.
+        broken = true
+        socket.shutdownBoth()
+      }
+    }
+    reply.buffer?.deallocate()
+    if let bytes = reply.budgetBytes { budget.release(bytes: bytes) }
   }
 }

@@ -45,6 +45,7 @@ public final class NBDServer: @unchecked Sendable {
   private var connections: [ObjectIdentifier: ClientSocket] = [:]
   private var stopping = false
   private var served = 0
+  private var peakInFlight = 0
   private let connectionGroup = DispatchGroup()
   /// The TLS context when TLS is on or required.
   let tlsContext: ServerTLSContext?
@@ -183,6 +184,20 @@ public final class NBDServer: @unchecked Sendable {
     }
     thread.stackSize = 1 << 20
     thread.start()
+  }
+
+  /// The most requests one connection has had in flight at once since the start (a reader
+  /// that waits for each reply before the next request would keep it at 1).
+  public var peakRequestsInFlight: Int {
+    lock.lock()
+    defer { lock.unlock() }
+    return peakInFlight
+  }
+
+  func noteInFlight(_ n: Int) {
+    lock.lock()
+    if n > peakInFlight { peakInFlight = n }
+    lock.unlock()
   }
 
   var isStopping: Bool {

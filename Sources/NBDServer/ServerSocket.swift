@@ -191,4 +191,7 @@ final class ClientSocket: @unchecked Sendable {
 
   /// Stops receiving: a blocked receive returns, so the connection's reader ends.
   func shutdownReceive() { shutdown(fd, Int32(SHUT_RD)) }
+
+  /// Ends the connection both ways (the sender found the client gone).
+  func shutdownBoth() { shutdown(fd, Int32(SHUT_RDWR)) }
 }

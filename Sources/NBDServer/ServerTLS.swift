@@ -6,6 +6,10 @@ import CSSL
 import Foundation
 import VMDKBlock
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// TLS for the server: x509 (certificate, key, optional client verification against a CA),
 /// or TLS-PSK (a file of `identity:hexkey` lines, as qemu's and nbdkit's), or both.
 public struct NBDTLSConfiguration: Sendable {
@@ -115,10 +119,17 @@ extension ServerChannel {
 
 extension ClientSocket: ServerChannel {}
 
-/// A TLS session on a client's socket (blocking; used by one thread at a time).
+/// A TLS session on a client's socket. During the handshake one thread uses it, blocking.
+/// In transmission (`enterConcurrentMode`) a reader and a sender use it at once: an OpenSSL
+/// session is not safe from two threads, so every OpenSSL call is made under one lock, on a
+/// non-blocking socket, and a thread that must wait for the socket (WANT_READ, WANT_WRITE)
+/// waits in poll() without the lock. Only the connection's sender writes, so a write that
+/// is retried is always retried by it, with the same bytes, as OpenSSL requires.
 final class ServerTLSSession: ServerChannel, @unchecked Sendable {
   private let ssl: OpaquePointer
   let socket: ClientSocket
+  private let lock = NSLock()
+  private var concurrent = false
 
   /// Runs the handshake on `socket`; throws when the client fails it (a wrong CA, no
   /// certificate when one is required).
@@ -140,17 +151,49 @@ final class ServerTLSSession: ServerChannel, @unchecked Sendable {
     SSL_free(ssl)
   }
 
+  /// From now on a reader and a sender may use the session at once.
+  func enterConcurrentMode() {
+    let flags = fcntl(socket.fd, F_GETFL)
+    _ = fcntl(socket.fd, F_SETFL, flags | O_NONBLOCK)
+    concurrent = true
+  }
+
+  /// Waits until the socket is ready for what OpenSSL asked for; false when it never will be.
+  private func wait(for code: Int32) -> Bool {
+    var p = pollfd(fd: socket.fd, events: Int16(code == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), revents: 0)
+    while true {
+      let n = poll(&p, 1, -1)
+      if n > 0 { return p.revents & Int16(POLLNVAL) == 0 }
+      if n < 0 && errno != EINTR { return false }
+    }
+  }
+
+  /// One OpenSSL read or write: its result, and the error code when it is not positive.
+  private func call(_ body: () -> Int32) -> (Int32, Int32) {
+    guard concurrent else {
+      let n = body()
+      return (n, n > 0 ? 0 : SSL_get_error(ssl, n))
+    }
+    lock.lock()
+    defer { lock.unlock() }
+    ERR_clear_error()
+    let n = body()
+    return (n, n > 0 ? 0 : SSL_get_error(ssl, n))
+  }
+
   func recvAll(into buffer: UnsafeMutableRawBufferPointer) throws {
     guard let base = buffer.baseAddress else { return }
     var done = 0
     while done < buffer.count {
-      let n = SSL_read(ssl, base + done, Int32(clamping: buffer.count - done))
+      let (n, code) = call { SSL_read(ssl, base + done, Int32(clamping: buffer.count - done)) }
       if n > 0 {
         done += Int(n)
         continue
       }
-      let code = SSL_get_error(ssl, n)
-      if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE { continue }
+      if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE {
+        if concurrent, !wait(for: code) { throw ConnectionEnd.closed }
+        continue
+      }
       throw ConnectionEnd.closed
     }
   }
@@ -159,13 +202,15 @@ final class ServerTLSSession: ServerChannel, @unchecked Sendable {
     guard let base = buffer.baseAddress else { return }
     var done = 0
     while done < buffer.count {
-      let n = SSL_write(ssl, base + done, Int32(clamping: buffer.count - done))
+      let (n, code) = call { SSL_write(ssl, base + done, Int32(clamping: buffer.count - done)) }
       if n > 0 {
         done += Int(n)
         continue
       }
-      let code = SSL_get_error(ssl, n)
-      if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE { continue }
+      if code == SSL_ERROR_WANT_READ || code == SSL_ERROR_WANT_WRITE {
+        if concurrent, !wait(for: code) { throw ConnectionEnd.closed }
+        continue
+      }
       throw ConnectionEnd.closed
     }
   }

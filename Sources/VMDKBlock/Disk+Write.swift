@@ -309,6 +309,61 @@ extension Disk {
 }
 
 extension Disk {
+  /// Makes the whole grains inside `[offset, offset+count)` that the top link does not store
+  /// read as zeros without allocating anything: in the top link's hosted sparse extents whose
+  /// header has zeroed-grain entries, their table entries become zeroed grains (1), which
+  /// also hide the parent's data. Grains the top link stores (zeros written over them in
+  /// place leak nothing), grains partly covered, other extents, and regions with no grain
+  /// table are left as they are. Returns the byte ranges of the virtual disk that read as
+  /// zeroed grains now (in order); the caller zeroes the rest itself when it must
+  /// (`writeZeroes`).
+  public func zeroGrains(at offset: UInt64, count: UInt64) throws -> [Range<UInt64>] {
+    guard let writer else {
+      throw VMDKError(
+        .fileReadOnly, "the disk was opened read-only; open it with OpenOptions.writable to write", file: top.path)
+    }
+    guard offset <= capacityBytes, count <= capacityBytes - offset else {
+      throw VMDKError(
+        .outOfRange, "zeroing \(count) bytes at \(offset) goes past the end of the disk (\(capacityBytes) bytes)",
+        file: top.path, offset: offset)
+    }
+    let first = (offset + 511) / 512
+    let last = (offset + count) / 512
+    guard first < last else { return [] }
+    return try ioLock.writing {
+      try writer.state.withLock { state in
+        guard !state.closed else { throw VMDKError(.invalidArgument, "the disk was closed", file: top.path) }
+        var out: [Range<UInt64>] = []
+        try forEachExtent(start: first, count: last - first) { i, s, n in
+          let info = top.extents[i]
+          guard info.line.access == .readWrite, info.reader.store?.isWritable ?? false,
+            let sparse = info.reader.writable as? SparseExtent, sparse.scheme.header.hasZeroedGrainEntries,
+            sparse.acceptsInPlaceWrites
+          else { return }
+          // The CID and the change-tracking map change before the tables do, as for a write.
+          try state.tracking?.willWrite(offset: offset, count: count)
+          if state.newCID == nil {
+            let cid = LinkWriter.freshCID(replacing: top.descriptor.cid)
+            try writer.writeCID(cid, state: &state)
+            state.newCID = cid
+          }
+          for r in try sparse.zeroGrains(start: s, end: s + n) {
+            let lo = (info.startSector + r.start) * 512
+            let hi = lo + r.count * 512
+            if let previous = out.last, previous.upperBound == lo {
+              out[out.count - 1] = previous.lowerBound..<hi
+            } else {
+              out.append(lo..<hi)
+            }
+          }
+        }
+        return out
+      }
+    }
+  }
+}
+
+extension Disk {
   /// Makes `count` bytes at `offset` read as zeros. An NBD export is asked to write zeros
   /// itself (NBD_CMD_WRITE_ZEROES, when it offers it); anything else gets zero buffers of at
   /// most 1 MiB at a time.

@@ -224,6 +224,39 @@ final class RawClient {
     #expect(s.stop())
   }
 
+  @Test func clientsThatReadNoRepliesDoNotStallTheOthers() throws {
+    let s = try RunningServer()
+    // Six clients each ask for 32 MiB and read none of it: more than the socket buffers
+    // hold, so their replies wait. Before the connections had sender threads, the workers
+    // that wrote those replies blocked, and once the pool had no worker left nobody was served.
+    var stuck: [RawClient] = []
+    for _ in 0..<6 {
+      let c = try RawClient(port: s.port)
+      try c.greet()
+      _ = try c.exportName("disk")
+      for k in 0..<32 { c.request(p.cmdRead, UInt64(k % 8) << 20, 1 << 20) }
+      stuck.append(c)
+    }
+    let started = Date()
+    let c = try RawClient(port: s.port)
+    try c.greet()
+    _ = try c.exportName("disk")
+    for _ in 0..<16 {
+      c.request(p.cmdRead, 0, 64 << 10)
+      #expect(try c.simpleReply() == 0)
+      let data = try #require(c.recv(64 << 10))
+      #expect(data[510] == 0x55 && data[511] == 0xaa)
+    }
+    #expect(Date().timeIntervalSince(started) < 10)
+    // The stuck clients get their replies once they read.
+    for k in 0..<32 {
+      #expect(try stuck[0].simpleReply() == 0)
+      #expect(stuck[0].recv(1 << 20)?.count == 1 << 20, "reply \(k)")
+    }
+    stuck = []
+    #expect(s.stop())
+  }
+
   @Test func stopAnswersInFlightRequestsAndEnds() throws {
     let s = try RunningServer()
     let c = try RawClient(port: s.port)

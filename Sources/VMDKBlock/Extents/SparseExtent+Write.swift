@@ -276,6 +276,67 @@ extension GrainTableExtent where Scheme == SparseScheme {
     cache.invalidate(extent: ObjectIdentifier(self))
   }
 
+  /// Marks the unallocated whole grains inside extent sectors `[start, end)` as zeroed grains
+  /// (table entry 1), when the header has zeroed-grain entries: they read as zeros, hide the
+  /// parent, and no grain is allocated. Grains that hold data are left to the caller (zeros
+  /// written over them in place leak nothing, where a zeroed entry would leave the grain
+  /// unused), and so are regions without a grain table (one would have to be allocated).
+  /// Returns the extent-sector ranges that now read as zeroed grains. Callers serialize writers.
+  func zeroGrains(start: UInt64, end: UInt64) throws -> [(start: UInt64, count: UInt64)] {
+    let h = scheme.header
+    guard h.hasZeroedGrainEntries, acceptsInPlaceWrites else { return [] }
+    let grain = scheme.grainSectors
+    let perTable = SparseLayout.entriesPerTable
+    let first = (start + grain - 1) / grain
+    let last = min(end, sectors) / grain
+    let redundant = h.flags.contains(.useRedundantGrainDirectory) && h.rgdOffsetSectors != 0
+    var marked: [(start: UInt64, count: UInt64)] = []
+    var g = first
+    while g < last {
+      let tableIndex = g / perTable
+      guard tableIndex < scheme.directoryEntries else { break }
+      let tableEnd = min(last, (tableIndex + 1) * perTable)
+      defer { g = tableEnd }
+      let gdeAt = scheme.directoryOffset + tableIndex * 4
+      let gde = try directoryEntry(tableIndex)
+      guard let tableAt = try wrap(file.name, { try decodeTable(gde: gde, at: gdeAt) }) else { continue }
+      var table =
+        try wrap(file.name) { try grainTable(tableIndex) }?.table
+        ?? [UInt64](repeating: 0, count: Int(perTable))
+      let base = tableIndex * perTable
+      let lo = Int(g - base)
+      let hi = Int(tableEnd - base)
+      var changed = (first: Int.max, last: -1)
+      for e in lo..<hi {
+        if table[e] == 0 {
+          table[e] = 1
+          changed = (min(changed.first, e), e)
+        }
+        guard table[e] == 1 else { continue }
+        let run = ((base + UInt64(e)) * grain, grain)
+        if let previous = marked.last, previous.start + previous.count == run.0 {
+          marked[marked.count - 1].count += grain
+        } else {
+          marked.append(run)
+        }
+      }
+      guard changed.last >= 0 else { continue }
+      let bytes = Self.encode(table[changed.first...changed.last])
+      let at = tableAt + UInt64(changed.first) * 4
+      try file.write(at: at, from: bytes)
+      shrinkHole(at, at + UInt64(bytes.count))
+      if redundant {
+        let rgde = try redundantDirectoryEntry(tableIndex)
+        if rgde != 0, let rat = Self.checkedByte(sector: rgde, plus: UInt64(changed.first) * 4) {
+          try file.write(at: rat, from: bytes)
+          shrinkHole(rat, rat + UInt64(bytes.count))
+        }
+      }
+      cache.replace(TableCache.Key(extent: ObjectIdentifier(self), offset: tableAt), with: table)
+    }
+    return marked
+  }
+
   /// Writes directory entries, one `pwrite` per run of consecutive indexes.
   private func writeDirectoryRuns(_ entries: [(index: UInt64, value: UInt32)], at directory: UInt64) throws {
     var k = 0
