@@ -108,7 +108,7 @@ enum MatrixOracle {
     guard c.count == 10 else { return nil }
     let type: String =
       switch c[0] {
-      case "-": "r"
+      case "-", "r": "r"
       case "d": "d"
       case "l": "l"
       case "p": "p"
@@ -174,14 +174,6 @@ enum MatrixOracle {
     return ctx.finalHex()
   }
 
-  /// The block digest (see BlockDigest) of `icat`'s output: for the 3 GiB sparse file,
-  /// whose plain md5 would cost seconds per disk.
-  static func icatBlockDigest(_ raw: String, offsetSectors: UInt64, inode: UInt64) throws -> (String, UInt64) {
-    var digest = BlockDigest()
-    try stream(try requireTool("icat"), ["-o", String(offsetSectors), raw, String(inode)]) { digest.add($0) }
-    return (digest.finish(), digest.offset)
-  }
-
   /// Runs a tool and hands its standard output to `body` chunk by chunk.
   static func stream(_ executable: String, _ arguments: [String], _ body: (Data) -> Void) throws {
     let process = Process()
@@ -207,7 +199,7 @@ enum MatrixOracle {
   }
 
   /// Every entry below `root` (lstat, not following links): regular files with their md5
-  /// (files over 256 MiB get the block digest instead), symlinks with their targets.
+  /// (the files in sparse/ get the block digest instead), symlinks with their targets.
   static func scan(_ root: String) throws -> [String: MatrixScanned] {
     var out: [String: MatrixScanned] = [:]
     var pending = [""]
@@ -232,7 +224,7 @@ enum MatrixOracle {
         switch kind {
         case S_IFREG:
           f.md5 =
-            st.st_size > 256 << 20 ? try blockDigest(ofFile: "\(root)/\(p)") : try fileDigest("\(root)/\(p)", .md5)
+            p.hasPrefix("sparse/") ? try blockDigest(ofFile: "\(root)/\(p)") : try fileDigest("\(root)/\(p)", .md5)
         case S_IFDIR:
           pending.append(p)
         case S_IFLNK:
