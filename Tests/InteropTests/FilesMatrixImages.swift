@@ -34,6 +34,8 @@ struct MatrixLayout: Sendable, CustomStringConvertible {
   /// ext block size, or FAT cluster size.
   var blockSize: Int
   var options: [String] = []
+  /// Run `e2fsck -fyD` after mke2fs, which makes the folders of several blocks htrees.
+  var htree = false
   var tree: MatrixTreeSize
   var megabytes: Int
   var combos: [MatrixCombo]
@@ -68,6 +70,15 @@ enum MatrixImages {
         ["-q", "-F", "-t", layout.kind, "-b", String(layout.blockSize)] + layout.options + [
           "-d", tree.root, image, "\(layout.megabytes)M",
         ])
+      if layout.htree {
+        // Exit status 1 means "errors corrected" (here: folders indexed).
+        let r = try runProcess(try requireTool("e2fsck"), ["-fyD", image])
+        guard r.status <= 1 else { throw ToolFailure("e2fsck -fyD exited \(r.status): \(r.output)") }
+        let h = try runProcess(try requireTool("debugfs"), ["-R", "htree /common/many", image])
+        guard h.status == 0, h.output.contains("Root node dump") else {
+          throw ToolFailure("/common/many is not an htree after e2fsck -fyD: \(h.errorOutput.prefix(300))")
+        }
+      }
       if !layout.smallInodes {
         // mke2fs -d copies whole seconds; give a few inodes nanoseconds (mtime, atime, ctime,
         // crtime), so that the comparison with istat covers them.

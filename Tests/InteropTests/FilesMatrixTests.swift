@@ -6,18 +6,22 @@
 // Which combinations run (FilesMatrixTests.layouts):
 //  - the big tree (10,000 files, see FilesMatrixTree.swift) in ext4 with 4 KiB blocks and in
 //    FAT32, each in both tables x all three formats (12 disks);
-//  - every other layout with the medium tree (about 500 files; FAT12: a small tree of about
-//    90) on one table and format each, rotating so that every layout, table and format
-//    appears: ext2 1 KiB 128-byte inodes, ext3 4 KiB, ext4 1 KiB without extents/64bit/
-//    flex_bg/metadata_csum (block maps), ext4 4 KiB inline_data, ext4 1 KiB
-//    64bit+metadata_csum+flex_bg without a journal, FAT12, FAT16.
+//  - every other layout with a smaller tree (medium: about 500 files; FAT16: about 2,000;
+//    FAT12: about 90) on one table and format each, rotating so that every layout, table and
+//    format appears: ext2 1 KiB 128-byte inodes (mbr/stream), ext3 4 KiB sparse_super2 with
+//    htree folders (gpt/chain), ext4 1 KiB without extents/64bit/flex_bg/metadata_csum, i.e.
+//    block maps (mbr/mono), ext4 4 KiB inline_data (gpt/stream), ext4 1 KiB 64bit +
+//    metadata_csum + flex_bg + meta_bg without a journal (mbr/chain), FAT12 (gpt/mono),
+//    FAT16 (mbr/chain).
 //
 // Per disk: the raw conversion (qemu-img convert -O raw) must equal the raw disk the VMDK was
 // made from, and the oracles run on it once:
 //  - mmls: the partitions, against `vmdk-files partitions --json`;
 //  - fls -r -p -o: every name, type and (ext) inode number, against the library's walk;
 //  - istat: size, mode, uid/gid, link count and times (ext to the nanosecond, FAT to the
-//    second) of >= 200 names (all of them in the small tree) including every special kind;
+//    second) of >= 200 names (all of them in the small tree) including every special kind,
+//    on the first disk of each file-system image; on the second table's disk (the same
+//    file-system bytes) the special names only (about 100);
 //  - icat: md5 of a sample of files; debugfs cat: the sparse file (icat cannot read it);
 //  - debugfs rdump (ext) / mcopy -s -m (FAT): every file restored, against `vmdk-files
 //    extract` of the whole tree: the same names, types, sizes, md5 of every file, symlink
@@ -78,7 +82,8 @@ struct MatrixOracleRun {
       name: "ext2-1k (128-byte inodes)", kind: "ext2", blockSize: 1024, options: ["-I", "128"], tree: .medium,
       megabytes: 64, combos: combos([(.mbrLogical, .streamOptimized)])),
     MatrixLayout(
-      name: "ext3-4k", kind: "ext3", blockSize: 4096, tree: .medium, megabytes: 64,
+      name: "ext3-4k sparse_super2, htree folders (e2fsck -fyD)", kind: "ext3", blockSize: 4096,
+      options: ["-O", "sparse_super2"], htree: true, tree: .medium, megabytes: 64,
       combos: combos([(.gpt, .chain)])),
     MatrixLayout(
       name: "ext4-1k without extents, 64bit, flex_bg, metadata_csum", kind: "ext4", blockSize: 1024,
@@ -88,14 +93,15 @@ struct MatrixOracleRun {
       name: "ext4-4k inline_data", kind: "ext4", blockSize: 4096, options: ["-O", "inline_data"], tree: .medium,
       megabytes: 64, combos: combos([(.gpt, .streamOptimized)])),
     MatrixLayout(
-      name: "ext4-1k 64bit, metadata_csum, flex_bg (-G 4), no journal, 512-byte inodes", kind: "ext4",
-      blockSize: 1024, options: ["-O", "64bit,metadata_csum,flex_bg,^has_journal", "-G", "4", "-I", "512"],
+      name: "ext4-1k 64bit, metadata_csum, flex_bg (-G 4), meta_bg, no journal, 512-byte inodes", kind: "ext4",
+      blockSize: 1024,
+      options: ["-O", "64bit,metadata_csum,flex_bg,meta_bg,^resize_inode,^has_journal", "-G", "4", "-I", "512"],
       tree: .medium, megabytes: 64, combos: combos([(.mbrLogical, .chain)])),
     MatrixLayout(
       name: "fat12-1k", kind: "fat12", blockSize: 1024, tree: .small, megabytes: 3,
       combos: combos([(.gpt, .monolithicSparse)])),
     MatrixLayout(
-      name: "fat16-2k", kind: "fat16", blockSize: 2048, tree: .medium, megabytes: 64,
+      name: "fat16-2k", kind: "fat16", blockSize: 2048, tree: .thousands, megabytes: 64,
       combos: combos([(.mbrLogical, .chain)])),
   ]
 

@@ -24,6 +24,8 @@ enum MatrixTreeSize: String, Sendable, CustomStringConvertible {
   case big
   /// About 500 files, a 64 MiB sparse file.
   case medium
+  /// About 2,000 files (FAT16).
+  case thousands
   /// About 60 files (FAT12).
   case small
   var description: String { rawValue }
@@ -32,6 +34,7 @@ enum MatrixTreeSize: String, Sendable, CustomStringConvertible {
     switch self {
     case .big: 10_000
     case .medium: 500
+    case .thousands: 2000
     case .small: 90
     }
   }
@@ -179,7 +182,7 @@ enum MatrixTreeBuilder {
     }
     // The bulk: one folder of many entries (a directory of many blocks), then folders of 100.
     let bulk = max(0, size.bulkFiles - commonFiles)
-    let first = min(size == .big ? 1000 : 100, bulk)
+    let first = min(size == .big ? 1000 : size == .small ? 100 : 300, bulk)  // 300: several 4 KiB blocks
     try fm.createDirectory(atPath: "\(common)/many", withIntermediateDirectories: true)
     for i in 0..<first {
       try file("common/many/file-\(i)-\(String(repeating: "x", count: i % 40))", (i * 37) % 2500)
