@@ -349,3 +349,50 @@ struct BlockDigest {
     return ctx.finalHex()
   }
 }
+
+/// Work shared by several threads: the items, the body, the results.
+private final class MatrixWork<T, R>: @unchecked Sendable {
+  let lock = NSLock()
+  let items: [T]
+  let body: (T) throws -> R
+  var next = 0
+  var results: [R?]
+  var failure: (any Error)?
+  init(_ items: [T], _ body: @escaping (T) throws -> R) {
+    self.items = items
+    self.body = body
+    results = Array(repeating: nil, count: items.count)
+  }
+
+  func run() {
+    while true {
+      lock.lock()
+      let i = next
+      next += 1
+      let stop = i >= items.count || failure != nil
+      lock.unlock()
+      if stop { return }
+      do {
+        let r = try body(items[i])
+        lock.lock()
+        results[i] = r
+        lock.unlock()
+      } catch {
+        lock.lock()
+        failure = failure ?? error
+        lock.unlock()
+      }
+    }
+  }
+}
+
+/// `items.map(body)` on `width` threads: the oracles are one process per name (istat, icat),
+/// and most of their time is the process start.
+func concurrentMap<T, R>(_ items: [T], width: Int = 3, _ body: (T) throws -> R) throws -> [R] {
+  try withoutActuallyEscaping(body) { escaping in
+    let work = MatrixWork(items, escaping)
+    DispatchQueue.concurrentPerform(iterations: max(1, min(width, items.count))) { _ in work.run() }
+    if let f = work.failure { throw f }
+    return work.results.compactMap { $0 }
+  }
+}
