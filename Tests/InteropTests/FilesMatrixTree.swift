@@ -11,7 +11,8 @@
 //             an owned setuid file, a sticky folder.
 //   special/  ext only: a FIFO.
 //   sparse/   ext only: a sparse file with data islands (big tree: 3 GiB, one island past
-//             2 GiB; others 64 MiB).
+//             2 GiB; others 64 MiB); one of 400 islands (deep extent trees, sparse indirect
+//             blocks); one that starts and ends with a hole.
 // FAT gets `common` only (mcopy -s of that folder).
 
 import Foundation
@@ -249,9 +250,26 @@ enum MatrixTreeBuilder {
     try h.truncate(atOffset: sparseSize)
     try h.close()
     try setTime("\(root)/\(sparsePath)", time(5))
+    // 400 islands of 1,000 bytes, 64 KiB apart: more extents than an inode holds (an extent
+    // tree of depth 1 at 4 KiB, 2 at 1 KiB) and sparse indirect blocks in block-map layouts.
+    try writeSparse("\(root)/sparse/fragments", size: 400 << 16, islands: (0..<400).map { ($0 << 16 | $0, 1000) })
+    // A hole first and last.
+    try writeSparse("\(root)/sparse/hole-first", size: 9 << 20, islands: [(5 << 20 | 7, 3000)])
     return MatrixTree(
       root: root, size: size, symlinkLengths: lengths, sparsePath: sparsePath, sparseSize: sparseSize,
       sparseIslands: islands, commonFiles: commonFiles)
+  }
+
+  static func writeSparse(_ path: String, size: UInt64, islands: [(Int, Int)]) throws {
+    guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path)
+    else { throw ToolFailure("cannot create \(path)") }
+    for (i, island) in islands.enumerated() {
+      try h.seek(toOffset: UInt64(island.0))
+      h.write(content(island.1, seed: 70_000 + i))
+    }
+    try h.truncate(atOffset: size)
+    try h.close()
+    try setTime(path, time(islands.count))
   }
 
   static func allFolders(_ root: String) throws -> [String] {
