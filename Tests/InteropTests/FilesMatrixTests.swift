@@ -23,9 +23,10 @@
 //    on the first disk of each file-system image; on the second table's disk (the same
 //    file-system bytes) the special names only (about 100);
 //  - icat: md5 of a sample of files; debugfs cat: the sparse files (icat cannot read the 3 GiB one);
-//  - debugfs rdump (ext) / mcopy -s -m (FAT): every file restored, against `vmdk-files
-//    extract` of the whole tree: the same names, types, sizes, md5 of every file, symlink
-//    targets, modes, owners and modification times.
+//  - debugfs rdump (ext) / mcopy -s -m (FAT): every file restored (once per file-system
+//    image, on its first disk), against `vmdk-files extract` of the whole tree from every
+//    disk: the same names, types, sizes, md5 of every file, symlink targets, modes, owners
+//    and modification times.
 // The extracted tree also keeps the library's times (nanoseconds), hard links as links (one
 // inode, the link count of fls's names) and the sparse file sparse. A chain's child shows the
 // changed files (one rewritten, one added, one deleted) and its parent the old ones, and the
@@ -132,11 +133,14 @@ struct MatrixOracleRun {
       }
       var totals = MatrixTotals()
       // The first disk of each file-system image (v1, v2) gets the full istat sample and the
-      // sparse file through debugfs; the second table's disk holds the same file-system
-      // bytes, so it gets fls, icat, the full restore and istat of the special names only.
+      // oracle's whole restore; the second table's disk holds the same file-system bytes, so
+      // it gets its own fls, icat and istat of the special names only, and is compared with
+      // the first disk's restore.
       var firstRun: [String: MatrixOracleRun] = [:]
+      var sparseCache: [String: String] = [:]
       func oracles(_ version: String, _ disk: MatrixDisk, _ scratch: String) throws -> MatrixOracleRun {
-        let o = try Self.runOracles(layout, disk: disk, scratch: scratch, first: firstRun[version])
+        let o = try Self.runOracles(
+          layout, disk: disk, scratch: scratch, first: firstRun[version], sparseCache: &sparseCache)
         if firstRun[version] == nil { firstRun[version] = o }
         return o
       }
@@ -202,7 +206,10 @@ struct MatrixOracleRun {
     return chosen
   }
 
-  static func runOracles(_ layout: MatrixLayout, disk: MatrixDisk, scratch: String, first: MatrixOracleRun?) throws
+  static func runOracles(
+    _ layout: MatrixLayout, disk: MatrixDisk, scratch: String, first: MatrixOracleRun?,
+    sparseCache: inout [String: String]
+  ) throws
     -> MatrixOracleRun
   {
     let listing = try MatrixOracle.fls(disk.raw, offsetSectors: disk.startSector)
@@ -223,13 +230,32 @@ struct MatrixOracleRun {
     // The sparse files through debugfs cat: sleuthkit 4.11.1's icat fails on it ("Invalid
     // address in run (too large)") when its size exceeds the file system's, as the 3 GiB
     // one does.
-    var sparseDigests = first?.sparseDigests ?? [:]
-    for (p, l) in listing where layout.isExt && first == nil && p.hasPrefix("sparse/") && l.type == "r" {
+    // Reading 3 GiB through debugfs costs seconds, so a file whose block map (debugfs stat's
+    // BLOCKS or EXTENTS, logical and physical) equals one already read on another disk of
+    // this layout reuses that digest: the other table's disk and the chain's v2 image.
+    let debugfsImage = "\(disk.raw)?offset=\(disk.startSector * 512)"
+    var sparseDigests: [String: String] = [:]
+    for (p, l) in listing where layout.isExt && p.hasPrefix("sparse/") && l.type == "r" {
+      let stat = try runChecked(try requireTool("debugfs"), ["-R", "stat /\(p)", debugfsImage]).output
+      guard let map = stat.range(of: "BLOCKS:") ?? stat.range(of: "EXTENTS:") else {
+        throw ToolFailure("debugfs stat /\(p): no block map in \(stat.prefix(300))")
+      }
+      let key = "\(p)\n\(stat[map.lowerBound...])"
+      if let known = sparseCache[key] {
+        sparseDigests[p] = known
+        continue
+      }
       var digest = BlockDigest()
-      try MatrixOracle.stream(
-        try requireTool("debugfs"), ["-R", "cat /\(p)", "\(disk.raw)?offset=\(disk.startSector * 512)"]
-      ) { digest.add($0) }
+      try MatrixOracle.stream(try requireTool("debugfs"), ["-R", "cat /\(p)", debugfsImage]) { digest.add($0) }
       sparseDigests[p] = digest.finish()
+      sparseCache[key] = sparseDigests[p]
+    }
+    // The whole restore once per file-system image: the second table's disk holds the same
+    // file-system bytes (its fls listing, icat and istat above are its own).
+    if let first {
+      return MatrixOracleRun(
+        disk: disk, listing: listing, istats: istats, icat: icat, restored: first.restored, sparseDigests: sparseDigests
+      )
     }
     try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
     if layout.isExt {
