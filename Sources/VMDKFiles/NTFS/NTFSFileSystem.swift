@@ -31,6 +31,11 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// NTFS version from $VOLUME_INFORMATION ("3.1").
   public let version: String
 
+  /// Runs of $MFT's own $DATA (more than one: a fragmented MFT).
+  public var mftRuns: Int { mft.runs.count }
+  /// MFT records the volume has room for.
+  public var mftRecords: UInt64 { recordCount }
+
   public var kind: String { "ntfs" }
   public var root: FileID { 5 }
   public var uuid: String? {
