@@ -463,6 +463,9 @@ enum NTFSOracle {
       #expect(parts.contains("ntfs") && parts.contains("INGPT"), "\(parts)")
       let ls = try runChecked(tool, ["ls", "-R", "\(dir)/disk.vmdk"]).output
       #expect(ls.contains("docs/report.txt"), "\(ls)")
+      #expect(!ls.contains(":Zone.Identifier"), "\(ls)")
+      let withStreams = try runChecked(tool, ["ls", "-R", "--streams", "\(dir)/disk.vmdk"]).output
+      #expect(withStreams.contains("/docs/report.txt:Zone.Identifier"), "\(withStreams)")
       let cat = try runChecked(tool, ["cat", "\(dir)/disk.vmdk", "/docs/report.txt"]).stdout
       #expect(NTFSOracle.md5(Array(cat)) == NTFSOracle.md5(NTFSOracle.text(200_000, seed: 5)))
       // icat on the raw disk at the partition's offset agrees.
