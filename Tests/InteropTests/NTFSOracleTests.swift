@@ -190,10 +190,7 @@ enum NTFSOracle {
     process.standardInput = FileHandle.nullDevice
     process.standardOutput = FileHandle.nullDevice
     try process.run()
-    defer {
-      _ = try? runProcess("/bin/umount", [mountPoint])
-      process.waitUntilExit()
-    }
+    defer { unmount(mountPoint, process) }
     // Wait for the mount to appear.
     var mounted = false
     for _ in 0..<200 {
@@ -206,6 +203,23 @@ enum NTFSOracle {
     }
     guard mounted else { throw ToolFailure("ntfs-3g did not mount \(image)") }
     return try body()
+  }
+
+  /// Unmounts (retrying while the mount is busy, then lazily) and waits for ntfs-3g to exit,
+  /// ending it (our own child) if it has not after 30 s.
+  static func unmount(_ mountPoint: String, _ process: Process) {
+    for attempt in 0..<50 {
+      let r = try? runProcess("/bin/umount", attempt < 40 ? [mountPoint] : ["-l", mountPoint])
+      if r?.status == 0 { break }
+      guard process.isRunning else { break }
+      usleep(200_000)
+    }
+    for _ in 0..<300 where process.isRunning { usleep(100_000) }
+    if process.isRunning {
+      Issue.record("ntfs-3g on \(mountPoint) did not exit after the unmount; ending it")
+      process.terminate()
+      process.waitUntilExit()
+    }
   }
 
   static func md5(_ bytes: [UInt8]) -> String {

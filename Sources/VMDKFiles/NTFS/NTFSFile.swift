@@ -75,6 +75,8 @@ struct NTFSFile: Sendable {
   var streamNames: [[UInt16]]
   var indexRoot: [UInt8]?
   var indexAllocation: NTFSStream?
+  /// $BITMAP:$I30: which index blocks are in use.
+  var indexBitmap: NTFSStream?
   var reparse: [UInt8]?
   /// Non-resident reparse data (rare); the file system reads it into `reparse`.
   var reparseStream: NTFSStream?
@@ -132,8 +134,8 @@ struct NTFSFile: Sendable {
         volumeName = a.value.map { NTFSBytes($0).utf16(0, units: $0.count / 2) }
       case NTFSAttribute.volumeInformation:
         volumeInformation = a.value
-      case NTFSAttribute.data, NTFSAttribute.indexAllocation:
-        if a.type == NTFSAttribute.indexAllocation && a.name != Self.i30 { continue }
+      case NTFSAttribute.data, NTFSAttribute.indexAllocation, NTFSAttribute.bitmap:
+        if a.type != NTFSAttribute.data && a.name != Self.i30 { continue }
         let key = String(a.type, radix: 16) + ":" + a.name.map { String($0, radix: 16) }.joined(separator: ",")
         if groups[key] == nil { order.append(key) }
         groups[key, default: []].append(a)
@@ -146,6 +148,8 @@ struct NTFSFile: Sendable {
       let s = try NTFSStream.merge(parts)
       if s.type == NTFSAttribute.indexAllocation {
         indexAllocation = s
+      } else if s.type == NTFSAttribute.bitmap {
+        indexBitmap = s
       } else {
         data[s.name] = s
         if !s.name.isEmpty { streamNames.append(s.name) }

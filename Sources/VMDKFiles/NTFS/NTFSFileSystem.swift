@@ -442,6 +442,19 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     var out: [NTFSIndexEntry] = []
     var visited: Set<UInt64> = []
     let cs = boot.clusterSize
+    // The bitmap of blocks in use: one bit per block of $INDEX_ALLOCATION, so its size is
+    // bounded by that stream's (checked before it sizes anything).
+    var bitmap: [UInt8]?
+    if let bm = f.indexBitmap, let alloc = f.indexAllocation {
+      let most = alloc.size / 512 / 8 + 8
+      guard bm.size <= most else {
+        throw NTFSError.corrupt(
+          "MFT record \(f.number): $BITMAP:$I30 of \(bm.size) bytes for \(alloc.size) bytes of index")
+      }
+      var bytes = [UInt8](repeating: 0, count: Int(bm.size))
+      _ = try bytes.withUnsafeMutableBytes { try read(bm, at: 0, into: $0) }
+      bitmap = bytes
+    }
     func visit(_ node: NTFSIndexNode, depth: Int) throws {
       for e in node.entries {
         if let vcn = e.subnode { try block(vcn, depth: depth + 1) }
@@ -465,6 +478,14 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       let (offset, overflow) = vcn.multipliedReportingOverflow(by: unit)
       guard !overflow, offset < alloc.size, UInt64(blockSize) <= alloc.size - offset else {
         throw NTFSError.corrupt("MFT record \(f.number): index block VCN \(vcn) lies outside $INDEX_ALLOCATION")
+      }
+      let index = offset / UInt64(blockSize)
+      if let bitmap {
+        let byte = Int(index / 8)
+        guard byte < bitmap.count, bitmap[byte] & (1 << (index % 8)) != 0 else {
+          throw NTFSError.corrupt(
+            "MFT record \(f.number): a sub-node points at index block \(index), which $BITMAP:$I30 marks unused")
+        }
       }
       var bytes = [UInt8](repeating: 0, count: blockSize)
       _ = try bytes.withUnsafeMutableBytes { try read(alloc, at: offset, into: $0) }
@@ -503,6 +524,18 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
           if seq != 0 && child.sequence != seq { continue }
           type = child.type
         } else {
+          // A record that was freed is hidden too; a damaged one is listed (its stat says why).
+          var freed = false
+          if record < recordCount {
+            do {
+              // nil: never used (no FILE magic).
+              let rec = try Self.readRecord(record, mft: mft, volume: volume, boot: boot)
+              freed = rec.map { !$0.inUse || (seq != 0 && $0.sequence != seq) } ?? true
+            } catch {
+              freed = false
+            }
+          }
+          if freed { continue }
           type =
             fn.fileAttributes & 0x400 != 0
               && (fn.reparseTag == NTFSReparse.symlink || fn.reparseTag == NTFSReparse.mountPoint)
