@@ -33,6 +33,7 @@ struct NTFSLayout: CustomStringConvertible, Sendable {
     NTFSLayout(cluster: 4096, sector: 512),  // 1 KiB records, CU of 64 KiB
     NTFSLayout(cluster: 512, sector: 512),  // records straddle clusters, CU of 8 KiB
     NTFSLayout(cluster: 4096, sector: 4096),  // 4 KiB records
+    NTFSLayout(cluster: 65536, sector: 512),  // index blocks smaller than a cluster; no compression
   ]
 }
 
@@ -417,7 +418,7 @@ enum NTFSOracle {
       #expect(try fs.reparseTag(try #require(ours["winlink"]?.id)) == 0xA000_000C)
       // Compressed files really are compressed (else the LZNT1 path went untested).
       let text = try #require(ours["comp/text.txt"]?.id)
-      #expect(try fs.fileAttributes(text) & 0x800 != 0)
+      if layout.cluster <= 4096 { #expect(try fs.fileAttributes(text) & 0x800 != 0) }
       // Case-insensitive lookup through $UpCase.
       #expect(
         try fs.lookup(in: fs.root, name: "HÉLLO WÖRLD ☃ 日本語 🙂.TXT")?.name == Array("héllo wörld ☃ 日本語 🙂.txt".utf8))
@@ -433,7 +434,7 @@ enum NTFSOracle {
       _ = try tail.withUnsafeMutableBytes { try fs.read(big.id, at: 5 << 30, into: $0) }
       #expect(tail == NTFSOracle.content(8192, seed: 12))
       let sparse = try #require(ours["sparse.bin"])
-      #expect(try fs.dataRanges(sparse.id).reduce(0) { $0 + $1.count } <= 65536)
+      #expect(try fs.dataRanges(sparse.id).reduce(0) { $0 + $1.count } <= max(65536, layout.cluster))
 
       // icat (sleuthkit's own LZNT1 and runlist code) for the compressed, sparse and ADS data.
       let icat = try requireTool("icat")
