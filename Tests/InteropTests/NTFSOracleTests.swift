@@ -481,6 +481,8 @@ enum NTFSOracle {
       #expect(!ls.contains(":Zone.Identifier"), "\(ls)")
       let withStreams = try runChecked(tool, ["ls", "-R", "--streams", "\(dir)/disk.vmdk"]).output
       #expect(withStreams.contains("/docs/report.txt:Zone.Identifier"), "\(withStreams)")
+      try runChecked(tool, ["extract", "\(dir)/disk.vmdk", "/docs", "--to", "\(dir)/out"])
+      #expect(try fileDigest("\(dir)/out/docs/report.txt", .md5) == NTFSOracle.md5(NTFSOracle.text(200_000, seed: 5)))
       let cat = try runChecked(tool, ["cat", "\(dir)/disk.vmdk", "/docs/report.txt"]).stdout
       #expect(NTFSOracle.md5(Array(cat)) == NTFSOracle.md5(NTFSOracle.text(200_000, seed: 5)))
       // icat on the raw disk at the partition's offset agrees.

@@ -400,6 +400,49 @@ enum NTFSBuild {
     expectError(.corruptFileSystem) { _ = try NTFSLZNT1.decompress(chunk([0x02, 0x41, 0x01]), outputSize: 4096) }
   }
 
+  /// Random and mutated inputs: every parser answers or throws a VMDKError, never traps.
+  @Test func hostileBytesNeverTrap() {
+    var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+    func next() -> UInt64 {
+      x ^= x << 13
+      x ^= x >> 7
+      x ^= x << 17
+      return x
+    }
+    var decoded = 0
+    for round in 0..<3000 {
+      let count = Int(next() % 600) + 2
+      var input = (0..<count).map { _ in UInt8(truncatingIfNeeded: next()) }
+      input[1] |= 0x80  // mostly compressed chunks
+      if let out = try? NTFSLZNT1.decompress(input, outputSize: 4096 * (round % 4 + 1)) {
+        #expect(out.count == 4096 * (round % 4 + 1))
+        decoded += 1
+      }
+    }
+    let si = NTFSBuild.resident(0x10, [UInt8](repeating: 0, count: 48))
+    let fn = NTFSBuild.resident(0x30, NTFSBuild.fileName("mutant"))
+    let data = NTFSBuild.nonResident(0x80, pairs: [0x21, 0x03, 0x00, 0x22, 0x01, 0x0D], highest: 15, size: 16 * 4096)
+    let record = NTFSBuild.record(attributes: [si, fn, data])
+    var parsed = 0
+    for _ in 0..<3000 {
+      var r = record
+      for _ in 0..<Int(next() % 4 + 1) {
+        let o = Int(next() % UInt64(r.count))
+        r[o] = UInt8(truncatingIfNeeded: next())
+      }
+      do {
+        if let rec = try NTFSRecord.parse(r, number: 64, clusterCount: 1 << 16, volumeOffset: 0) {
+          _ = try NTFSFile(number: 64, sequence: rec.sequence, flags: rec.flags, attributes: rec.attributes)
+          parsed += 1
+        }
+      } catch {
+        #expect(error is VMDKError)
+      }
+    }
+    #expect(parsed > 0)
+    print("hostile bytes: \(decoded) of 3000 random LZNT1 inputs decoded, \(parsed) of 3000 mutated records parsed")
+  }
+
   // MARK: Times and reparse data
 
   @Test func filetimeConvertsExactly() {
