@@ -178,6 +178,22 @@ enum NTFSPatch {
         expectNTFSError(.corruptFileSystem) { _ = try o.list(many) }
       }
 
+      // A torn INDX block: every index block of the volume (only /many has any) loses one
+      // sector's update sequence value; the error names the block's place in the volume.
+      do {
+        var b = base
+        var torn: Set<UInt64> = []
+        for o in stride(from: 0, to: b.count - 4096, by: 4096) where Array(b[o..<(o + 4)]) == Array("INDX".utf8) {
+          b[o + 1022] ^= 0xFF
+          torn.insert(UInt64(o + 1022))
+        }
+        #expect(!torn.isEmpty)
+        try NTFSPatch.write(b, "\(dir)/indx.img")
+        let t = try NTFSPatch.open("\(dir)/indx.img")
+        let e = expectNTFSError(.corruptFileSystem) { _ = try t.list(many) }
+        #expect(e.flatMap { $0.offset }.map { torn.contains($0) } == true, "\(String(describing: e))")
+      }
+
       // Not NTFS at all: "not mine"; NTFS with a broken boot sector: "mine but broken".
       var notMine = base
       for i in 3..<11 { notMine[i] = 0x41 }

@@ -215,10 +215,14 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   /// Where record `n` starts in the volume (for messages).
   static func mftByteOffset(_ n: UInt64, mft: NTFSStream, boot: NTFSBootSector) throws -> UInt64 {
-    let pos = n * UInt64(boot.mftRecordSize)
+    volumeOffset(of: n * UInt64(boot.mftRecordSize), in: mft, boot: boot) ?? 0
+  }
+
+  /// Where byte `pos` of a non-resident stream sits in the volume; nil in a hole.
+  static func volumeOffset(of pos: UInt64, in s: NTFSStream, boot: NTFSBootSector) -> UInt64? {
     let cs = UInt64(boot.clusterSize)
-    guard let i = mft.runIndex(pos / cs), let lcn = mft.runs[i].lcn else { return 0 }
-    return (lcn + pos / cs - mft.runs[i].vcn) * cs + pos % cs
+    guard let i = s.runIndex(pos / cs), let lcn = s.runs[i].lcn else { return nil }
+    return (lcn + pos / cs - s.runs[i].vcn) * cs + pos % cs
   }
 
   /// Loads base record `n` and the extension records its attribute list names.
@@ -490,12 +494,16 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       var bytes = [UInt8](repeating: 0, count: blockSize)
       _ = try bytes.withUnsafeMutableBytes { try read(alloc, at: offset, into: $0) }
       guard Array(bytes[0..<4]) == Array("INDX".utf8) else {
-        throw NTFSError.corrupt("MFT record \(f.number): index block VCN \(vcn) has no INDX magic")
+        throw NTFSError.corrupt(
+          "MFT record \(f.number): index block VCN \(vcn) has no INDX magic",
+          offset: Self.volumeOffset(of: offset, in: alloc, boot: boot))
       }
-      try NTFSFixup.apply(&bytes, magic: "INDX block \(vcn) of record \(f.number)", volumeOffset: 0)
-      let b = NTFSBytes(bytes)
+      let at = Self.volumeOffset(of: offset, in: alloc, boot: boot) ?? 0
+      try NTFSFixup.apply(&bytes, magic: "INDX block \(vcn) of record \(f.number)", volumeOffset: at)
+      let b = NTFSBytes(bytes, volumeOffset: at)
       guard b.u64(16) == vcn else {
-        throw NTFSError.corrupt("MFT record \(f.number): index block at VCN \(vcn) says it is VCN \(b.u64(16))")
+        throw NTFSError.corrupt(
+          "MFT record \(f.number): index block at VCN \(vcn) says it is VCN \(b.u64(16))", offset: b.at(16))
       }
       try visit(
         try NTFSIndexNode.parse(b, header: 24, limit: blockSize, what: "INDX \(vcn) of record \(f.number)"),
