@@ -130,6 +130,9 @@ enum NTFSOracle {
     try write("\(m)/\(String(repeating: "é", count: 200))", content(5, seed: 3))
     try write("\(m)/CaseName", content(6, seed: 4))
     try write("\(m)/empty", [])
+    // A Win32 name with a DOS 8.3 twin (two $FILE_NAMEs, two index entries): listed once.
+    try write("\(m)/A long file name.txt", content(33, seed: 15))
+    try setXattr("\(m)/A long file name.txt", "system.ntfs_dos_name", Array("ALONGF~1.TXT".utf8))
     var deep = "\(m)/deep"
     for i in 1...15 { deep += "/level\(i)" }
     try fm.createDirectory(atPath: deep, withIntermediateDirectories: true)
@@ -375,10 +378,23 @@ enum NTFSOracle {
       // is an empty folder to it; it has no entries, so the sets still match.)
       let flsSide = try NTFSOracle.flsListing(image)
       let ourSide = Set(ours.map { "\($0.key) \($0.value.id)" })
-      let sameAsFls = ourSide == flsSide
+      // sleuthkit 4.11.1 sometimes cuts a 200-character name to 128 (seen with 64 KiB clusters;
+      // ntfs-3g agrees with ours): such a pair, same record and a prefix, is not a difference.
+      var onlyOurs = ourSide.subtracting(flsSide)
+      var onlyFls = flsSide.subtracting(ourSide)
+      for f in onlyFls {
+        guard let space = f.lastIndex(of: " ") else { continue }
+        let (name, record) = (f[..<space], f[space...])
+        if let o = onlyOurs.first(where: { $0.hasSuffix(record) && $0.hasPrefix(name) && $0.count > f.count }) {
+          print("ntfs \(layout): fls cut a name to \(name.count) characters: \(name.prefix(20))…")
+          onlyOurs.remove(o)
+          onlyFls.remove(f)
+        }
+      }
+      let sameAsFls = onlyOurs.isEmpty && onlyFls.isEmpty
       #expect(
         sameAsFls,
-        "only ours: \(ourSide.subtracting(flsSide).sorted().prefix(10)); only fls: \(flsSide.subtracting(ourSide).sorted().prefix(10))"
+        "only ours: \(onlyOurs.sorted().prefix(10)); only fls: \(onlyFls.sorted().prefix(10))"
       )
 
       // Types, sizes, times, links, targets and digests: a read-only ntfs-3g mount. It hides
@@ -397,6 +413,9 @@ enum NTFSOracle {
         var m = mine
         if theirs.links == nil { m.links = nil }
         if theirs.type == "directory" { m.size = theirs.size }  // st_size of a folder is ntfs-3g's own
+        // ntfs-3g's st_nlink is the record's link count, which counts a DOS 8.3 twin as a
+        // second name; ours counts links (names other than DOS-only ones), as a restore needs.
+        if path == "A long file name.txt" && theirs.links == 2 { m.links = 2 }
         if m != theirs { mismatches.append("\(path): ours \(m), ntfs-3g \(theirs)") }
         compared += 1
       }
@@ -413,6 +432,8 @@ enum NTFSOracle {
       #expect(ours["junction"]?.seen.target == "C:/Folder")
       #expect(ours["link-rel"]?.seen.target == "Folder/Sub Folder/readme.txt")
       #expect(ours["hard"]?.seen.links == 3)
+      #expect(ours["A long file name.txt"]?.seen.links == 1)
+      #expect(ours["ALONGF~1.TXT"] == nil)
       #expect(ours["ads.txt:big"]?.seen.size == 60000)
       #expect(ours["Folder:folderstream"]?.seen.size == 11)
       #expect(try fs.reparseTag(try #require(ours["winlink"]?.id)) == 0xA000_000C)
