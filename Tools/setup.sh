@@ -28,6 +28,7 @@ packages=(
   gdisk          # sgdisk: GPT test disks
   fdisk          # sfdisk: MBR test disks with logical partitions
   e2fsprogs      # mke2fs -d and debugfs: the ext reader's test images and oracle
+  ntfs-3g        # mkntfs and the ntfs-3g FUSE mount: the NTFS reader's test volumes and oracle
   strace         # counts the syscalls of a sparse write (WriteBatchTests) and in Benchmarks/run-io.sh
   patchelf       # Tools/install.sh: sets libvixDiskLib.so.8's SONAME and RUNPATH
   python3-pytest # runs python/tests (PythonPackageTests) against the built libvixDiskLib

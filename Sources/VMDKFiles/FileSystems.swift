@@ -4,7 +4,9 @@ import VMDKBlock
 
 public enum FileSystems {
   /// The readers, tried in order on every volume.
-  public static var probes: [any FileSystemProbe.Type] { [ExtFileSystem.self, FATFileSystem.self] }
+  public static var probes: [any FileSystemProbe.Type] {
+    [ExtFileSystem.self, FATFileSystem.self, NTFSFileSystem.self]
+  }
 
   /// The file system in `volume`: nil when no reader recognises it. A reader that says "mine
   /// but broken" wins over the others saying "not mine": its error is thrown.

@@ -15,6 +15,14 @@ struct Ls: ParsableCommand {
   @Argument(help: "The folder or file.") var path: String = "/"
   @Flag(name: .short, help: "Long listing: mode, links, size, modification time.") var l = false
   @Flag(name: .customShort("R"), help: "Recursive.") var recursive = false
+  @Flag(help: "Also list NTFS alternate data streams, as PATH:STREAM (other file systems have none).")
+  var streams = false
+
+  /// The named streams of one entry, when asked for and the file system has them.
+  func namedStreams(_ fs: any FileSystem, _ id: FileID) throws -> [NTFSFileSystem.Stream] {
+    guard streams, let ntfs = fs as? NTFSFileSystem else { return [] }
+    return try ntfs.streams(id)
+  }
 
   func run() throws {
     try runReporting {
@@ -62,6 +70,12 @@ struct Ls: ParsableCommand {
             kv.append(("target", .string(String(decoding: try fs.readlink(a.id), as: UTF8.self))))
           }
         }
+        if streams {
+          let list = try namedStreams(fs, r.entry.id).map { s -> JSON in
+            .object([("name", .string(s.displayName)), ("size", .uint(s.size))])
+          }
+          kv.append(("streams", .array(list)))
+        }
         items.append(.object(kv))
       }
       printJSON(.array(items))
@@ -69,8 +83,10 @@ struct Ls: ParsableCommand {
     }
     for r in rows {
       let shown = recursive ? r.path : r.entry.displayName
+      let named = try namedStreams(fs, r.entry.id)
       guard l else {
         print(shown)
+        for s in named { print("\(shown):\(s.displayName)") }
         continue
       }
       let a = try fs.stat(r.entry.id)
@@ -79,6 +95,7 @@ struct Ls: ParsableCommand {
       line += "\(a.size) \(isoTime(a.modificationTime) ?? "-") \(shown)"
       if a.type == .symlink { line += " -> " + String(decoding: try fs.readlink(a.id), as: UTF8.self) }
       print(line)
+      for s in named { print("stream \(s.size) \(shown):\(s.displayName)") }
     }
   }
 }
