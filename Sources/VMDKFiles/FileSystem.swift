@@ -120,10 +120,17 @@ public protocol FileSystem: Sendable {
   /// The byte ranges of a regular file that hold data (the rest are holes), sorted; used to
   /// restore sparse files sparse. The default says the whole file is data.
   func dataRanges(_ id: FileID) throws -> [Range<UInt64>]
+  /// The entry of folder `folder` named `name`, by the file system's own rule for names:
+  /// exact bytes (the default, ext), ASCII case folded (FAT), $UpCase (NTFS). An exact match
+  /// wins. Path lookup (`lookup(_:)`) goes through it.
+  func entry(named name: [UInt8], in folder: FileID) throws -> DirectoryEntry?
 }
 
 extension FileSystem {
   public var warnings: [String] { [] }
+  public func entry(named name: [UInt8], in folder: FileID) throws -> DirectoryEntry? {
+    try list(folder).first { $0.name == name }
+  }
   public func dataRanges(_ id: FileID) throws -> [Range<UInt64>] {
     let size = try stat(id).size
     return size == 0 ? [] : [0..<size]

@@ -23,7 +23,7 @@ public struct WalkItem: Sendable {
 extension FileSystem {
   /// The id of `path` ("/", "/etc/hosts", "etc/hosts"). Symbolic links in the middle are
   /// followed (at most `WalkLimits.maxSymlinks`); the last component is not (like lstat).
-  /// FAT names match without regard to ASCII case.
+  /// Each name matches by the file system's rule (`entry(named:in:)`).
   public func lookup(_ path: String) throws -> FileID {
     try lookup(Array(path.utf8))
   }
@@ -33,7 +33,6 @@ extension FileSystem {
     pending.reverse()
     var stack: [FileID] = [root]
     var hops = 0
-    let fold = kind.hasPrefix("fat")
     while let name = pending.popLast() {
       if name == [UInt8(ascii: ".")] { continue }
       if name == [UInt8(ascii: "."), UInt8(ascii: ".")] {
@@ -41,11 +40,7 @@ extension FileSystem {
         continue
       }
       let current = stack[stack.count - 1]
-      let entries = try list(current)
-      let found =
-        entries.first(where: { $0.name == name })
-        ?? (fold ? entries.first(where: { asciiLower($0.name) == asciiLower(name) }) : nil)
-      guard let e = found else {
+      guard let e = try entry(named: name, in: current) else {
         throw VMDKError(
           .fileNotFound,
           "no \"\(String(decoding: path, as: UTF8.self))\": \"\(String(decoding: name, as: UTF8.self))\" not found")

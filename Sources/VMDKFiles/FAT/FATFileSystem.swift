@@ -349,6 +349,14 @@ public final class FATFileSystem: FileSystem, FileSystemProbe {
     return want
   }
 
+  /// FAT names match without regard to ASCII case (as DOS and Windows compare them); an
+  /// exact match wins.
+  public func entry(named name: [UInt8], in folder: FileID) throws -> DirectoryEntry? {
+    let entries = try list(folder)
+    let lower = asciiLower(name)
+    return entries.first { $0.name == name } ?? entries.first { asciiLower($0.name) == lower }
+  }
+
   public func readlink(_ id: FileID) throws -> [UInt8] {
     throw VMDKError(.invalidArgument, "FAT has no symbolic links", file: volume.name, offset: id)
   }

@@ -571,13 +571,12 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// The entry of `directory` named `name`, compared without case through $UpCase (as
   /// Windows does); an exact match wins over a case-insensitive one (POSIX names may differ
   /// only in case).
-  public func lookup(in directory: FileID, name: String) throws -> DirectoryEntry? {
+  public func entry(named bytes: [UInt8], in directory: FileID) throws -> DirectoryEntry? {
     try withFile {
       let entries = try list(directory)
-      let bytes = Array(name.utf8)
       if let exact = entries.first(where: { $0.name == bytes }) { return exact }
       let t = try upcase()
-      let key = name.utf16.map { t[Int($0)] }
+      let key = String(decoding: bytes, as: UTF8.self).utf16.map { t[Int($0)] }
       return entries.first { String(decoding: $0.name, as: UTF8.self).utf16.map { t[Int($0)] } == key }
     }
   }
