@@ -61,9 +61,17 @@ let package = Package(
       name: "ToolSupport",
       dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/ToolSupport"),
+    // What vmdk-files and vmdk-inspect share about files: the `partitions` command.
+    .target(
+      name: "FilesToolSupport",
+      dependencies: ["VMDKFiles", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/FilesToolSupport"),
     .executableTarget(
       name: "vmdk-inspect",
-      dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: [
+        "VMDKBlock", "ToolSupport", "FilesToolSupport",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
       path: "Tools/vmdk-inspect"),
     .executableTarget(
       name: "vmdk-convert",
@@ -86,7 +94,10 @@ let package = Package(
     // File-level restore: partitions, ls, stat, cat, find and extract over VMDKFiles.
     .executableTarget(
       name: "vmdk-files",
-      dependencies: ["VMDKFiles", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: [
+        "VMDKFiles", "ToolSupport", "FilesToolSupport",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
       path: "Tools/vmdk-files"),
     // Benchmarks/run-io.sh's load generator (random reads and writes through the library).
     .executableTarget(name: "vmdk-bench", dependencies: ["VMDKBlock", "VMDKTransport"], path: "Benchmarks/vmdk-bench"),

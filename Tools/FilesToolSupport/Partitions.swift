@@ -1,19 +1,23 @@
-// `vmdk-files partitions`: the partition table and the file system found in each partition.
+// `partitions`: the partition table and the file system found in each partition. One command
+// shared by `vmdk-files partitions` and `vmdk-inspect partitions`, so that both print the same.
 
 import ArgumentParser
 import ToolSupport
 import VMDKBlock
 import VMDKFiles
 
-struct Partitions: ParsableCommand {
-  static let configuration = CommandConfiguration(
+public struct PartitionsCommand: ParsableCommand {
+  public static let configuration = CommandConfiguration(
+    commandName: "partitions",
     abstract: "List the partitions: table type, index, start, size, type, name, file system, label, UUID.")
 
   @Argument(help: "The image (any location).") var image: String
   @OptionGroup var open: OpenFlags
   @Flag(help: "Print JSON.") var json = false
 
-  func run() throws {
+  public init() {}
+
+  public func run() throws {
     try runReporting {
       let disk = try Disk.open(image, options: open.resolvedOptions())
       let layout = try DiskLayout(disk: disk, name: image)
