@@ -62,9 +62,17 @@ let package = Package(
       name: "ToolSupport",
       dependencies: ["VMDKBlock", .product(name: "ArgumentParser", package: "swift-argument-parser")],
       path: "Tools/ToolSupport"),
+    // What vmdk-files and vmdk-inspect share about files: the `partitions` command.
+    .target(
+      name: "FilesToolSupport",
+      dependencies: ["VMDKFiles", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      path: "Tools/FilesToolSupport"),
     .executableTarget(
       name: "vmdk-inspect",
-      dependencies: ["VMDKBlock", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: [
+        "VMDKBlock", "ToolSupport", "FilesToolSupport",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
       path: "Tools/vmdk-inspect"),
     .executableTarget(
       name: "vmdk-convert",
@@ -87,7 +95,10 @@ let package = Package(
     // File-level restore: partitions, ls, stat, cat, find and extract over VMDKFiles.
     .executableTarget(
       name: "vmdk-files",
-      dependencies: ["VMDKFiles", "ToolSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+      dependencies: [
+        "VMDKFiles", "ToolSupport", "FilesToolSupport",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ],
       path: "Tools/vmdk-files"),
     // vmdk-mount: libfuse3 (Debian libfuse3-dev) behind a small C shim; the logic in VMDKMount.
     .target(name: "CFuse", path: "Sources/CFuse", linkerSettings: [.linkedLibrary("fuse3")]),

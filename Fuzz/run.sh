@@ -3,7 +3,7 @@
 # `transport` first the VMDKTransport parsers (Fuzz/FuzzTransport.swift), with `server` the NBD
 # server's option and request parsers (Fuzz/FuzzServer.swift).
 #
-#   Fuzz/run.sh [transport] [SECONDS]          fuzz for SECONDS (default 300), then print the stats
+#   Fuzz/run.sh [transport|server|images|files] [SECONDS]  fuzz for SECONDS (default 300), then print the stats
 #   Fuzz/run.sh [transport] reproduce FILE...  run the target once on each FILE (a finding, a fixture)
 #   Fuzz/run.sh [transport] build              only build .build-fuzz/fuzz-parsers (fuzz-transport)
 #
@@ -18,6 +18,11 @@
 # Fuzz/TLSStandIn.swift takes its place) and LocalFile.swift (C shims), with
 # Fuzz/FuzzTransport.swift; its corpus is .build-fuzz/corpus-transport, its seeds
 # Fuzz/seeds-transport, its dictionary Fuzz/transport.dict.
+#
+# `files` (Fuzz/FuzzFiles.swift): the partition-table and file-system parsers of
+# Sources/VMDKFiles, compiled with the target into one module over the block layer's modules;
+# corpus .build-fuzz/corpus-files, seeds Fuzz/seeds-files (small mke2fs / mkfs.fat / sgdisk /
+# sfdisk images, gzipped), dictionary Fuzz/files.dict.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +42,10 @@ elif [[ ${1:-} == server ]]; then
 elif [[ ${1:-} == images ]]; then
   target=images
   bin=$out/fuzz-images
+  shift
+elif [[ ${1:-} == files ]]; then
+  target=files
+  bin=$out/fuzz-files
   shift
 fi
 
@@ -86,6 +95,45 @@ MAP
     Fuzz/FuzzImages.swift "${objects[@]}" "${includes[@]}" -L "$out" -lLogging -lz -lssl -lcrypto -ldeflate -o "$bin"
 }
 
+# The files target: VMDKCore, VMDKFormat, VMDKTransport and VMDKBlock each compiled whole into
+# $out/files-modules (with AddressSanitizer; a module is rebuilt only when one of its sources is
+# newer than its object), then every Sources/VMDKFiles source with Fuzz/FuzzFiles.swift as one
+# module with libFuzzer's coverage, so the target reaches the parsers' internal entry points.
+build_files() {
+  local mods=$out/files-modules
+  mkdir -p "$mods/CPlatform"
+  local root
+  root=$(pwd)
+  cat >"$mods/CPlatform/module.modulemap" <<MAP
+module CPlatform {
+  header "$root/Sources/CPlatform/include/cplatform.h"
+  export *
+}
+MAP
+  clang -fsanitize=address -O1 -g -c Sources/CPlatform/cplatform.c -I Sources/CPlatform/include -o "$mods/cplatform.o"
+  build_logging
+  local includes=(-I "$out" -I "$mods" -I "$mods/CPlatform" -I Sources/CZlib -I Sources/CSSL -I Sources/CCrypto -I Sources/CDeflate)
+  local objects=("$mods/cplatform.o")
+  local m sources rebuild=0
+  for m in VMDKCore VMDKFormat VMDKTransport VMDKBlock; do
+    [[ -d Sources/$m ]] || continue
+    sources=$(find "Sources/$m" -name '*.swift' | sort)
+    # A module whose dependency was rebuilt is rebuilt too.
+    if ((rebuild)) || [[ ! -f $mods/$m.o ]] || [[ -n $(find "Sources/$m" -name '*.swift' -newer "$mods/$m.o") ]]; then
+      rebuild=1
+      # shellcheck disable=SC2086
+      swiftc -sanitize=address -parse-as-library -O -g -wmo -module-name "$m" -package-name vmdk_toolkit \
+        -emit-module -emit-module-path "$mods/$m.swiftmodule" -c $sources -o "$mods/$m.o" "${includes[@]}"
+    fi
+    objects+=("$mods/$m.o")
+  done
+  sources=$(find Sources/VMDKFiles -name '*.swift' | sort)
+  # shellcheck disable=SC2086
+  swiftc -sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -module-name FuzzFiles -package-name vmdk_toolkit \
+    $sources Fuzz/FuzzFiles.swift "${objects[@]}" "${includes[@]}" -L "$out" -lLogging -lz -lssl -lcrypto -ldeflate \
+    -o "$bin"
+}
+
 build_transport() {
   mkdir -p "$out"
   build_logging
@@ -116,6 +164,10 @@ build() {
   fi
   if [[ $target == images ]]; then
     build_images
+    return
+  fi
+  if [[ $target == files ]]; then
+    build_files
     return
   fi
   mkdir -p "$out"
@@ -227,6 +279,22 @@ case ${1:-} in
         -max_total_time="$seconds" -max_len=65536 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
         -dict=Fuzz/vmdk.dict -artifact_prefix="$findings/" -print_final_stats=1
       echo "corpus: $(ls "$out/corpus-images" | wc -l) inputs in $out/corpus-images;" \
+        "findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
+      exit 0
+    fi
+    if [[ $target == files ]]; then
+      mkdir -p "$out/corpus-files" "$findings"
+      # The seeds are kept gzipped in git (mostly zeros); libFuzzer reads them unpacked.
+      rm -rf "$out/seeds-files"
+      mkdir -p "$out/seeds-files"
+      for f in Fuzz/seeds-files/*.gz; do gzip -dc "$f" >"$out/seeds-files/$(basename "$f" .gz)"; done
+      echo "seeds: $(ls "$out/seeds-files" | wc -l) from Fuzz/seeds-files"
+      # Whole small volumes and disks of up to 128 KiB; limits as for the images target.
+      export SWIFT_BACKTRACE=enable=no
+      "$bin" "$out/corpus-files" "$out/seeds-files" \
+        -max_total_time="$seconds" -max_len=131072 -timeout=5 -malloc_limit_mb=64 -rss_limit_mb=2048 \
+        -dict=Fuzz/files.dict -artifact_prefix="$findings/" -print_final_stats=1
+      echo "corpus: $(ls "$out/corpus-files" | wc -l) inputs in $out/corpus-files;" \
         "findings: $(ls "$findings" | grep -cv '^\.gitkeep$' || true)"
       exit 0
     fi

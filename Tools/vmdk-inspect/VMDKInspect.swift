@@ -18,7 +18,7 @@ struct VMDKInspect: ParsableCommand {
       """,
     subcommands: [
       Info.self, MapCommand.self, Chain.self, Metadata.self, Check.self, Cat.self, Digest.self, Allocated.self,
-      Changed.self, Compare.self, Transports.self,
+      Changed.self, Compare.self, Transports.self, Partitions.self,
     ]
   )
 }

@@ -180,7 +180,8 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// The root node of an inode's extent tree.
   func extentRoot(_ ino: ExtInode) throws -> ExtExtentNode {
     try ExtExtentNode.parse(
-      ExtBytes(ino.blockArea), expectedDepth: nil, blocksCount: superblock.blocksCount, inode: ino.number)
+      ExtBytes(ino.blockArea, volumeOffset: ino.volumeOffset + 0x28), expectedDepth: nil,
+      blocksCount: superblock.blocksCount, inode: ino.number)
   }
 
   func extentRun(_ ino: ExtInode, _ logical: UInt64) throws -> ExtBlockRun {
@@ -189,6 +190,8 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
     // The end of the logical range the current subtree may cover.
     var bound = Self.extentLogicalLimit
     var path: Set<UInt64> = []
+    // The volume offset of the node being read, for errors.
+    var nodeOffset = ino.volumeOffset + 0x28
     while true {
       switch node {
       case .index(let depth, let entries):
@@ -199,8 +202,10 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
         if i + 1 < entries.count { bound = min(bound, UInt64(entries[i + 1].logical)) }
         let child = entries[i].child
         guard path.insert(child).inserted else {
-          throw ExtError.corrupt("inode \(ino.number): extent tree visits block \(child) twice", offset: nil)
+          throw ExtError.corrupt(
+            "inode \(ino.number): extent tree visits block \(child) twice", offset: nodeOffset + UInt64(16 + 12 * i))
         }
+        nodeOffset = try blockOffset(child)
         let bytes = try metadataBlock(child)
         node = try ExtExtentNode.parse(
           bytes, expectedDepth: depth - 1, blocksCount: superblock.blocksCount, inode: ino.number)
@@ -250,13 +255,29 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
       }
     }
     var block = UInt64(ino.blockWord(11 + levels))
+    // Where `block` was read from, for errors; and the indirect blocks above it: a pointer
+    // back to one of them is a loop (each block of a valid volume has one use).
+    var pointerOffset = ino.volumeOffset + 0x28 + UInt64(4 * (11 + levels))
+    var path: [UInt64] = []
     for _ in 0..<levels {
       if block == 0 { return ExtBlockRun(physical: nil, count: span - l, zero: false) }
+      guard !path.contains(block) else {
+        throw ExtError.corrupt(
+          "inode \(ino.number): indirect block \(block) points back to itself or an indirect block above it (a loop)",
+          offset: pointerOffset)
+      }
+      path.append(block)
       let bytes = try metadataBlock(block)
       span /= p
       let index = Int(l / span)
       l %= span
+      pointerOffset = bytes.at(index * 4)
       block = UInt64(bytes.u32(index * 4))
+    }
+    guard !path.contains(block) else {
+      throw ExtError.corrupt(
+        "inode \(ino.number): data block \(block) is also one of the file's indirect blocks (a loop)",
+        offset: pointerOffset)
     }
     return try dataBlock(block, ino)
   }
@@ -354,7 +375,7 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
       guard ino.size <= UInt64(cap) else {
         throw ExtError.limit(
           "inode \(id): symlink target of \(ino.size) bytes is beyond the cap of \(cap) (PATH_MAX and one block)",
-          offset: nil)
+          offset: ino.volumeOffset + 0x04)
       }
       if ino.hasInlineData { return try inlineBytes(ino) }
       let fast: Bool
@@ -398,7 +419,8 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
       } else {
         guard ino.size <= Self.maxDirectoryBytes else {
           throw ExtError.limit(
-            "directory \(id) of \(ino.size) bytes is beyond the cap of \(Self.maxDirectoryBytes)", offset: nil)
+            "directory \(id) of \(ino.size) bytes is beyond the cap of \(Self.maxDirectoryBytes)",
+            offset: ino.volumeOffset + 0x04)
         }
         let bs = UInt64(blockSize)
         let blocks = (ino.size + bs - 1) / bs
@@ -456,9 +478,10 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// and each node block is visited once.
   func walkExtents(_ ino: ExtInode, _ body: (ExtExtent) -> Void) throws {
     var visited: Set<UInt64> = []
-    var stack: [(ExtExtentNode, Int)] = [(try extentRoot(ino), 0)]
+    // Each node with the next entry to visit and its volume offset (for errors).
+    var stack: [(ExtExtentNode, Int, UInt64)] = [(try extentRoot(ino), 0, ino.volumeOffset + 0x28)]
     var lastEnd: UInt64 = 0
-    while let (node, next) = stack.popLast() {
+    while let (node, next, nodeOffset) = stack.popLast() {
       switch node {
       case .leaf(let extents):
         for e in extents {
@@ -470,16 +493,18 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
         }
       case .index(let depth, let entries):
         guard next < entries.count else { continue }
-        stack.append((node, next + 1))
+        stack.append((node, next + 1, nodeOffset))
         let child = entries[next].child
         guard visited.insert(child).inserted else {
-          throw ExtError.corrupt("inode \(ino.number): extent block \(child) is used twice", offset: nil)
+          throw ExtError.corrupt(
+            "inode \(ino.number): extent block \(child) is used twice", offset: nodeOffset + UInt64(16 + 12 * next))
         }
         let bytes = try metadataBlock(child)
         stack.append(
           (
             try ExtExtentNode.parse(
-              bytes, expectedDepth: depth - 1, blocksCount: superblock.blocksCount, inode: ino.number), 0
+              bytes, expectedDepth: depth - 1, blocksCount: superblock.blocksCount, inode: ino.number), 0,
+            bytes.at(0)
           ))
       }
     }
@@ -494,13 +519,14 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
       add(UInt64(i), 1)
     }
     var visited: Set<UInt64> = []
-    func walk(_ block: UInt64, level: Int, first: UInt64, span: UInt64) throws {
+    // `from`: the volume offset of the pointer to `block`, for errors.
+    func walk(_ block: UInt64, level: Int, first: UInt64, span: UInt64, from: UInt64) throws {
       guard block != 0, first < fileBlocks else { return }
       guard block < superblock.blocksCount else {
-        throw ExtError.corrupt("inode \(ino.number): indirect block \(block) is outside the volume", offset: nil)
+        throw ExtError.corrupt("inode \(ino.number): indirect block \(block) is outside the volume", offset: from)
       }
       guard visited.insert(block).inserted else {
-        throw ExtError.corrupt("inode \(ino.number): indirect block \(block) is met twice (a loop)", offset: nil)
+        throw ExtError.corrupt("inode \(ino.number): indirect block \(block) is met twice (a loop)", offset: from)
       }
       let bytes = try metadataBlock(block)
       let child = span / p
@@ -511,14 +537,20 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
         if b == 0 { continue }
         if level == 1 {
           _ = try dataBlock(b, ino)
+          guard !visited.contains(b) else {
+            throw ExtError.corrupt(
+              "inode \(ino.number): data block \(b) is also one of the file's indirect blocks (a loop)",
+              offset: bytes.at(i * 4))
+          }
           add(start, 1)
         } else {
-          try walk(b, level: level - 1, first: start, span: child)
+          try walk(b, level: level - 1, first: start, span: child, from: bytes.at(i * 4))
         }
       }
     }
-    try walk(UInt64(ino.blockWord(12)), level: 1, first: 12, span: p)
-    try walk(UInt64(ino.blockWord(13)), level: 2, first: 12 + p, span: p * p)
-    try walk(UInt64(ino.blockWord(14)), level: 3, first: 12 + p + p * p, span: p * p * p)
+    let area = ino.volumeOffset + 0x28
+    try walk(UInt64(ino.blockWord(12)), level: 1, first: 12, span: p, from: area + 48)
+    try walk(UInt64(ino.blockWord(13)), level: 2, first: 12 + p, span: p * p, from: area + 52)
+    try walk(UInt64(ino.blockWord(14)), level: 3, first: 12 + p + p * p, span: p * p * p, from: area + 56)
   }
 }

@@ -13,6 +13,8 @@ struct ExtInode: Sendable {
   static let blockArea = 60
 
   var number: UInt32
+  /// Where the inode sits in the volume, for errors that name a field of it.
+  var volumeOffset: UInt64
   /// 0x00 i_mode.
   var mode: UInt16
   var uid: UInt32
@@ -95,6 +97,7 @@ struct ExtInode: Sendable {
       throw ExtError.corrupt("inode \(number) is \(raw.count) bytes, not \(sb.inodeSize)", offset: volumeOffset)
     }
     self.number = number
+    self.volumeOffset = volumeOffset
     mode = b.u16(0x00)
     flags = b.u32(0x20)
     var extra = 0
