@@ -5,7 +5,8 @@
 //   few others): partition entries and the boot-sector test (MBR), the ext superblock, group
 //   descriptors, inodes (with their in-inode xattrs), extent nodes and directory blocks (both
 //   dirent forms, 1 KiB and 64 KiB rec_len rules), the FAT boot sector, short entries and long
-//   names;
+//   names; NTFS's boot sector, MFT records, attributes, runlists, index nodes, attribute lists,
+//   reparse data and LZNT1;
 // - the input as a whole volume (a file system at byte 0): probed by every reader, then walked
 //   (capped), every name stat'ed, every file read at its start, its end and across a block,
 //   its data ranges listed, every link read, a few paths looked up;
@@ -164,6 +165,57 @@ func parsers(_ input: [UInt8]) {
     UInt16(input[$0]) | UInt16(input[$0 + 1]) << 8
   }
   _ = FATNames.utf8(fromUTF16: units)
+
+  ntfsParsers(input)
+}
+
+/// NTFS: the boot sector, MFT records (fixups, attributes, runlists), $FILE_NAME and
+/// $STANDARD_INFORMATION values, index nodes, attribute lists, reparse data and LZNT1, each over
+/// the input's bytes at the offsets it expects and at a few others.
+func ntfsParsers(_ input: [UInt8]) {
+  let size = UInt64(input.count)
+  for volumeSize in [size, 1 << 40] {
+    if let boot = typed(
+      "ntfs boot sector", { try NTFSBootSector(parsing: window(input, 0, 512), volumeSize: volumeSize) })
+    {
+      _ = boot.clusterCount &+ UInt64(boot.mftRecordSize &+ boot.indexBlockSize)
+    }
+  }
+  for (o, n) in [(0, 1024), (1024, 1024), (0, 4096), (512, 1024)] {
+    let raw = window(input, o, n)
+    if let record = typed(
+      "ntfs record", { try NTFSRecord.parse(raw, number: 5, clusterCount: 1 << 20, volumeOffset: UInt64(o)) }),
+      let record
+    {
+      _ = typed("ntfs file") {
+        try NTFSFile(number: 5, sequence: record.sequence, flags: record.flags, attributes: record.attributes)
+      }
+    }
+    var fixed = raw
+    _ = typed("ntfs fixup") { try NTFSFixup.apply(&fixed, magic: "INDX", volumeOffset: UInt64(o)) }
+    let b = NTFSBytes(fixed)
+    for h in [0x18, 0x10, 0] {
+      _ = typed("ntfs index node") { try NTFSIndexNode.parse(b, header: h, limit: fixed.count, what: "fuzz") }
+    }
+  }
+  // One attribute record, a runlist, names and times: the input's start as each.
+  let head = window(input, 0, min(max(input.count, 24), 4096))
+  _ = typed("ntfs attribute") { try NTFSRecord.parseAttribute(NTFSBytes(head), record: 0, clusterCount: 1 << 20) }
+  for from in [0, 0x40, 0x48] {
+    _ = typed("ntfs runlist") {
+      try NTFSRunlist.decode(
+        NTFSBytes(head), from: from, lowestVCN: 0, highestVCN: -1, clusterCount: 1 << 20, what: "fuzz")
+    }
+  }
+  _ = typed("ntfs file name") { try NTFSFileName.parse(NTFSBytes(head), at: 0, limit: head.count) }
+  _ = typed("ntfs standard information") { try NTFSStandardInformation.parse(head, record: 0) }
+  _ = typed("ntfs attribute list") { try NTFSFileSystem.parseList(head, base: 0) }
+  _ = typed("ntfs reparse") { try NTFSReparse.target(head, record: 0) }
+  for outputSize in [4096, 65536] {
+    _ = typed("lznt1") { try NTFSLZNT1.decompress(Array(input.prefix(65536)), outputSize: outputSize) }
+  }
+  _ = ntfsTime(GuestBytes(head).u64(0))
+  _ = ntfsUTF8(GuestBytes(head).utf16(0, units: 128))
 }
 
 /// A file system's every name (capped), read as the tools read them.
