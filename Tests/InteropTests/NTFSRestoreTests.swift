@@ -9,6 +9,19 @@ import VMDKBlock
   import Glibc
 #endif
 
+// <sys/xattr.h> is not in Glibc's Swift module.
+@_silgen_name("lgetxattr")
+private func restore_lgetxattr(
+  _ path: UnsafePointer<CChar>, _ name: UnsafePointer<CChar>, _ value: UnsafeMutableRawPointer?, _ size: Int
+) -> Int
+
+/// The value of extended attribute `name` of `path`, or nil when it has none.
+func readXattr(_ path: String, _ name: String) -> [UInt8]? {
+  var value = [UInt8](repeating: 0, count: 65536)
+  let n = value.withUnsafeMutableBytes { restore_lgetxattr(path, name, $0.baseAddress, $0.count) }
+  return n < 0 ? nil : Array(value[0..<n])
+}
+
 @Suite struct NTFSRestoreTests {
   static let small = Array("[ZoneTransfer]\nZoneId=3\n".utf8)
   static let big = NTFSOracle.content(40_000, seed: 21)
@@ -27,6 +40,8 @@ import VMDKBlock
       try NTFSOracle.setXattr("\(mnt)/docs/a.txt", "user.Zone.Identifier", small)
       try NTFSOracle.setXattr("\(mnt)/docs/a.txt", "user.big", big)
       try NTFSOracle.write("\(mnt)/docs/plain.bin", Array("plain".utf8))
+      // A stream whose sidecar name would leave the folder.
+      try NTFSOracle.setXattr("\(mnt)/docs/plain.bin", "user.up/../../escape", Array("EVIL".utf8))
     }
     return image
   }
@@ -47,6 +62,62 @@ import VMDKBlock
       let missing = try runProcess(tool, ["cat", image, "/docs/a.txt:nope"])
       #expect(missing.status != 0 && missing.errorOutput.contains("no stream"), "\(missing.errorOutput)")
       print("ntfs streams: cat of 2 streams and the unnamed one equal the bytes written")
+    }
+  }
+
+  @Test func extractStreamsNoneXattrAndSidecar() throws {
+    _ = try requireTool("ntfs-3g")
+    try withTemporaryFolder { dir in
+      let image = try Self.makeVolume(dir)
+      let tool = try builtToolPath("vmdk-files")
+      let help = try runChecked(tool, ["extract", "--help"]).output
+      #expect(help.contains("--streams") && help.contains("none (default)"), "\(help)")
+
+      // none (the default): the file only.
+      try runChecked(tool, ["extract", image, "/docs", "--to", "\(dir)/none"])
+      let noneList = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/none/docs").sorted()
+      #expect(noneList == ["a.txt", "plain.bin"], "\(noneList)")
+      #expect(readXattr("\(dir)/none/docs/a.txt", "user.Zone.Identifier") == nil)
+      #expect(readXattr("\(dir)/none/docs/a.txt", "user.ntfs.attrib") == nil)
+
+      // xattr: the small stream and the attributes; the 40 KB one where the host takes it,
+      // else a warning (ext4 holds about 4 KiB of attributes per file).
+      let x = try runProcess(tool, ["extract", image, "/docs", "--to", "\(dir)/x", "--streams", "xattr"])
+      #expect(x.status == 0, "\(x.errorOutput)")
+      let xa = "\(dir)/x/docs/a.txt"
+      #expect(readXattr(xa, "user.Zone.Identifier") == Self.small)
+      #expect(readXattr(xa, "user.ntfs.attrib").map { String(decoding: $0, as: UTF8.self) } == "0x00000020")
+      #expect(readXattr("\(dir)/x/docs/plain.bin", "user.up/../../escape") == Array("EVIL".utf8))
+      if let big = readXattr(xa, "user.big") {
+        #expect(big == Self.big)
+      } else {
+        #expect(x.errorOutput.contains("warning: docs/a.txt:big"), "\(x.errorOutput)")
+      }
+      #expect(NTFSOracle.md5(Array(try Data(contentsOf: URL(fileURLWithPath: xa)))) == NTFSOracle.md5(Self.body))
+
+      // sidecar: NAME:STREAM files with the file's times; the unsafe name refused and named.
+      let sc = try runProcess(tool, ["extract", image, "/docs", "--to", "\(dir)/sc", "--streams", "sidecar"])
+      #expect(sc.status == 1, "\(sc.errorOutput)")
+      #expect(sc.errorOutput.contains("docs/plain.bin:up/../../escape: not restored"), "\(sc.errorOutput)")
+      let scList = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/sc/docs").sorted()
+      #expect(scList == ["a.txt", "a.txt:Zone.Identifier", "a.txt:big", "plain.bin"], "\(scList)")
+      #expect(!FileManager.default.fileExists(atPath: "\(dir)/escape"))
+      let zone = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/sc/docs/a.txt:Zone.Identifier"))
+      #expect(Array(zone) == Self.small)
+      let big = try Data(contentsOf: URL(fileURLWithPath: "\(dir)/sc/docs/a.txt:big"))
+      #expect(NTFSOracle.md5(Array(big)) == NTFSOracle.md5(Self.big))
+      let fileTime =
+        try FileManager.default.attributesOfItem(atPath: "\(dir)/sc/docs/a.txt")[.modificationDate] as? Date
+      let sideTime =
+        try FileManager.default.attributesOfItem(atPath: "\(dir)/sc/docs/a.txt:big")[.modificationDate] as? Date
+      #expect(fileTime != nil && fileTime == sideTime)
+      #expect(readXattr("\(dir)/sc/docs/a.txt", "user.ntfs.attrib") == nil)
+
+      let bad = try runProcess(tool, ["extract", image, "/docs", "--to", "\(dir)/bad", "--streams", "all"])
+      #expect(bad.status != 0 && bad.errorOutput.contains("none, xattr or sidecar"), "\(bad.errorOutput)")
+      print(
+        "ntfs extract: none 2 files; xattr \(x.errorOutput.contains("warning") ? "2 streams + 1 warned" : "3 streams"); sidecar 2 streams, 1 unsafe name refused"
+      )
     }
   }
 }
