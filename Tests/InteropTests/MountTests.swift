@@ -1,4 +1,5 @@
-// vmdk-mount through the kernel: ext4 and FAT made by mke2fs -d and mkfs.fat + mcopy, and NTFS filled through ntfs-3g, inside a
+// vmdk-mount through the kernel: ext4 and FAT made by mke2fs -d and mkfs.fat + mcopy, and
+// NTFS filled through ntfs-3g (against a read-only ntfs-3g mount), each inside a
 // GPT disk, mounted and read with find, md5sum (8 at once) and readlink against the source
 // tree; the raw view against qemu-img convert; streamOptimized, a 2-link chain and nbd://;
 // SIGTERM, SIGINT, fusermount3 -u and the daemon leaving nothing behind; writes refused with
