@@ -341,6 +341,11 @@ public final class Extractor {
           e.id, named: s.displayName, at: pos, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))
       }
       guard n > 0 else { break }
+      // A run of zeros (a sparse stream such as $BadClus:$Bad) is left a hole.
+      if buffer.withUnsafeBytes({ b in b[0..<n].allSatisfy { $0 == 0 } }) {
+        pos += UInt64(n)
+        continue
+      }
       var done = 0
       while done < n {
         let w = buffer.withUnsafeBytes { b in
@@ -355,6 +360,7 @@ public final class Extractor {
       pos += UInt64(n)
       report.bytes += UInt64(n)
     }
+    guard ftruncate(fd, off_t(pos)) == 0 else { throw errnoError("cannot set the size of", sideRel) }
     var plain = a
     plain.mode = a.mode & 0o666
     try setMetadata(plain, fd: fd, parentFD: parentFD, name: name, rel: sideRel)

@@ -100,6 +100,11 @@ import VMDKBlock
       #expect(
         mbr == want1, "MBR streamOptimized: \(mbr.sorted { $0.key < $1.key }) vs \(want1.sorted { $0.key < $1.key })")
 
+      // $BadClus:$Bad, a stream as long as the volume with no cluster: a sidecar left a hole.
+      var bad = stat()
+      #expect(lstat("\(dir)/out-mbr/$BadClus:$Bad", &bad) == 0 && bad.st_size >= 24 << 20 - 4096)
+      #expect(bad.st_blocks == 0, "$BadClus:$Bad sidecar holds \(bad.st_blocks) blocks")
+
       // The compressed and the sparse file really are (else those paths went untested).
       let tool = try builtToolPath("vmdk-files")
       try runChecked(
