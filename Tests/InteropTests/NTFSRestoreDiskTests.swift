@@ -2,7 +2,8 @@
 // (type 7) as streamOptimized, and inside a GPT disk as a 2-link chain whose child changes a
 // file and adds one. `vmdk-files extract --streams sidecar` of each must give the names and
 // md5s of a read-only ntfs-3g mount of the same volume (streams as NAME:STREAM against the
-// mount's user.* xattrs); the child shows the new contents, the parent the old.
+// mount's user.* xattrs); the child shows the new contents, the parent the old (and icat
+// of the child's raw conversion agrees).
 
 import Foundation
 import Testing
@@ -71,7 +72,9 @@ import VMDKBlock
   }
 
   @Test func mbrStreamOptimizedAndGPTChain() throws {
-    for tool in ["ntfs-3g", "mkntfs", "sfdisk", "sgdisk", "qemu-img", "qemu-io"] { _ = try requireTool(tool) }
+    for tool in ["ntfs-3g", "mkntfs", "sfdisk", "sgdisk", "qemu-img", "qemu-io", "ifind", "icat"] {
+      _ = try requireTool(tool)
+    }
     let start = Date()
     try withTemporaryFolder { dir in
       let mnt = "\(dir)/mnt"
@@ -140,6 +143,13 @@ import VMDKBlock
       #expect(child["added.txt"] != nil && parent["added.txt"] == nil)
       #expect(child["Users/alice/notes.txt"]?.hasSuffix(NTFSOracle.md5(Self.new)) == true)
       #expect(parent["Users/alice/notes.txt"]?.hasSuffix(NTFSOracle.md5(Self.old)) == true)
+      // sleuthkit on the child's raw conversion: ifind + icat give the new contents too.
+      try Qemu.img("convert", "-O", "raw", "\(dir)/child.vmdk", "\(dir)/child.raw")
+      let record = try runChecked(
+        try requireTool("ifind"), ["-o", "2048", "-n", "/Users/alice/notes.txt", "\(dir)/child.raw"]
+      ).output.trimmingCharacters(in: .whitespacesAndNewlines)
+      let icat = try runChecked(try requireTool("icat"), ["-o", "2048", "\(dir)/child.raw", record]).stdout
+      #expect(NTFSOracle.md5(Array(icat)) == NTFSOracle.md5(Self.new))
       print(
         "ntfs disks: \(want1.count) files and streams (MBR streamOptimized, GPT parent), \(want2.count) (GPT child, \(chunks) chunks) equal ntfs-3g in \(String(format: "%.1f", Date().timeIntervalSince(start))) s"
       )
