@@ -9,12 +9,32 @@ import VMDKBlock
   import Glibc
 #endif
 
+// <sys/xattr.h> is not part of Glibc's Swift module: fsetxattr declared by hand.
+@_silgen_name("fsetxattr")
+private func c_fsetxattr(
+  _ fd: Int32, _ name: UnsafePointer<CChar>, _ value: UnsafeRawPointer?, _ size: Int, _ flags: Int32
+) -> Int32
+
 public struct ExtractOptions: Sendable {
   /// Replace existing files (never an existing folder; a symbolic link is replaced, not followed).
   public var force = false
   /// Set owners from the file system (default: when running as root).
   public var keepOwners = geteuid() == 0
+  /// What becomes of NTFS named data streams (other file systems have none).
+  public var streams: StreamMode = .none
   public init() {}
+}
+
+/// How `extract` keeps NTFS alternate data streams and Windows attributes.
+public enum StreamMode: String, Sendable, CaseIterable {
+  /// Streams are not restored (the default).
+  case none
+  /// Each stream as a `user.STREAM` extended attribute of its file (skipped with a warning when
+  /// the host file system refuses the size), and the Windows attributes as `user.ntfs.attrib`
+  /// ("0x" and 8 hex digits).
+  case xattr
+  /// Each stream as a file `NAME:STREAM` beside its file (refused when that name is unsafe).
+  case sidecar
 }
 
 /// What an extraction did, and what it could not do.
@@ -25,6 +45,10 @@ public struct ExtractReport: Sendable {
   public var hardLinks = 0
   public var others = 0
   public var bytes: UInt64 = 0
+  /// Named streams restored (as extended attributes or sidecar files).
+  public var streams = 0
+  /// Streams skipped (too big for an extended attribute), each with its reason.
+  public var warnings: [String] = []
   /// Each file not restored, by its path in the file system, with the reason.
   public var failures: [(path: String, error: VMDKError)] = []
   public init() {}
@@ -181,6 +205,7 @@ public final class Extractor {
     } catch {
       fail(shownPath, error)
     }
+    try restoreStreams(e, a, fd: fd, parentFD: parentFD, rel: rel)
     try setMetadata(a, fd: fd, parentFD: parentFD, name: e.name, rel: rel)
   }
 
@@ -221,9 +246,125 @@ public final class Extractor {
       }
     }
     guard ftruncate(fd, off_t(a.size)) == 0 else { throw errnoError("cannot set the size of", rel) }
+    try restoreStreams(e, a, fd: fd, parentFD: parentFD, rel: rel)
     try setMetadata(a, fd: fd, parentFD: parentFD, name: e.name, rel: rel)
     report.files += 1
     if a.linkCount > 1 { linked[e.id] = rel }
+  }
+
+  /// Linux's cap on one extended attribute value (XATTR_SIZE_MAX).
+  static let maxXattrValue: UInt64 = 65536
+
+  /// The named streams of an NTFS file or folder, and its Windows attributes, as the options
+  /// ask. A stream that cannot be kept is a failure of that stream only (`path:stream`),
+  /// or a warning when the host refuses its size as an extended attribute.
+  private func restoreStreams(_ e: DirectoryEntry, _ a: FileAttributes, fd: Int32, parentFD: Int32, rel: [UInt8])
+    throws
+  {
+    guard options.streams != .none, let ntfs = fileSystem as? NTFSFileSystem else { return }
+    let shown = String(decoding: rel, as: UTF8.self)
+    if options.streams == .xattr {
+      let attrib = try ntfs.fileAttributes(e.id)
+      let hex = String(attrib, radix: 16)
+      let text = Array(("0x" + String(repeating: "0", count: max(0, 8 - hex.count)) + hex).utf8)
+      let r = text.withUnsafeBytes { c_fsetxattr(fd, "user.ntfs.attrib", $0.baseAddress, $0.count, 0) }
+      if r != 0 { report.warnings.append("\(shown): Windows attributes not kept: \(String(cString: strerror(errno)))") }
+    }
+    for s in try ntfs.streams(e.id) {
+      do {
+        switch options.streams {
+        case .none: return
+        case .xattr: try streamAsXattr(ntfs, e.id, s, fd: fd, shown: shown)
+        case .sidecar: try streamAsSidecar(ntfs, e, a, s, parentFD: parentFD, rel: rel)
+        }
+      } catch {
+        fail(rel + [UInt8(ascii: ":")] + s.name, error)
+      }
+    }
+  }
+
+  private func streamAsXattr(_ ntfs: NTFSFileSystem, _ id: FileID, _ s: NTFSFileSystem.Stream, fd: Int32, shown: String)
+    throws
+  {
+    let key = Array("user.".utf8) + s.name
+    guard !s.name.contains(0), key.count <= 255 else {
+      throw VMDKError(
+        .unsafeName, "the stream name \(s.displayName.debugDescription) cannot be an extended attribute name")
+    }
+    guard s.size <= Self.maxXattrValue else {
+      report.warnings.append(
+        "\(shown):\(s.displayName): a stream of \(s.size) bytes is above the \(Self.maxXattrValue)-byte cap of an extended attribute; not kept (use --streams sidecar)"
+      )
+      return
+    }
+    var value = [UInt8](repeating: 0, count: Int(s.size))
+    var got = 0
+    while got < value.count {
+      let n = try value.withUnsafeMutableBytes {
+        try ntfs.readStream(
+          id, named: s.displayName, at: UInt64(got), into: UnsafeMutableRawBufferPointer(rebasing: $0[got...]))
+      }
+      guard n > 0 else { break }
+      got += n
+    }
+    let r = withCName(key) { k in value.withUnsafeBytes { c_fsetxattr(fd, k, $0.baseAddress, got, 0) } }
+    if r != 0 {
+      let why = String(cString: strerror(errno))
+      guard errno == ENOSPC || errno == E2BIG || errno == ERANGE else {
+        throw VMDKError(.fileAccess, "cannot set the extended attribute \(shown):\(s.displayName): \(why)")
+      }
+      report.warnings.append(
+        "\(shown):\(s.displayName): a stream of \(s.size) bytes does not fit an extended attribute here (\(why)); not kept (use --streams sidecar)"
+      )
+      return
+    }
+    report.streams += 1
+  }
+
+  private func streamAsSidecar(
+    _ ntfs: NTFSFileSystem, _ e: DirectoryEntry, _ a: FileAttributes, _ s: NTFSFileSystem.Stream, parentFD: Int32,
+    rel: [UInt8]
+  ) throws {
+    let name = e.name + [UInt8(ascii: ":")] + s.name
+    try Extractor.checkName(name)
+    try Extractor.checkName(s.name)
+    let sideRel = rel + [UInt8(ascii: ":")] + s.name
+    try clearForNew(name, parentFD: parentFD, rel: sideRel)
+    let fd = withCName(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+    guard fd >= 0 else { throw errnoError("cannot create", sideRel) }
+    defer { close(fd) }
+    var pos: UInt64 = 0
+    while pos < s.size {
+      let want = Int(min(UInt64(buffer.count), s.size - pos))
+      let n = try buffer.withUnsafeMutableBytes {
+        try ntfs.readStream(
+          e.id, named: s.displayName, at: pos, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))
+      }
+      guard n > 0 else { break }
+      // A run of zeros (a sparse stream such as $BadClus:$Bad) is left a hole.
+      if buffer.withUnsafeBytes({ b in b[0..<n].allSatisfy { $0 == 0 } }) {
+        pos += UInt64(n)
+        continue
+      }
+      var done = 0
+      while done < n {
+        let w = buffer.withUnsafeBytes { b in
+          pwrite(fd, b.baseAddress.map { $0 + done }, n - done, off_t(pos) + off_t(done))
+        }
+        if w < 0 {
+          if errno == EINTR { continue }
+          throw errnoError("cannot write", sideRel)
+        }
+        done += w
+      }
+      pos += UInt64(n)
+      report.bytes += UInt64(n)
+    }
+    guard ftruncate(fd, off_t(pos)) == 0 else { throw errnoError("cannot set the size of", sideRel) }
+    var plain = a
+    plain.mode = a.mode & 0o666
+    try setMetadata(plain, fd: fd, parentFD: parentFD, name: name, rel: sideRel)
+    report.streams += 1
   }
 
   /// Owner (as root), mode and times: through `fd` when there is one, else by name without

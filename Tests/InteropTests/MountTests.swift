@@ -1,4 +1,5 @@
-// vmdk-mount through the kernel: ext4 and FAT made by mke2fs -d and mkfs.fat + mcopy inside a
+// vmdk-mount through the kernel: ext4 and FAT made by mke2fs -d and mkfs.fat + mcopy, and
+// NTFS filled through ntfs-3g (against a read-only ntfs-3g mount), each inside a
 // GPT disk, mounted and read with find, md5sum (8 at once) and readlink against the source
 // tree; the raw view against qemu-img convert; streamOptimized, a 2-link chain and nbd://;
 // SIGTERM, SIGINT, fusermount3 -u and the daemon leaving nothing behind; writes refused with
@@ -504,6 +505,55 @@ enum MountOracle {
       let lines = m.log.split(separator: "\n").filter { $0.contains("/bad.bin") }
       #expect(lines.count == 1, "\(m.log)")
       #expect(lines.first?.contains("at offset 0") == true && lines.first?.contains("outside") == true, "\(m.log)")
+    }
+  }
+
+  @Test func ntfsMountMatchesAReadOnlyNtfs3gMountOfTheSameVolume() throws {
+    _ = try requireFuse()
+    let mkntfs = try requireTool("mkntfs")
+    _ = try requireTool("ntfs-3g")
+    try withTemporaryFolder { dir in
+      let fs = "\(dir)/fs.img"
+      let theirs = "\(dir)/ntfs3g"
+      try FileManager.default.createDirectory(atPath: theirs, withIntermediateDirectories: true)
+      try runChecked("/usr/bin/truncate", ["-s", "64M", fs])
+      try runChecked(mkntfs, ["-F", "-f", "-q", "-c", "4096", "-L", "MOUNTNTFS", fs])
+      try NTFSOracle.withMount(fs, theirs, options: "rw") {
+        try shell(
+          """
+          set -e; cd '\(theirs)'; mkdir -p Deep/a/b/c/d/e 'Ünïcödé Földer' empty comp
+          for s in 0 1 511 4095 4096 4097 65537; do head -c $s /dev/urandom > size$s.bin; done
+          for i in $(seq 1 12); do head -c $((i * 98304)) /dev/urandom > big$i.bin; done
+          echo unicode > 'Ünïcödé Földer/日本語のファイル名.txt'; echo deep > Deep/a/b/c/d/e/bottom.txt
+          ln size4096.bin 'Ünïcödé Földer/hard-b'
+          truncate -s 3M sparse.bin; printf middle | dd of=sparse.bin bs=1 seek=2000000 conv=notrunc status=none
+          """)
+        try NTFSOracle.setXattr("\(theirs)/comp", "system.ntfs_attrib_be", [0, 0, 0x08, 0])
+        try NTFSOracle.write("\(theirs)/comp/log.txt", NTFSOracle.text(300_000, seed: 41))
+        try NTFSOracle.setXattr("\(theirs)/size1.bin", "user.stream", Array("a stream, not a file".utf8))
+      }
+      // Names, types, sizes and mtimes (folders' sizes, modes and owners are each side's own).
+      func view(_ r: [String: String]) -> [String: String] {
+        r.mapValues { line in
+          let f = line.split(separator: " ", omittingEmptySubsequences: false)
+          return "\(f[0]) \(f[0] == "d" ? "-" : f[1]) \(f[6]) \(f[7...].joined(separator: " "))"
+        }
+      }
+      let (want, wantDigests) = try NTFSOracle.withMount(fs, theirs, options: "ro") {
+        (view(try MountOracle.records(theirs)), try MountOracle.digests(theirs))
+      }
+      #expect(wantDigests.count == 7 + 12 + 5, "\(wantDigests.keys.sorted())")
+      let vmdk = try MountOracle.gptDisk(fs, dir, name: "d")
+      try withMount(vmdk, at: "\(dir)/mnt") { mnt in
+        let start = Date()
+        let ours = view(try MountOracle.records(mnt).filter { !$0.key.hasPrefix("$") })
+        MountOracle.expectSame(ours, want, "find -printf on NTFS")
+        let digests = try MountOracle.digests(mnt).filter { !$0.key.hasPrefix("./$") && !$0.key.hasPrefix("$") }
+        MountOracle.expectSame(digests, wantDigests, "md5sum -P8 on NTFS")
+        print(
+          "mount ntfs: \(ours.count) names, \(digests.count) md5 digests equal ntfs-3g's in \(String(format: "%.2f", Date().timeIntervalSince(start))) s"
+        )
+      }
     }
   }
 }

@@ -17,12 +17,18 @@ struct Extract: ParsableCommand {
       root. Names that could leave the folder ("/", "..", NUL) are refused and reported;
       symbolic links already in the folder are not followed; an existing file is replaced only
       with --force. Exit status 1 when some files could not be restored (each is named).
+      NTFS alternate data streams are not restored unless --streams says how: "xattr" keeps
+      each as a user.STREAM extended attribute (a stream too big for the host file system is
+      skipped with a warning) and the Windows attributes as user.ntfs.attrib ("0x" and 8 hex
+      digits); "sidecar" writes each as a file NAME:STREAM beside its file.
       """)
   @OptionGroup var image: ImageOptions
   @Argument(help: "The paths to extract (\"/\" for everything).") var paths: [String]
   @Option(help: "The destination folder (created when missing).") var to: String
   @Flag(help: "Replace existing files.") var force = false
   @Flag(help: "No progress bar.") var quiet = false
+  @Option(help: "NTFS alternate data streams: none (default), xattr (user.STREAM) or sidecar (NAME:STREAM files).")
+  var streams: String = "none"
 
   func run() throws {
     var failures: [(String, VMDKError)] = []
@@ -31,6 +37,10 @@ struct Extract: ParsableCommand {
       warn(fs, json: image.json)
       var options = ExtractOptions()
       options.force = force
+      guard let mode = StreamMode(rawValue: streams) else {
+        throw VMDKError(.invalidArgument, "--streams is none, xattr or sidecar, not \"\(streams)\"")
+      }
+      options.streams = mode
       let extractor = try Extractor(fileSystem: fs, to: to, options: options)
       var bar: ProgressBar?
       if !quiet && !image.json && isatty(2) != 0 {
@@ -61,12 +71,14 @@ struct Extract: ParsableCommand {
       bar?.finish()
       let r = extractor.report
       failures += r.failures
+      for w in r.warnings { printError("\(toolName): warning: \(w)") }
       if image.json {
         printJSON(
           .object([
             ("files", .int(Int64(r.files))), ("directories", .int(Int64(r.directories))),
             ("symlinks", .int(Int64(r.symlinks))), ("hardLinks", .int(Int64(r.hardLinks))),
-            ("others", .int(Int64(r.others))), ("bytes", .uint(r.bytes)),
+            ("others", .int(Int64(r.others))), ("streams", .int(Int64(r.streams))), ("bytes", .uint(r.bytes)),
+            ("warnings", .array(r.warnings.map { .string($0) })),
             ("failures", .array(failures.map { .object([("path", .string($0.0)), ("error", .string("\($0.1)"))]) })),
           ]))
       }

@@ -101,16 +101,20 @@ struct Ls: ParsableCommand {
 }
 
 struct Stat: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "A file's attributes.")
+  static let configuration = CommandConfiguration(abstract: "A file's attributes (on NTFS also of PATH:STREAM).")
   @OptionGroup var image: ImageOptions
-  @Argument(help: "The path.") var path: String
+  @Argument(help: "The path (on NTFS also PATH:STREAM: its size is the stream's).") var path: String
 
   func run() throws {
     try runReporting {
       let (_, fs) = try image.fileSystem()
-      let id = try fs.lookup(path)
-      let a = try fs.stat(id)
+      let (id, stream) = try lookupStream(fs, path)
+      var a = try fs.stat(id)
       var kv: [(String, JSON)] = [("path", .string(path)), ("fileSystem", .string(fs.kind))]
+      if let stream {
+        a.size = stream.size
+        kv.append(("stream", .string(stream.displayName)))
+      }
       kv += attributesJSON(a)
       if a.type == .symlink { kv.append(("target", .string(String(decoding: try fs.readlink(id), as: UTF8.self)))) }
       if image.json {
@@ -131,19 +135,36 @@ struct Stat: ParsableCommand {
 }
 
 struct Cat: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Write a file's bytes to standard output.")
+  static let configuration = CommandConfiguration(
+    abstract: "Write a file's bytes to standard output.",
+    discussion: "On NTFS, PATH:STREAM writes the named (alternate) data stream STREAM of PATH.")
   @OptionGroup var image: ImageOptions
-  @Argument(help: "The path.") var path: String
+  @Argument(help: "The path (on NTFS also PATH:STREAM).") var path: String
 
   func run() throws {
     try runReporting {
       let (_, fs) = try image.fileSystem()
-      let id = try fs.lookup(path)
+      let (id, stream) = try lookupStream(fs, path)
       let a = try fs.stat(id)
+      var size = a.size
+      if let stream, let ntfs = fs as? NTFSFileSystem {
+        size = stream.size
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var pos: UInt64 = 0
+        while pos < size {
+          let n = try buffer.withUnsafeMutableBytes {
+            try ntfs.readStream(id, named: stream.displayName, at: pos, into: $0)
+          }
+          guard n > 0 else { break }
+          try buffer.withUnsafeBytes { try writeStdout(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+          pos += UInt64(n)
+        }
+        return
+      }
       guard a.type == .regular else { throw VMDKError(.invalidArgument, "\(path) is a \(a.type.rawValue), not a file") }
       var buffer = [UInt8](repeating: 0, count: 1 << 20)
       var pos: UInt64 = 0
-      while pos < a.size {
+      while pos < size {
         let n = try buffer.withUnsafeMutableBytes { try fs.read(id, at: pos, into: $0) }
         guard n > 0 else { break }
         try buffer.withUnsafeBytes { try writeStdout(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
@@ -211,4 +232,25 @@ struct Find: ParsableCommand {
       if failed { throw ExitCode(1) }
     }
   }
+}
+
+/// Resolves PATH, or on NTFS PATH:STREAM (a named data stream), when PATH itself is not a
+/// name: the last ":" of the last component splits it. Other file systems have no streams:
+/// a ":" is part of the name there.
+func lookupStream(_ fs: any FileSystem, _ path: String) throws -> (FileID, NTFSFileSystem.Stream?) {
+  guard let ntfs = fs as? NTFSFileSystem else { return (try fs.lookup(path), nil) }
+  let bytes = Array(path.utf8)
+  let lastSlash = bytes.lastIndex(of: UInt8(ascii: "/")) ?? -1
+  guard let colon = bytes.lastIndex(of: UInt8(ascii: ":")), colon > lastSlash else {
+    return (try fs.lookup(path), nil)
+  }
+  if let id = try? fs.lookup(path) { return (id, nil) }
+  let file = String(decoding: bytes[..<colon], as: UTF8.self)
+  let name = Array(bytes[(colon + 1)...])
+  let id = try fs.lookup(file)
+  guard !name.isEmpty else { return (id, nil) }
+  guard let s = try ntfs.streams(id).first(where: { $0.name == name }) else {
+    throw VMDKError(.fileNotFound, "\(file) has no stream \"\(String(decoding: name, as: UTF8.self))\"")
+  }
+  return (id, s)
 }
