@@ -261,21 +261,21 @@ public final class Extractor {
   private func restoreStreams(_ e: DirectoryEntry, _ a: FileAttributes, fd: Int32, parentFD: Int32, rel: [UInt8])
     throws
   {
-    guard options.streams != .none, let ntfs = fileSystem as? NTFSFileSystem else { return }
+    guard options.streams != .none, fileSystem.hasNamedStreams else { return }
+    let fs = fileSystem
     let shown = String(decoding: rel, as: UTF8.self)
-    if options.streams == .xattr {
-      let attrib = try ntfs.fileAttributes(e.id)
+    if options.streams == .xattr, let attrib = try fs.windowsAttributes(e.id) {
       let hex = String(attrib, radix: 16)
       let text = Array(("0x" + String(repeating: "0", count: max(0, 8 - hex.count)) + hex).utf8)
       let r = text.withUnsafeBytes { c_fsetxattr(fd, "user.ntfs.attrib", $0.baseAddress, $0.count, 0) }
       if r != 0 { report.warnings.append("\(shown): Windows attributes not kept: \(String(cString: strerror(errno)))") }
     }
-    for s in try ntfs.streams(e.id) {
+    for s in try fs.streams(e.id) {
       do {
         switch options.streams {
         case .none: return
-        case .xattr: try streamAsXattr(ntfs, e.id, s, fd: fd, shown: shown)
-        case .sidecar: try streamAsSidecar(ntfs, e, a, s, parentFD: parentFD, rel: rel)
+        case .xattr: try streamAsXattr(fs, e.id, s, fd: fd, shown: shown)
+        case .sidecar: try streamAsSidecar(fs, e, a, s, parentFD: parentFD, rel: rel)
         }
       } catch {
         fail(rel + [UInt8(ascii: ":")] + s.name, error)
@@ -283,7 +283,7 @@ public final class Extractor {
     }
   }
 
-  private func streamAsXattr(_ ntfs: NTFSFileSystem, _ id: FileID, _ s: NTFSFileSystem.Stream, fd: Int32, shown: String)
+  private func streamAsXattr(_ fs: any FileSystem, _ id: FileID, _ s: NamedStream, fd: Int32, shown: String)
     throws
   {
     let key = Array("user.".utf8) + s.name
@@ -301,7 +301,7 @@ public final class Extractor {
     var got = 0
     while got < value.count {
       let n = try value.withUnsafeMutableBytes {
-        try ntfs.readStream(
+        try fs.readStream(
           id, named: s.displayName, at: UInt64(got), into: UnsafeMutableRawBufferPointer(rebasing: $0[got...]))
       }
       guard n > 0 else { break }
@@ -322,7 +322,7 @@ public final class Extractor {
   }
 
   private func streamAsSidecar(
-    _ ntfs: NTFSFileSystem, _ e: DirectoryEntry, _ a: FileAttributes, _ s: NTFSFileSystem.Stream, parentFD: Int32,
+    _ fs: any FileSystem, _ e: DirectoryEntry, _ a: FileAttributes, _ s: NamedStream, parentFD: Int32,
     rel: [UInt8]
   ) throws {
     let name = e.name + [UInt8(ascii: ":")] + s.name
@@ -337,7 +337,7 @@ public final class Extractor {
     while pos < s.size {
       let want = Int(min(UInt64(buffer.count), s.size - pos))
       let n = try buffer.withUnsafeMutableBytes {
-        try ntfs.readStream(
+        try fs.readStream(
           e.id, named: s.displayName, at: pos, into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want]))
       }
       guard n > 0 else { break }

@@ -124,10 +124,39 @@ public protocol FileSystem: Sendable {
   /// exact bytes (the default, ext), ASCII case folded (FAT), $UpCase (NTFS). An exact match
   /// wins. Path lookup (`lookup(_:)`) goes through it.
   func entry(named name: [UInt8], in folder: FileID) throws -> DirectoryEntry?
+  /// Whether files can carry named data streams (NTFS); a ":" in a name is then a stream
+  /// separator for the tools. False by default.
+  var hasNamedStreams: Bool { get }
+  /// The named data streams of a file or folder, in on-disk order (none by default).
+  func streams(_ id: FileID) throws -> [NamedStream]
+  /// Reads up to `buffer.count` bytes of the stream `name` from `offset`; the count read.
+  func readStream(_ id: FileID, named name: String, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
+    throws -> Int
+  /// The Windows file attributes (FILE_ATTRIBUTE_*), where the file system keeps them.
+  func windowsAttributes(_ id: FileID) throws -> UInt32?
+}
+
+/// A named data stream of a file (an NTFS alternate data stream).
+public struct NamedStream: Sendable, Hashable {
+  public var name: [UInt8]
+  public var size: UInt64
+  public init(name: [UInt8], size: UInt64) {
+    self.name = name
+    self.size = size
+  }
+  public var displayName: String { String(decoding: name, as: UTF8.self) }
 }
 
 extension FileSystem {
   public var warnings: [String] { [] }
+  public var hasNamedStreams: Bool { false }
+  public func streams(_ id: FileID) throws -> [NamedStream] { [] }
+  public func readStream(
+    _ id: FileID, named name: String, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
+  ) throws -> Int {
+    throw VMDKError(.fileNotFound, "\(kind): no stream \"\(name)\" (this file system has no named streams)")
+  }
+  public func windowsAttributes(_ id: FileID) throws -> UInt32? { nil }
   public func entry(named name: [UInt8], in folder: FileID) throws -> DirectoryEntry? {
     try list(folder).first { $0.name == name }
   }

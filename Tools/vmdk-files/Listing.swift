@@ -19,9 +19,9 @@ struct Ls: ParsableCommand {
   var streams = false
 
   /// The named streams of one entry, when asked for and the file system has them.
-  func namedStreams(_ fs: any FileSystem, _ id: FileID) throws -> [NTFSFileSystem.Stream] {
-    guard streams, let ntfs = fs as? NTFSFileSystem else { return [] }
-    return try ntfs.streams(id)
+  func namedStreams(_ fs: any FileSystem, _ id: FileID) throws -> [NamedStream] {
+    guard streams else { return [] }
+    return try fs.streams(id)
   }
 
   func run() throws {
@@ -147,13 +147,13 @@ struct Cat: ParsableCommand {
       let (id, stream) = try lookupStream(fs, path)
       let a = try fs.stat(id)
       var size = a.size
-      if let stream, let ntfs = fs as? NTFSFileSystem {
+      if let stream {
         size = stream.size
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var pos: UInt64 = 0
         while pos < size {
           let n = try buffer.withUnsafeMutableBytes {
-            try ntfs.readStream(id, named: stream.displayName, at: pos, into: $0)
+            try fs.readStream(id, named: stream.displayName, at: pos, into: $0)
           }
           guard n > 0 else { break }
           try buffer.withUnsafeBytes { try writeStdout(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
@@ -237,8 +237,8 @@ struct Find: ParsableCommand {
 /// Resolves PATH, or on NTFS PATH:STREAM (a named data stream), when PATH itself is not a
 /// name: the last ":" of the last component splits it. Other file systems have no streams:
 /// a ":" is part of the name there.
-func lookupStream(_ fs: any FileSystem, _ path: String) throws -> (FileID, NTFSFileSystem.Stream?) {
-  guard let ntfs = fs as? NTFSFileSystem else { return (try fs.lookup(path), nil) }
+func lookupStream(_ fs: any FileSystem, _ path: String) throws -> (FileID, NamedStream?) {
+  guard fs.hasNamedStreams else { return (try fs.lookup(path), nil) }
   let bytes = Array(path.utf8)
   let lastSlash = bytes.lastIndex(of: UInt8(ascii: "/")) ?? -1
   guard let colon = bytes.lastIndex(of: UInt8(ascii: ":")), colon > lastSlash else {
@@ -249,7 +249,7 @@ func lookupStream(_ fs: any FileSystem, _ path: String) throws -> (FileID, NTFSF
   let name = Array(bytes[(colon + 1)...])
   let id = try fs.lookup(file)
   guard !name.isEmpty else { return (id, nil) }
-  guard let s = try ntfs.streams(id).first(where: { $0.name == name }) else {
+  guard let s = try fs.streams(id).first(where: { $0.name == name }) else {
     throw VMDKError(.fileNotFound, "\(file) has no stream \"\(String(decoding: name, as: UTF8.self))\"")
   }
   return (id, s)

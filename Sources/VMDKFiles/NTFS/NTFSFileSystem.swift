@@ -659,11 +659,8 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   // MARK: NTFS only: streams and reparse points
 
   /// A named $DATA stream (an alternate data stream, `file:name`).
-  public struct Stream: Sendable, Hashable {
-    public var name: [UInt8]
-    public var size: UInt64
-    public var displayName: String { String(decoding: name, as: UTF8.self) }
-  }
+  public typealias Stream = NamedStream
+  public var hasNamedStreams: Bool { true }
 
   /// The named streams of a file or folder, in on-disk order.
   public func streams(_ id: FileID) throws -> [Stream] {
@@ -696,4 +693,6 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   public func fileAttributes(_ id: FileID) throws -> UInt32 {
     try withFile { try file(id).standardInformation?.fileAttributes ?? 0 }
   }
+
+  public func windowsAttributes(_ id: FileID) throws -> UInt32? { try fileAttributes(id) }
 }
