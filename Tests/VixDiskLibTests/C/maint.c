@@ -8,23 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vixDiskLib.h"
-
-static VixDiskLibConnection conn;
-
-static void fail(const char *what, VixError err) {
-  char *text = VixDiskLib_GetErrorText(err, NULL);
-  fprintf(stderr, "maint: %s failed: %llu: %s\n", what, (unsigned long long)VIX_ERROR_CODE(err),
-          text ? text : "?");
-  VixDiskLib_FreeErrorText(text);
-  exit(1);
-}
-
-#define CHECK(call)                      \
-  do {                                   \
-    VixError e_ = (call);                \
-    if (VIX_FAILED(e_)) fail(#call, e_); \
-  } while (0)
+#define VIXTEST_NAME "maint"
+#include "vixtest.h"
 
 static void setup(void) {
   /* Init, not InitEx: the entry point of VDDK 1.x programs, still exported. */
@@ -35,12 +20,6 @@ static void setup(void) {
 static void teardown(void) {
   CHECK(VixDiskLib_Disconnect(conn));
   VixDiskLib_Exit();
-}
-
-static VixDiskLibHandle open_disk(const char *path, uint32 flags) {
-  VixDiskLibHandle h = NULL;
-  CHECK(VixDiskLib_Open(conn, path, flags, &h));
-  return h;
 }
 
 static int progress_calls, progress_last;

@@ -9,24 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vixDiskLib.h"
+#define VIXTEST_NAME "vixcheck"
+#include "vixtest.h"
 #include "vixDiskLibExt.h"
-
-static VixDiskLibConnection conn;
-
-static void fail(const char *what, VixError err) {
-  char *text = VixDiskLib_GetErrorText(err, NULL);
-  fprintf(stderr, "vixcheck: %s failed: %llu: %s\n", what, (unsigned long long)VIX_ERROR_CODE(err),
-          text ? text : "?");
-  VixDiskLib_FreeErrorText(text);
-  exit(1);
-}
-
-#define CHECK(call)                   \
-  do {                                \
-    VixError e_ = (call);             \
-    if (VIX_FAILED(e_)) fail(#call, e_); \
-  } while (0)
 
 static void setup(void) {
   CHECK(VixDiskLib_InitEx(8, 0, NULL, NULL, NULL, NULL, NULL));
@@ -36,12 +21,6 @@ static void setup(void) {
 static void teardown(void) {
   CHECK(VixDiskLib_Disconnect(conn));
   VixDiskLib_Exit();
-}
-
-static VixDiskLibHandle open_disk(const char *path, uint32 flags) {
-  VixDiskLibHandle h = NULL;
-  CHECK(VixDiskLib_Open(conn, path, flags, &h));
-  return h;
 }
 
 static void hex(const unsigned char *d, unsigned n, char *out) {
