@@ -106,7 +106,7 @@ enum NTFSPatch {
         b[r + 510] ^= 0xFF
         try NTFSPatch.write(b, "\(dir)/torn.img")
         let t = try NTFSPatch.open("\(dir)/torn.img")
-        let e = expectNTFSError(.corruptFileSystem) { _ = try t.stat(a) }
+        let e = expectVMDKError(.corruptFileSystem) { _ = try t.stat(a) }
         #expect(e?.offset == UInt64(r + 510), "\(String(describing: e))")
         #expect(e?.file == "\(dir)/torn.img")
         // The folder still lists (its index does not depend on the record).
@@ -145,7 +145,7 @@ enum NTFSPatch {
         b[pairs] = 0x09
         try NTFSPatch.write(b, "\(dir)/runs.img")
         let f = try NTFSPatch.open("\(dir)/runs.img")
-        expectNTFSError(.corruptFileSystem) { _ = try f.stat(big) }
+        expectVMDKError(.corruptFileSystem) { _ = try f.stat(big) }
       }
 
       // Index sub-nodes: two root entries pointing at one block (a loop), and a VCN outside.
@@ -169,13 +169,13 @@ enum NTFSPatch {
         for i in 0..<8 { loop[vcnFields[1] + i] = base[vcnFields[0] + i] }
         try NTFSPatch.write(loop, "\(dir)/loop.img")
         let l = try NTFSPatch.open("\(dir)/loop.img")
-        let e = expectNTFSError(.corruptFileSystem) { _ = try l.list(many) }
+        let e = expectVMDKError(.corruptFileSystem) { _ = try l.list(many) }
         #expect(e?.message.contains("twice") == true, "\(String(describing: e))")
         var outside = base
         outside[vcnFields[0] + 4] = 1  // VCN + 2^32
         try NTFSPatch.write(outside, "\(dir)/outside.img")
         let o = try NTFSPatch.open("\(dir)/outside.img")
-        expectNTFSError(.corruptFileSystem) { _ = try o.list(many) }
+        expectVMDKError(.corruptFileSystem) { _ = try o.list(many) }
       }
 
       // A torn INDX block: every index block of the volume (only /many has any) loses one
@@ -190,7 +190,7 @@ enum NTFSPatch {
         #expect(!torn.isEmpty)
         try NTFSPatch.write(b, "\(dir)/indx.img")
         let t = try NTFSPatch.open("\(dir)/indx.img")
-        let e = expectNTFSError(.corruptFileSystem) { _ = try t.list(many) }
+        let e = expectVMDKError(.corruptFileSystem) { _ = try t.list(many) }
         #expect(e.flatMap { $0.offset }.map { torn.contains($0) } == true, "\(String(describing: e))")
       }
 
@@ -202,7 +202,7 @@ enum NTFSPatch {
       var broken = base
       broken[13] = 3
       try NTFSPatch.write(broken, "\(dir)/broken.img")
-      expectNTFSError(.corruptFileSystem) { _ = try NTFSFileSystem.probe(try ExtRawVolume("\(dir)/broken.img")) }
+      expectVMDKError(.corruptFileSystem) { _ = try NTFSFileSystem.probe(try ExtRawVolume("\(dir)/broken.img")) }
     }
   }
 
@@ -258,21 +258,4 @@ enum NTFSPatch {
         "ntfs fragmented: $MFT in \(fs.mftRuns) runs, \(ours.count) names, \(mounted.count) compared with ntfs-3g")
     }
   }
-}
-
-/// Runs `body`, which must throw a VMDKError with `code`.
-@discardableResult
-func expectNTFSError(
-  _ code: VMDKError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
-) -> VMDKError? {
-  do {
-    try body()
-    Issue.record("expected \(code), nothing was thrown", sourceLocation: sourceLocation)
-  } catch let e as VMDKError {
-    #expect(e.code == code, "wrong error: \(e)", sourceLocation: sourceLocation)
-    return e
-  } catch {
-    Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
-  }
-  return nil
 }
