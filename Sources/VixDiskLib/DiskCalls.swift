@@ -2,7 +2,6 @@
 // metadata: VixDiskLib's disk calls on a `Disk` of VMDKBlock.
 
 import CVixDiskLib
-import Dispatch
 import VMDKBlock
 import VMDKTransport
 
@@ -224,13 +223,13 @@ private struct AsyncRequest: @unchecked Sendable {
   let data: UnsafeMutableRawPointer?
 }
 
-/// The workers of the asynchronous calls: a concurrent queue, so that requests on one handle
-/// and on different handles run at once (as many as the system gives threads for).
-private let asyncQueue = DispatchQueue(label: "vixDiskLib.async", attributes: .concurrent)
+/// The workers of the asynchronous calls, shared by every handle: requests on one handle and
+/// on different handles run at once, as many as the pool has threads.
+private let asyncWorkers = WorkerPool(limit: WorkerPool.defaultLimit())
 
 private func submit(_ request: AsyncRequest, write: Bool) -> UInt64 {
   request.handle.started()
-  asyncQueue.async {
+  asyncWorkers.run {
     let result = vixCall {
       if write {
         try writeSectors(request.handle, request.start, request.count, UnsafePointer(request.buffer))

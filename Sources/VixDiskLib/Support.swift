@@ -43,6 +43,8 @@ final class PLock: @unchecked Sendable {
   func wait() { pthread_cond_wait(condition, mutex) }
   /// Wakes every waiter; call inside `withLock`.
   func broadcast() { pthread_cond_broadcast(condition) }
+  /// Wakes one waiter; call inside `withLock`.
+  func signal() { pthread_cond_signal(condition) }
 }
 
 /// A value guarded by a `PLock`.

@@ -61,9 +61,14 @@ import Testing
         #expect(info["capacity"] == "\(json["capacitySectors"] as? Int ?? -1)", "\(image)")
         #expect(info["uuid"] == (json["uuid"] as? String ?? "(null)"), "\(image)")
         #expect(info["numLinks"] == "1", "\(image)")
-        // 64 ReadAsync requests in flight, compared byte for byte with Read by the program.
+        // 64 ReadAsync requests in flight, compared byte for byte with Read by the program,
+        // called back on worker threads: a pool of max(4, cores), not a thread per request.
         let r = try runProcess(check, ["async", path, "64"])
         #expect(r.status == 0, "\(image): \(String(decoding: r.stderr, as: UTF8.self))")
+        let a = Self.lines(r)
+        let threads = Int(a["threads"] ?? "") ?? -1
+        #expect(threads >= 1 && threads <= max(4, ProcessInfo.processInfo.activeProcessorCount), "\(image): \(a)")
+        #expect(a["foreign"] == a["requests"], "\(image): \(a)")
       }
     }
   }

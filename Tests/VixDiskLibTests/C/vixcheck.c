@@ -84,13 +84,14 @@ static int cmd_digest(const char *path) {
 }
 
 /* async PATH INFLIGHT: the whole disk through ReadAsync (64 KiB requests, INFLIGHT at once),
- * compared byte for byte with Read; prints the digest, the peak in flight and how many
- * callbacks ran on a thread other than the caller's. */
+ * compared byte for byte with Read; prints the digest, the peak in flight, how many
+ * callbacks ran on a thread other than the caller's, and on how many distinct threads. */
 struct async_state {
   pthread_mutex_t lock;
   pthread_cond_t cond;
-  int inflight, peak, done, errors, foreign;
+  int inflight, peak, done, errors, foreign, threads;
   pthread_t caller;
+  pthread_t seen[256];
 };
 static struct async_state st = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
@@ -99,6 +100,9 @@ static void completion(void *data, VixError result) {
   pthread_mutex_lock(&st.lock);
   if (VIX_FAILED(result)) st.errors++;
   if (!pthread_equal(pthread_self(), st.caller)) st.foreign++;
+  int known = 0;
+  for (int i = 0; i < st.threads && !known; i++) known = pthread_equal(st.seen[i], pthread_self());
+  if (!known && st.threads < 256) st.seen[st.threads++] = pthread_self();
   st.inflight--;
   st.done++;
   pthread_cond_broadcast(&st.cond);
@@ -151,7 +155,8 @@ static int cmd_async(const char *path, int maxInflight) {
   EVP_Digest(a, bytes, md, &mdlen, EVP_sha256(), NULL);
   char out[65];
   hex(md, 32, out);
-  printf("%s\nrequests=%d\npeak=%d\nforeign=%d\n", out, requests, st.peak, st.foreign);
+  printf("%s\nrequests=%d\npeak=%d\nforeign=%d\nthreads=%d\n", out, requests, st.peak, st.foreign,
+         st.threads);
   CHECK(VixDiskLib_Close(h));
   free(a);
   free(b);
