@@ -87,18 +87,8 @@ enum VDDKConfig {
     }
   }
 
-  /// Whether the toolkit's own configuration parser knows `key` (asked with a dummy value:
-  /// a bad value is a known key, "unknown key" is not).
-  static func isToolkitKey(_ key: String) -> Bool {
-    do {
-      _ = try TransportConfig(parsing: "\(key) = 1", file: "")
-      return true
-    } catch let e as VMDKError {
-      return !e.message.contains("unknown key '")
-    } catch {
-      return true
-    }
-  }
+  /// Whether `key` is one of the toolkit's own configuration keys.
+  static func isToolkitKey(_ key: String) -> Bool { TransportConfig.isKey(key) }
 
   /// Parses a configuration file. A bad value of a key that is used, a line without '=' or a
   /// repeated key of the toolkit is an error (20025) naming the line; any key that is neither

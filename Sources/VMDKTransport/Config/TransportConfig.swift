@@ -101,6 +101,9 @@ public struct TransportConfig: Sendable, Equatable {
     }
   }
 
+  /// Whether `key` is one of this file's keys (the table above).
+  public static func isKey(_ key: String) -> Bool { settings[key] != nil }
+
   /// Reads and parses the configuration file at `path`.
   public static func load(path: String) throws -> TransportConfig {
     try TransportConfig(parsing: try readConfigFile(path), file: path)
