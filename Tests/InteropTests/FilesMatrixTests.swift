@@ -7,12 +7,10 @@
 //  - the big tree (10,000 files, see FilesMatrixTree.swift) in ext4 with 4 KiB blocks and in
 //    FAT32, each in both tables x all three formats (12 disks);
 //  - every other layout with a smaller tree (medium: about 500 files; FAT16: about 2,000;
-//    FAT12: about 90) on one table and format each, rotating so that every layout, table and
-//    format appears: ext2 1 KiB 128-byte inodes (mbr/stream), ext3 4 KiB sparse_super2 with
-//    htree folders (gpt/chain), ext4 1 KiB without extents/64bit/flex_bg/metadata_csum, i.e.
-//    block maps (mbr/mono), ext4 4 KiB inline_data (gpt/stream), ext4 1 KiB 64bit +
-//    metadata_csum + flex_bg + meta_bg without a journal (mbr/chain), FAT12 (gpt/mono),
-//    FAT16 (mbr/chain).
+//    FAT12: about 90), also in both tables x all three formats: ext2 1 KiB 128-byte inodes,
+//    ext3 4 KiB sparse_super2 with htree folders, ext4 1 KiB without extents/64bit/flex_bg/
+//    metadata_csum (block maps), ext4 4 KiB inline_data, ext4 1 KiB 64bit + metadata_csum +
+//    flex_bg + meta_bg without a journal, FAT12 and FAT16 (54 disks in all).
 //
 // Per disk: the raw conversion (qemu-img convert -O raw) must equal the raw disk the VMDK was
 // made from, and the oracles run on it once:
@@ -82,29 +80,29 @@ struct MatrixOracleRun {
     MatrixLayout(name: "fat32-4k", kind: "fat32", blockSize: 4096, tree: .big, megabytes: 512, combos: everyCombo),
     MatrixLayout(
       name: "ext2-1k (128-byte inodes)", kind: "ext2", blockSize: 1024, options: ["-I", "128"], tree: .medium,
-      megabytes: 64, combos: combos([(.mbrLogical, .streamOptimized)])),
+      megabytes: 64, combos: everyCombo),
     MatrixLayout(
       name: "ext3-4k sparse_super2, htree folders (e2fsck -fyD)", kind: "ext3", blockSize: 4096,
       options: ["-O", "sparse_super2"], htree: true, tree: .medium, megabytes: 64,
-      combos: combos([(.gpt, .chain)])),
+      combos: everyCombo),
     MatrixLayout(
       name: "ext4-1k without extents, 64bit, flex_bg, metadata_csum", kind: "ext4", blockSize: 1024,
       options: ["-O", "^extent,^64bit,^flex_bg,^metadata_csum"], tree: .medium, megabytes: 64,
-      combos: combos([(.mbrLogical, .monolithicSparse)])),
+      combos: everyCombo),
     MatrixLayout(
       name: "ext4-4k inline_data", kind: "ext4", blockSize: 4096, options: ["-O", "inline_data"], tree: .medium,
-      megabytes: 64, combos: combos([(.gpt, .streamOptimized)])),
+      megabytes: 64, combos: everyCombo),
     MatrixLayout(
       name: "ext4-1k 64bit, metadata_csum, flex_bg (-G 4), meta_bg, no journal, 512-byte inodes", kind: "ext4",
       blockSize: 1024,
       options: ["-O", "64bit,metadata_csum,flex_bg,meta_bg,^resize_inode,^has_journal", "-G", "4", "-I", "512"],
-      tree: .medium, megabytes: 64, combos: combos([(.mbrLogical, .chain)])),
+      tree: .medium, megabytes: 64, combos: everyCombo),
     MatrixLayout(
       name: "fat12-1k", kind: "fat12", blockSize: 1024, tree: .small, megabytes: 3,
-      combos: combos([(.gpt, .monolithicSparse)])),
+      combos: everyCombo),
     MatrixLayout(
       name: "fat16-2k", kind: "fat16", blockSize: 2048, tree: .thousands, megabytes: 64,
-      combos: combos([(.mbrLogical, .chain)])),
+      combos: everyCombo),
   ]
 
   /// VMDK_MATRIX_ONLY=fat12 runs only the layouts whose name contains it (while debugging).
@@ -548,7 +546,10 @@ struct MatrixOracleRun {
     let own = map.filter { $0.depth == 0 && $0.data }.reduce(UInt64(0)) { $0 + $1.length }
     #expect(chunks > 0 && own == UInt64(chunks) * 65536, "\(child): \(own) bytes of its own, \(chunks) chunks written")
     let parentData = try Qemu.map(parent).filter { $0.data }.reduce(UInt64(0)) { $0 + $1.length }
-    #expect(own * 2 < parentData, "\(child): \(own) bytes of its own, the parent \(parentData)")
+    // A 3 MiB FAT12 is mostly the changed chunks; on the larger ones the child is the small part.
+    if layout.megabytes >= 64 {
+      #expect(own * 2 < parentData, "\(child): \(own) bytes of its own, the parent \(parentData)")
+    }
   }
 }
 
