@@ -26,7 +26,10 @@
  *    overlapping ranges at once give one of the two contents per sector. Close, Attach,
  *    Shrink, Defragment and WriteMetadata must not overlap any other call on that handle.
  *  - Async completion callbacks run on a worker thread of the library, never inside
- *    ReadAsync/WriteAsync; Wait(h) returns when every request on h has called back.
+ *    ReadAsync/WriteAsync; Wait(h) returns when every request on h has called back. The
+ *    workers are one pool of max(4, cores) threads shared by every handle, taking requests
+ *    in the order they were submitted: a callback that blocks holds one of them, and one
+ *    that waits for another asynchronous request (or calls Wait) can wait forever.
  *
  * Logging: the library never writes to stdout or stderr. Every line (this library's and the
  * toolkit's underneath: retries, reconnects) goes to InitEx's callbacks, called with
