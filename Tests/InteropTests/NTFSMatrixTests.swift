@@ -134,6 +134,9 @@ enum NTFSMatrixTree {
     ].enumerated() {
       try NTFSOracle.write("\(m)/names/\(name)", NTFSOracle.content(100 + i, seed: 500 + i))
     }
+    for (i, s) in [1, 500, 4096, 65536, 1 << 20].enumerated() {
+      try NTFSOracle.setXattr("\(m)/sizes/s\(s)", "user.note\(i)", NTFSOracle.content(i * 700, seed: 700 + i))
+    }
     try NTFSOracle.write("\(m)/case-ads.txt", Array("main".utf8))
     try NTFSOracle.setXattr("\(m)/case-ads.txt", "user.MixedCase", Array("mixed case stream".utf8))
     try fm.createDirectory(atPath: "\(m)/sparse", withIntermediateDirectories: true)
@@ -173,7 +176,14 @@ enum NTFSMatrixTree {
       combos: combos([(.mbrPrimary, .monolithicSparse), (.gpt, .chain)])),
   ]
 
-  @Test(arguments: layouts)
+  /// VMDK_MATRIX_ONLY=4096 runs only the layouts whose description contains it (while
+  /// debugging).
+  static var selected: [NTFSMatrixLayout] {
+    guard let only = ProcessInfo.processInfo.environment["VMDK_MATRIX_ONLY"], !only.isEmpty else { return layouts }
+    return layouts.filter { $0.description.contains(only) }
+  }
+
+  @Test(arguments: selected)
   func matrix(_ layout: NTFSMatrixLayout) throws {
     for tool in [
       "mkntfs", "ntfs-3g", "ntfscat", "qemu-img", "qemu-io", "mmls", "fls", "istat", "icat", "sfdisk", "sgdisk",
@@ -295,8 +305,13 @@ enum NTFSMatrixTree {
   // MARK: Oracles
 
   /// istat of one record, parsed: the first block of times is $STANDARD_INFORMATION's.
-  static func istat(_ image: String, record: UInt64) throws -> NTFSIStat {
-    let text = try MatrixOracle.utc("istat", [image, String(record)]).output
+  static func istat(_ image: String, record: UInt64) throws -> NTFSIStat? {
+    let r = try runProcess("/usr/bin/env", ["TZ=UTC", try requireTool("istat"), image, String(record)])
+    // sleuthkit 4.11.1 refuses a sparse run longer than the volume ("ntfs_make_run: Run
+    // length is larger than file system"): big.bin, 5 GiB on a smaller volume.
+    if r.status != 0 && r.errorOutput.contains("Run length is larger than file system") { return nil }
+    guard r.status == 0 else { throw ToolFailure("istat \(record) exited \(r.status): \(r.errorOutput)") }
+    let text = r.output
     var s = NTFSIStat()
     var section = ""
     for line in text.split(separator: "\n") {
@@ -322,7 +337,25 @@ enum NTFSMatrixTree {
     -> NTFSMatrixOracleRun
   {
     let started = Date()
-    let fls = try NTFSOracle.flsListing(image)
+    // fls's own listing once more, for what flsListing drops: the attribute ids of streams
+    // (for icat), and names whose record sleuthkit cannot load ("r/-": stale index entries of
+    // the churn's deleted files, which ntfs-3g and we hide).
+    var streamAddresses: [(String, String)] = []
+    var stale: Set<String> = []
+    for line in try runChecked(try requireTool("fls"), ["-r", "-p", image]).output.split(separator: "\n") {
+      guard let tab = line.firstIndex(of: "\t") else { continue }
+      let path = String(line[line.index(after: tab)...])
+      let head = line[..<tab].split(separator: " ")
+      guard head.count == 2, !path.hasPrefix("$") else { continue }
+      let address = String(head[1].dropLast())
+      if head[0].hasSuffix("/-") { stale.insert("\(path) \(address)") }
+      if head[0] == "r/r", path.contains(":"), address.split(separator: "-").count == 3 {
+        streamAddresses.append((path, address))
+      }
+    }
+    let listed = try NTFSOracle.flsListing(image)
+    let fls = listed.subtracting(stale)
+    #expect(listed.count - fls.count == stale.count, "\(stale.sorted().prefix(4))")
     var records: [String: UInt64] = [:]
     for line in fls {
       guard let space = line.lastIndex(of: " "), let r = UInt64(line[line.index(after: space)...]) else { continue }
@@ -341,10 +374,13 @@ enum NTFSMatrixTree {
       let step = max(1, bulk.count / (want - chosen.count))
       chosen += stride(from: 0, to: bulk.count, by: step).map { bulk[$0] }
     }
-    let istats = Dictionary(
-      uniqueKeysWithValues: try concurrentMap(chosen.compactMap { p in records[p].map { (p, $0) } }) { p, r in
-        (p, try istat(image, record: r))
-      })
+    let results = try concurrentMap(chosen.compactMap { p in records[p].map { (p, $0) } }) { p, r in
+      (p, try istat(image, record: r))
+    }
+    let refused = results.filter { $0.1 == nil }.map(\.0)
+    #expect(refused.allSatisfy { $0 == "big.bin" }, "istat refused \(refused.prefix(6))")
+    let istats = Dictionary(uniqueKeysWithValues: results.compactMap { p, s in s.map { (p, $0) } })
+    #expect(istats.count >= min(full && layout.big ? 1000 : 100, names.count - 1), "\(istats.count) istat runs")
     // ntfscat -i: a sample of files.
     let files = mounted.filter { $0.value.type == "regular" && $0.value.size <= 1 << 20 }.keys.sorted()
     let catSample = stride(from: 0, to: files.count, by: max(1, files.count / (full ? 60 : 20))).map { files[$0] }
@@ -353,16 +389,7 @@ enum NTFSMatrixTree {
         let data = try runChecked(try requireTool("ntfscat"), ["-f", "-i", String(r), image]).stdout
         return (p, NTFSOracle.md5(Array(data)))
       })
-    // icat RECORD-128-ID: streams, with the attribute ids of fls's own listing.
-    var streamAddresses: [(String, String)] = []
-    for line in try runChecked(try requireTool("fls"), ["-r", "-p", image]).output.split(separator: "\n") {
-      guard let tab = line.firstIndex(of: "\t") else { continue }
-      let path = String(line[line.index(after: tab)...])
-      let head = line[..<tab].split(separator: " ")
-      guard head.count == 2, head[0] == "r/r", path.contains(":"), !path.hasPrefix("$") else { continue }
-      let address = String(head[1].dropLast())
-      if address.split(separator: "-").count == 3 { streamAddresses.append((path, address)) }
-    }
+    // icat RECORD-128-ID: a sample of the streams.
     let icatStreams = Dictionary(
       uniqueKeysWithValues: try concurrentMap(Array(streamAddresses.prefix(full ? 120 : 30))) { p, a in
         (p, NTFSOracle.md5(Array(try runChecked(try requireTool("icat"), [image, a]).stdout)))
@@ -380,7 +407,7 @@ enum NTFSMatrixTree {
     }
     let breaks = zip(clusters, clusters.dropFirst()).filter { $0.1 != $0.0 + 1 }.count
     print(
-      "ntfs matrix oracles on \(URL(fileURLWithPath: image).lastPathComponent): \(fls.count) fls names, \(mounted.count) mounted, \(istats.count) istat, \(ntfscat.count) ntfscat, \(icatStreams.count) icat streams, $MFT in \(clusters.count) clusters with \(breaks) breaks; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+      "ntfs matrix oracles on \(URL(fileURLWithPath: image).lastPathComponent): \(fls.count) fls names, \(mounted.count) mounted, \(istats.count) istat, \(ntfscat.count) ntfscat, \(icatStreams.count) icat streams, $MFT in \(clusters.count) clusters with \(breaks) breaks, \(stale.count) stale names; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
     )
     return NTFSMatrixOracleRun(
       fls: fls, records: records, mounted: mounted, istats: istats, ntfscat: ntfscat, icatStreams: icatStreams,
@@ -406,8 +433,12 @@ enum NTFSMatrixTree {
     var onlyFls = fls.subtracting(ours)
     for f in onlyFls {
       guard let space = f.lastIndex(of: " ") else { continue }
-      let (name, record) = (f[..<space], f[space...])
-      if let o = onlyOurs.first(where: { $0.hasSuffix(record) && $0.hasPrefix(name) && $0.count > f.count }) {
+      // A cut inside a character leaves U+FFFD at the end (the 255 CJK characters: sleuthkit
+      // lists the record under its full name as well as under the cut one).
+      var prefix = String(f[..<space])
+      while prefix.hasSuffix("\u{FFFD}") { prefix.removeLast() }
+      let record = f[space...]
+      if let o = ours.first(where: { $0.hasSuffix(record) && $0.hasPrefix(prefix) && $0.count > f.count }) {
         onlyOurs.remove(o)
         onlyFls.remove(f)
       }
@@ -478,10 +509,8 @@ enum NTFSMatrixTree {
     // istat: links, times to 100 ns, sizes.
     var statDiffs: [String] = []
     for (p, s) in oracle.istats {
-      guard let id = mine[p]?.id else {
-        statDiffs.append("\(p): not ours")
-        continue
-      }
+      // (A name fls cut is found by its record.)
+      guard let id = mine[p]?.id ?? oracle.records[p] else { continue }
       let a = try fs.stat(id)
       var o = NTFSIStat(flags: s.flags)
       o.links = p == "A long file name.txt" && s.links == 2 ? 2 : a.linkCount
@@ -495,7 +524,6 @@ enum NTFSMatrixTree {
       totals.istatTimes += s.times.count
     }
     #expect(statDiffs.isEmpty, "\(vmdk): \(statDiffs.count) differ from istat: \(statDiffs.sorted().prefix(6))")
-    #expect(oracle.istats.count >= min(layout.big ? 1000 : 150, oracle.records.count))
 
     // ntfscat and icat.
     for (p, md5) in oracle.ntfscat { #expect(mine[p]?.seen.md5 == md5, "\(vmdk): ntfscat \(p)") }
@@ -534,8 +562,8 @@ enum NTFSMatrixTree {
         r.status == 0 && NTFSOracle.md5(Array(r.stdout)) == oracle.mounted[p]?.md5, "\(vmdk): vmdk-files cat \(p)")
       totals.toolReads += 1
     }
-    let ls = try vmdkFiles(["ls", "-R", "--streams", vmdk, "/Folder"])
-    #expect(ls.output.contains("/Folder:folderstream") || ls.output.contains("Folder:folderstream"), "\(ls.output)")
+    let ls = try vmdkFiles(["ls", "--streams", vmdk, "/"])
+    #expect(ls.output.contains("ads.txt:secret") && ls.output.contains("case-ads.txt:MixedCase"), "\(ls.output)")
   }
 
   /// The chain: the child shows the changes, the parent the old files; the child holds only
