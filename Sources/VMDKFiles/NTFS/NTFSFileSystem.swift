@@ -676,11 +676,31 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   ) throws -> Int {
     try withFile {
       let f = try file(id)
-      guard let s = f.data[Array(name.utf16)], !name.isEmpty else {
+      guard !name.isEmpty, let n = try streamName(f, name), let s = f.data[n] else {
         throw VMDKError(.fileNotFound, "ntfs: record \(id) has no stream \"\(name)\"")
       }
       return try read(s, at: offset, into: buffer)
     }
+  }
+
+  /// The named stream `name` of a file, compared without case through $UpCase as Windows
+  /// does (`file:Stream` and `file:STREAM` are one stream); an exact match wins. Nil when
+  /// there is none.
+  public func stream(named name: String, of id: FileID) throws -> Stream? {
+    try withFile {
+      let f = try file(id)
+      guard !name.isEmpty, let n = try streamName(f, name), let s = f.data[n] else { return nil }
+      return Stream(name: ntfsUTF8(n), size: s.size)
+    }
+  }
+
+  /// The on-disk name of `f`'s stream called `name`, exactly or else without case.
+  func streamName(_ f: NTFSFile, _ name: String) throws -> [UInt16]? {
+    let exact = Array(name.utf16)
+    if f.data[exact] != nil { return exact }
+    let t = try upcase()
+    let key = exact.map { t[Int($0)] }
+    return f.streamNames.first { $0.count == key.count && $0.map { t[Int($0)] } == key }
   }
 
   /// The reparse tag of a file, or nil when it is not a reparse point.
