@@ -542,6 +542,12 @@ enum NTFSMatrixTree {
     let text = try #require(mine["comp/text.txt"])
     #expect(try fs.fileAttributes(text.id) & 0x800 != 0, "comp/text.txt is not compressed")
     if let s = oracle.istats["comp/text.txt"] { #expect(s.flags.contains("Compressed"), "istat: \(s.flags)") }
+    // Stream names without case (Windows: one stream).
+    let caseADS = try #require(mine["case-ads.txt"]).id
+    #expect(try fs.stream(named: "MIXEDCASE", of: caseADS)?.displayName == "MixedCase")
+    var folded = [UInt8](repeating: 0, count: 64)
+    let n = try folded.withUnsafeMutableBytes { try fs.readStream(caseADS, named: "mixedcase", at: 0, into: $0) }
+    #expect(NTFSOracle.md5(Array(folded[0..<n])) == oracle.mounted["case-ads.txt:MixedCase"]?.md5)
     let islands = try #require(mine["sparse/islands.bin"])
     #expect(islands.seen.size == 64 << 20)
     #expect(try fs.dataRanges(islands.id).reduce(0) { $0 + $1.count } <= 1 << 20, "the islands are not sparse")
