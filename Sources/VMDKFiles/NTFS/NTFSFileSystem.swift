@@ -33,6 +33,9 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   /// Runs of $MFT's own $DATA (more than one: a fragmented MFT).
   public var mftRuns: Int { mft.runs.count }
+  /// Whether records 0-3 (or $MFT's runlist) came from $MFTMirr because $MFT's record 0 was
+  /// unreadable; `warnings` says why.
+  public let usesMFTMirror: Bool
   /// MFT records the volume has room for.
   public var mftRecords: UInt64 { recordCount }
 
@@ -58,6 +61,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   public init(volume: any VolumeReader) throws {
     self.volume = volume
+    var mirrorNote: String?
     do {
       guard volume.size >= UInt64(NTFSBootSector.size) else {
         throw NTFSError.corrupt("volume of \(volume.size) bytes has no room for a boot sector")
@@ -65,13 +69,15 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       let boot = try NTFSBootSector(
         parsing: try volume.read(at: 0, count: NTFSBootSector.size), volumeSize: volume.size)
       self.boot = boot
-      let (mft, count) = try Self.bootstrapMFT(volume: volume, boot: boot)
+      let (mft, count, note) = try Self.bootstrapMFTOrMirror(volume: volume, boot: boot)
       self.mft = mft
       recordCount = count
+      mirrorNote = note
     } catch let e as VMDKError {
       throw e.at(file: volume.name)
     }
-    var notes: [String] = []
+    usesMFTMirror = mirrorNote != nil
+    var notes: [String] = mirrorNote.map { [$0] } ?? []
     let fsBytes = boot.totalSectors * UInt64(boot.bytesPerSector)
     if fsBytes > volume.size {
       notes.append(
@@ -116,11 +122,58 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   // MARK: Bootstrapping and records
 
-  /// Builds $MFT's $DATA from record 0 and, through its attribute list, from the extension
-  /// records; each extension must lie in the part of $MFT already mapped.
-  static func bootstrapMFT(volume: any VolumeReader, boot: NTFSBootSector) throws -> (NTFSStream, UInt64) {
+  /// bootstrapMFT; when $MFT's record 0 is torn or its runlist unreadable, the same from the
+  /// copy of record 0 in $MFTMirr (the boot sector's second LCN), with records 0-3 then read
+  /// from $MFTMirr (mirroring(_:boot:)) and every other record from $MFT. The note says so;
+  /// when the mirror fails too, $MFT's own error is thrown.
+  static func bootstrapMFTOrMirror(volume: any VolumeReader, boot: NTFSBootSector) throws -> (
+    NTFSStream, UInt64, String?
+  ) {
+    do {
+      let (stream, count) = try bootstrapMFT(volume: volume, boot: boot)
+      return (stream, count, nil)
+    } catch let first as VMDKError {
+      let mirrorAt = boot.mftMirrorLCN * UInt64(boot.clusterSize)
+      guard let fromMirror = try? bootstrapMFT(volume: volume, boot: boot, recordZeroAt: mirrorAt) else {
+        throw first
+      }
+      let (stream, count) = fromMirror
+      let why = "$MFT's record 0 is unreadable (\(first.message))"
+      guard let mirrored = mirroring(stream, boot: boot) else {
+        return (
+          stream, count,
+          "\(why): $MFT's runlist was taken from $MFTMirr at cluster \(boot.mftMirrorLCN); records 0-3 are still read from $MFT (a cluster of \(boot.clusterSize) bytes holds more than the mirror's four records)"
+        )
+      }
+      return (mirrored, count, "\(why): records 0-3 are read from $MFTMirr at cluster \(boot.mftMirrorLCN)")
+    }
+  }
+
+  /// $MFT's stream with its first four records mapped to $MFTMirr's clusters instead; nil when
+  /// four records are not a whole number of clusters.
+  static func mirroring(_ mft: NTFSStream, boot: NTFSBootSector) -> NTFSStream? {
+    let cs = UInt64(boot.clusterSize)
+    let bytes = 4 * UInt64(boot.mftRecordSize)
+    guard bytes % cs == 0 else { return nil }
+    let k = bytes / cs
+    var runs = [NTFSRun(vcn: 0, length: k, lcn: boot.mftMirrorLCN)]
+    for r in mft.runs where r.vcn + r.length > k {
+      let skip = r.vcn >= k ? 0 : k - r.vcn
+      runs.append(NTFSRun(vcn: r.vcn + skip, length: r.length - skip, lcn: r.lcn.map { $0 + skip }))
+    }
+    var out = mft
+    out.runs = runs
+    return out
+  }
+
+  /// Builds $MFT's $DATA from record 0 (at `recordZeroAt`, $MFT's first cluster by default)
+  /// and, through its attribute list, from the extension records; each extension must lie in
+  /// the part of $MFT already mapped.
+  static func bootstrapMFT(volume: any VolumeReader, boot: NTFSBootSector, recordZeroAt: UInt64? = nil) throws
+    -> (NTFSStream, UInt64)
+  {
     let size = boot.mftRecordSize
-    let at = boot.mftLCN * UInt64(boot.clusterSize)
+    let at = recordZeroAt ?? boot.mftLCN * UInt64(boot.clusterSize)
     let raw = try volume.read(at: at, count: size)
     guard let rec0 = try NTFSRecord.parse(raw, number: 0, clusterCount: boot.clusterCount, volumeOffset: at),
       rec0.inUse
