@@ -2,7 +2,10 @@
 // through ntfs-3g:
 //  - stream names are case-insensitive on NTFS (Windows opens `file:Stream` and
 //    `file:STREAM` as one stream): the reader folds them through $UpCase, an exact match
-//    first.
+//    first;
+//  - when $MFT's own record 0 is torn (a bad update-sequence fixup) or its runlist is
+//    unreadable, records 0-3 come from $MFTMirr (the boot sector's second LCN), the rest
+//    still from $MFT, and a warning says so (vmdk-files prints it).
 
 import Foundation
 import Glibc
@@ -68,6 +71,101 @@ import VMDKFiles
           _ = try b.withUnsafeMutableBytes { try fs.readStream(id, named: name, at: 0, into: $0) }
         }
       }
+    }
+  }
+
+  /// A little-endian field of `count` bytes.
+  static func le(_ b: [UInt8], _ at: Int, _ count: Int) -> Int {
+    (0..<count).reduce(0) { $0 | Int(b[at + $1]) << (8 * $1) }
+  }
+
+  /// Where record `n` of $MFT (or of $MFTMirr) starts in the image, from the boot sector.
+  static func recordOffset(_ image: [UInt8], _ n: Int, mirror: Bool = false) -> (offset: Int, size: Int) {
+    let cluster = le(image, 11, 2) * le(image, 13, 1)
+    let perRecord = Int8(bitPattern: image[64])
+    let size = perRecord < 0 ? 1 << Int(-perRecord) : Int(perRecord) * cluster
+    let lcn = le(image, mirror ? 56 : 48, 8)
+    return (lcn * cluster + n * size, size)
+  }
+
+  /// Tears record `n`: the last two bytes of its first sector no longer match the update
+  /// sequence number.
+  static func tearFixup(_ image: inout [UInt8], _ n: Int, mirror: Bool = false) {
+    let at = recordOffset(image, n, mirror: mirror).offset
+    image[at + 510] ^= 0xFF
+  }
+
+  /// Makes record 0's $DATA runlist unreadable: its first mapping pair claims 15-byte fields.
+  static func breakRunlist(_ image: inout [UInt8]) throws {
+    let (at, size) = recordOffset(image, 0)
+    var p = at + le(image, at + 20, 2)
+    while p + 16 < at + size {
+      let type = le(image, p, 4)
+      let length = le(image, p + 4, 4)
+      guard type != 0xFFFF_FFFF, length > 0 else { break }
+      if type == 0x80 {
+        image[p + le(image, p + 32, 2)] = 0xFF
+        return
+      }
+      p += length
+    }
+    throw ToolFailure("record 0 has no $DATA")
+  }
+
+  @Test(arguments: [(4096, "fixup"), (512, "fixup"), (4096, "runlist")])
+  func tornRecordZeroIsReadFromMFTMirr(_ cluster: Int, _ damage: String) throws {
+    _ = try requireTool("ntfs-3g")
+    try withTemporaryFolder { dir in
+      let image = try Self.volume(dir, cluster: cluster) { m in
+        try FileManager.default.createDirectory(atPath: "\(m)/docs", withIntermediateDirectories: true)
+        for i in 0..<40 { try NTFSOracle.write("\(m)/docs/f\(i).txt", NTFSOracle.content(i * 300, seed: i)) }
+        try NTFSOracle.setXattr("\(m)/docs/f1.txt", "user.note", Array("a stream".utf8))
+      }
+      let good = try #require(try FileSystems.open(try ExtRawVolume(image)) as? NTFSFileSystem)
+      #expect(!good.usesMFTMirror && good.warnings.isEmpty, "\(good.warnings)")
+      // $MFT's own content is what the damage changed: its md5 is left out.
+      func seen(_ fs: NTFSFileSystem) throws -> [String: String] {
+        try NTFSOracle.walk(fs).mapValues { v in
+          var s = v.seen
+          if v.id == 0 { s.md5 = nil }
+          return "\(v.id) \(s)"
+        }
+      }
+      let before = try seen(good)
+      #expect(before.count > 50 && before["$MFT"] != nil)
+
+      var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: image)))
+      if damage == "fixup" { Self.tearFixup(&bytes, 0) } else { try Self.breakRunlist(&bytes) }
+      // $Volume's record 3 torn too: it must come from the mirror as well.
+      Self.tearFixup(&bytes, 3)
+      let torn = "\(dir)/torn.img"
+      try Data(bytes).write(to: URL(fileURLWithPath: torn))
+      let fs = try #require(try FileSystems.open(try ExtRawVolume(torn)) as? NTFSFileSystem)
+      #expect(fs.usesMFTMirror)
+      #expect(
+        fs.warnings.contains { $0.contains("record 0 is unreadable") && $0.contains("from $MFTMirr") }, "\(fs.warnings)"
+      )
+      #expect(fs.label == "GAPS")
+      // Everything else, from $MFT: the same walk, names, records, sizes, times and md5s.
+      let after = try seen(fs)
+      let changed = before.filter { after[$0.key] != $0.value }.map {
+        "\($0.key): \($0.value) -> \(after[$0.key] ?? "-")"
+      }
+      #expect(changed.isEmpty && after.count == before.count, "\(changed.sorted().prefix(6))")
+      #expect(fs.mftRuns >= good.mftRuns)
+
+      // vmdk-files says so.
+      try Qemu.img("convert", "-f", "raw", "-O", "vmdk", torn, "\(dir)/torn.vmdk")
+      let ls = try vmdkFiles(["ls", "\(dir)/torn.vmdk", "/docs"])
+      #expect(ls.status == 0 && ls.output.contains("f39.txt"), "\(ls.errorOutput)")
+      #expect(ls.errorOutput.contains("warning") && ls.errorOutput.contains("$MFTMirr"), "\(ls.errorOutput)")
+
+      // The mirror torn as well: $MFT's own error, with its offset.
+      Self.tearFixup(&bytes, 0, mirror: true)
+      try Data(bytes).write(to: URL(fileURLWithPath: torn))
+      let e = expectVMDKError(.corruptFileSystem) { _ = try NTFSFileSystem(volume: try ExtRawVolume(torn)) }
+      #expect(e?.message.contains("record 0") == true || damage == "runlist", "\(String(describing: e))")
+      #expect(e?.file == torn)
     }
   }
 }
