@@ -72,6 +72,8 @@ struct NTFSMatrixOracleRun {
   var fls: Set<String>
   var records: [String: UInt64]
   var mounted: [String: NTFSSeen]
+  /// Every path `ntfsls -R -a` lists (no system files, no streams).
+  var ntfsls: Set<String>
   var istats: [String: NTFSIStat]
   var ntfscat: [String: String]
   var icatStreams: [String: String]
@@ -82,6 +84,7 @@ struct NTFSMatrixOracleRun {
 struct NTFSMatrixTotals {
   var disks = 0
   var flsNames = 0
+  var ntfslsNames = 0
   var mountNames = 0
   var fileDigests = 0
   var streamDigests = 0
@@ -186,7 +189,8 @@ enum NTFSMatrixTree {
   @Test(arguments: selected)
   func matrix(_ layout: NTFSMatrixLayout) throws {
     for tool in [
-      "mkntfs", "ntfs-3g", "ntfscat", "qemu-img", "qemu-io", "mmls", "fls", "istat", "icat", "sfdisk", "sgdisk",
+      "mkntfs", "ntfs-3g", "ntfscat", "ntfsls", "qemu-img", "qemu-io", "mmls", "fls", "istat", "icat", "sfdisk",
+      "sgdisk",
     ] {
       _ = try requireTool(tool)
     }
@@ -263,7 +267,7 @@ enum NTFSMatrixTree {
         )
       }
       print(
-        "ntfs matrix \(layout): \(totals.disks) disks; \(totals.flsNames) names and streams vs fls, \(totals.mountNames) vs the ntfs-3g mount (\(totals.fileDigests) file md5, \(totals.streamDigests) stream md5, \(totals.links) link counts, \(totals.mtimes) mtimes to 100 ns); \(totals.istats) istat runs (\(totals.istatTimes) times to 100 ns), \(totals.ntfscat) ntfscat md5, \(totals.icatStreams) icat stream md5, \(totals.toolReads) vmdk-files reads; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+        "ntfs matrix \(layout): \(totals.disks) disks; \(totals.flsNames) names and streams vs fls, \(totals.ntfslsNames) names vs ntfsls, \(totals.mountNames) vs the ntfs-3g mount (\(totals.fileDigests) file md5, \(totals.streamDigests) stream md5, \(totals.links) link counts, \(totals.mtimes) mtimes to 100 ns); \(totals.istats) istat runs (\(totals.istatTimes) times to 100 ns), \(totals.ntfscat) ntfscat md5, \(totals.icatStreams) icat stream md5, \(totals.toolReads) vmdk-files reads; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
       )
     }
   }
@@ -364,6 +368,16 @@ enum NTFSMatrixTree {
     let mounted = try NTFSOracle.withMount(image, mnt, options: "ro") {
       try NTFSOracle.mountSide(mnt, skip: ["winlink", "junction"])
     }
+    // ntfsls -R -a: "/folder:" then its names ("." and ".." too), a blank line between folders.
+    var ntfsls: Set<String> = []
+    var folder = ""
+    for line in try runChecked(try requireTool("ntfsls"), ["-R", "-a", image]).output.split(separator: "\n") {
+      if line.hasPrefix("/") && line.hasSuffix(":") {
+        folder = String(line.dropFirst().dropLast())
+      } else if line != "." && line != ".." {
+        ntfsls.insert(folder.isEmpty ? String(line) : "\(folder)/\(line)")
+      }
+    }
     // The istat sample: every name outside the bulk folders, then every n-th of the rest.
     let names = records.keys.filter { !$0.contains(":") && !$0.hasPrefix("$") }.sorted()
     let isBulk = { (p: String) in p.hasPrefix("bulk/") || p.hasPrefix("many/") || p.hasPrefix("churn/") }
@@ -407,10 +421,11 @@ enum NTFSMatrixTree {
     }
     let breaks = zip(clusters, clusters.dropFirst()).filter { $0.1 != $0.0 + 1 }.count
     print(
-      "ntfs matrix oracles on \(URL(fileURLWithPath: image).lastPathComponent): \(fls.count) fls names, \(mounted.count) mounted, \(istats.count) istat, \(ntfscat.count) ntfscat, \(icatStreams.count) icat streams, $MFT in \(clusters.count) clusters with \(breaks) breaks, \(stale.count) stale names; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+      "ntfs matrix oracles on \(URL(fileURLWithPath: image).lastPathComponent): \(fls.count) fls names, \(mounted.count) mounted, \(ntfsls.count) ntfsls, \(istats.count) istat, \(ntfscat.count) ntfscat, \(icatStreams.count) icat streams, $MFT in \(clusters.count) clusters with \(breaks) breaks, \(stale.count) stale names; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
     )
     return NTFSMatrixOracleRun(
-      fls: fls, records: records, mounted: mounted, istats: istats, ntfscat: ntfscat, icatStreams: icatStreams,
+      fls: fls, records: records, mounted: mounted, ntfsls: ntfsls, istats: istats, ntfscat: ntfscat,
+      icatStreams: icatStreams,
       mftBreaks: breaks)
   }
 
@@ -423,6 +438,24 @@ enum NTFSMatrixTree {
     #expect(entry.partition.index == disk.partition, "\(vmdk): file system in partition \(entry.partition.index)")
     #expect(entry.partition.startBytes == disk.startSector * 512)
     return try #require(fs as? NTFSFileSystem)
+  }
+
+  /// What every disk of a matrix must show (the same checks as FilesMatrixTests.check's
+  /// first lines, which could call this): its raw conversion is `disk`, mmls's partitions are
+  /// `vmdk-files partitions`', and the file system's partition is of `kind`.
+  static func expectDiskMatches(_ vmdk: String, disk: MatrixDisk, kind: String, scratch: String) throws {
+    let raw = "\(scratch)/conversion.raw"
+    try Qemu.img("convert", "-O", "raw", vmdk, raw)
+    defer { try? FileManager.default.removeItem(atPath: raw) }
+    let same = try runProcess(try requireTool("qemu-img"), ["compare", "-q", "-f", "raw", "-F", "raw", raw, disk.raw])
+    #expect(same.status == 0, "\(vmdk): its raw conversion differs from the disk it was made from")
+    let parts = try partitionsJSON(vmdk)
+    let listed = parts.map { p in
+      [(p["start"] as? NSNumber)?.uint64Value ?? 0, (p["size"] as? NSNumber)?.uint64Value ?? 0].map { $0 / 512 }
+    }
+    #expect(listed.sorted { $0[0] < $1[0] } == (try mmlsPartitions(disk.raw)), "\(vmdk): partitions \(listed)")
+    let fsPart = parts.first { ($0["index"] as? Int) == disk.partition }
+    #expect(fsPart?["fileSystem"] as? String == kind, "\(vmdk): \(parts)")
   }
 
   /// The "path record" lines only one side has. sleuthkit 4.11.1 cuts some long names
@@ -452,19 +485,8 @@ enum NTFSMatrixTree {
     _ layout: NTFSMatrixLayout, vmdk: String, disk: MatrixDisk, oracle: NTFSMatrixOracleRun, scratch: String,
     totals: inout NTFSMatrixTotals
   ) throws {
-    // The raw conversion is the disk the file system came from.
-    let raw = "\(scratch)/conversion.raw"
-    try Qemu.img("convert", "-O", "raw", vmdk, raw)
-    let same = try runProcess(try requireTool("qemu-img"), ["compare", "-q", "-f", "raw", "-F", "raw", raw, disk.raw])
-    #expect(same.status == 0, "\(vmdk): its raw conversion differs from the disk it was made from")
-    try? FileManager.default.removeItem(atPath: raw)
+    try expectDiskMatches(vmdk, disk: disk, kind: "ntfs", scratch: scratch)
     totals.disks += 1
-    let parts = try partitionsJSON(vmdk)
-    let ours = parts.map { p -> [UInt64] in
-      [((p["start"] as? NSNumber)?.uint64Value ?? 0) / 512, ((p["size"] as? NSNumber)?.uint64Value ?? 0) / 512]
-    }
-    #expect(ours.sorted { $0[0] < $1[0] } == (try mmlsPartitions(disk.raw)), "\(vmdk): partitions")
-    #expect(parts.first { ($0["index"] as? Int) == disk.partition }?["fileSystem"] as? String == "ntfs", "\(parts)")
 
     let fs = try open(vmdk, disk: disk)
     #expect(fs.boot.clusterSize == layout.cluster && fs.boot.mftRecordSize == layout.record)
@@ -482,6 +504,14 @@ enum NTFSMatrixTree {
       "\(vmdk): only ours \(onlyOurs.count) \(onlyOurs.sorted().prefix(8)); only fls \(onlyFls.count) \(onlyFls.sorted().prefix(8))"
     )
     totals.flsNames += oracle.fls.count
+    // ntfsls: every name but the system files'.
+    let plain = Set(
+      mine.keys.filter { p in !p.contains(":") && !p.split(separator: "/").contains { $0.hasPrefix("$") } })
+    #expect(
+      plain == oracle.ntfsls,
+      "\(vmdk): only ours \(plain.subtracting(oracle.ntfsls).sorted().prefix(6)), only ntfsls \(oracle.ntfsls.subtracting(plain).sorted().prefix(6))"
+    )
+    totals.ntfslsNames += oracle.ntfsls.count
 
     // The ntfs-3g mount: every file and stream.
     var mismatches: [String] = []
@@ -541,7 +571,7 @@ enum NTFSMatrixTree {
     }
     let text = try #require(mine["comp/text.txt"])
     #expect(try fs.fileAttributes(text.id) & 0x800 != 0, "comp/text.txt is not compressed")
-    if let s = oracle.istats["comp/text.txt"] { #expect(s.flags.contains("Compressed"), "istat: \(s.flags)") }
+    #expect(oracle.istats["comp/text.txt"]?.flags.contains("Compressed") == true, "istat: comp/text.txt")
     // Stream names without case (Windows: one stream).
     let caseADS = try #require(mine["case-ads.txt"]).id
     #expect(try fs.stream(named: "MIXEDCASE", of: caseADS)?.displayName == "MixedCase")
