@@ -72,6 +72,8 @@ struct NTFSMatrixOracleRun {
   var fls: Set<String>
   var records: [String: UInt64]
   var mounted: [String: NTFSSeen]
+  /// The mount's atime and ctime of every name ("seconds.nanoseconds").
+  var mountTimes: [String: [String]]
   /// Every path `ntfsls -R -a` lists (no system files, no streams).
   var ntfsls: Set<String>
   var istats: [String: NTFSIStat]
@@ -90,6 +92,7 @@ struct NTFSMatrixTotals {
   var streamDigests = 0
   var links = 0
   var mtimes = 0
+  var otherTimes = 0
   var istats = 0
   var istatTimes = 0
   var ntfscat = 0
@@ -267,7 +270,7 @@ enum NTFSMatrixTree {
         )
       }
       print(
-        "ntfs matrix \(layout): \(totals.disks) disks; \(totals.flsNames) names and streams vs fls, \(totals.ntfslsNames) names vs ntfsls, \(totals.mountNames) vs the ntfs-3g mount (\(totals.fileDigests) file md5, \(totals.streamDigests) stream md5, \(totals.links) link counts, \(totals.mtimes) mtimes to 100 ns); \(totals.istats) istat runs (\(totals.istatTimes) times to 100 ns), \(totals.ntfscat) ntfscat md5, \(totals.icatStreams) icat stream md5, \(totals.toolReads) vmdk-files reads; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
+        "ntfs matrix \(layout): \(totals.disks) disks; \(totals.flsNames) names and streams vs fls, \(totals.ntfslsNames) names vs ntfsls, \(totals.mountNames) vs the ntfs-3g mount (\(totals.fileDigests) file md5, \(totals.streamDigests) stream md5, \(totals.links) link counts, \(totals.mtimes) mtimes and \(totals.otherTimes) atimes and ctimes to 100 ns); \(totals.istats) istat runs (\(totals.istatTimes) times to 100 ns), \(totals.ntfscat) ntfscat md5, \(totals.icatStreams) icat stream md5, \(totals.toolReads) vmdk-files reads; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
       )
     }
   }
@@ -365,8 +368,16 @@ enum NTFSMatrixTree {
       guard let space = line.lastIndex(of: " "), let r = UInt64(line[line.index(after: space)...]) else { continue }
       records[String(line[..<space])] = r
     }
+    var mountTimes: [String: [String]] = [:]
     let mounted = try NTFSOracle.withMount(image, mnt, options: "ro") {
-      try NTFSOracle.mountSide(mnt, skip: ["winlink", "junction"])
+      let seen = try NTFSOracle.mountSide(mnt, skip: ["winlink", "junction"])
+      // atime and ctime too (mountSide keeps mtime).
+      for (p, v) in seen where v.type != "stream" {
+        var st = stat()
+        guard lstat("\(mnt)/\(p)", &st) == 0 else { throw ToolFailure("lstat \(p)") }
+        mountTimes[p] = ["\(st.st_atim.tv_sec).\(st.st_atim.tv_nsec)", "\(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"]
+      }
+      return seen
     }
     // ntfsls -R -a: "/folder:" then its names ("." and ".." too), a blank line between folders.
     var ntfsls: Set<String> = []
@@ -424,7 +435,8 @@ enum NTFSMatrixTree {
       "ntfs matrix oracles on \(URL(fileURLWithPath: image).lastPathComponent): \(fls.count) fls names, \(mounted.count) mounted, \(ntfsls.count) ntfsls, \(istats.count) istat, \(ntfscat.count) ntfscat, \(icatStreams.count) icat streams, $MFT in \(clusters.count) clusters with \(breaks) breaks, \(stale.count) stale names; \(String(format: "%.1f", Date().timeIntervalSince(started))) s"
     )
     return NTFSMatrixOracleRun(
-      fls: fls, records: records, mounted: mounted, ntfsls: ntfsls, istats: istats, ntfscat: ntfscat,
+      fls: fls, records: records, mounted: mounted, mountTimes: mountTimes, ntfsls: ntfsls, istats: istats,
+      ntfscat: ntfscat,
       icatStreams: icatStreams,
       mftBreaks: breaks)
   }
@@ -530,6 +542,16 @@ enum NTFSMatrixTree {
       if theirs.links != nil { totals.links += 1 }
       if theirs.mtime != nil { totals.mtimes += 1 }
     }
+    // atime and ctime ($STANDARD_INFORMATION's accessed and MFT-changed) of every name.
+    var timeDiffs: [String] = []
+    for (path, theirs) in oracle.mountTimes {
+      guard let id = mine[path]?.id else { continue }
+      let a = try fs.stat(id)
+      let ours = [timeText(a.accessTime) ?? "-", timeText(a.changeTime) ?? "-"]
+      if ours != theirs { timeDiffs.append("\(path): ours \(ours), ntfs-3g \(theirs)") }
+      totals.otherTimes += 2
+    }
+    #expect(timeDiffs.isEmpty, "\(vmdk): \(timeDiffs.count) times differ: \(timeDiffs.sorted().prefix(6))")
     let visible = mine.keys.filter { !$0.hasPrefix("$") && $0 != "winlink" && $0 != "junction" }
     #expect(
       visible.count == oracle.mounted.count, "\(vmdk): ours \(visible.count) visible, ntfs-3g \(oracle.mounted.count)")
