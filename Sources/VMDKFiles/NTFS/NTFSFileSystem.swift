@@ -124,7 +124,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   /// bootstrapMFT; when $MFT's record 0 is torn or its runlist unreadable, the same from the
   /// copy of record 0 in $MFTMirr (the boot sector's second LCN), with records 0-3 then read
-  /// from $MFTMirr (mirroring(_:boot:)) and every other record from $MFT. The note says so;
+  /// from $MFTMirr (mirroring) and every other record from $MFT. The note says so;
   /// when the mirror fails too, $MFT's own error is thrown.
   static func bootstrapMFTOrMirror(volume: any VolumeReader, boot: NTFSBootSector) throws -> (
     NTFSStream, UInt64, String?
@@ -139,23 +139,25 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       }
       let (stream, count) = fromMirror
       let why = "$MFT's record 0 is unreadable (\(first.message))"
-      guard let mirrored = mirroring(stream, boot: boot) else {
+      guard let mirrored = mirroring(stream, volume: volume, boot: boot, recordCount: count) else {
         return (
           stream, count,
-          "\(why): $MFT's runlist was taken from $MFTMirr at cluster \(boot.mftMirrorLCN); records 0-3 are still read from $MFT (a cluster of \(boot.clusterSize) bytes holds more than the mirror's four records)"
+          "\(why): $MFT's runlist was taken from $MFTMirr at cluster \(boot.mftMirrorLCN); records 0-3 are still read from $MFT ($MFTMirr holds less than $MFT's first cluster)"
         )
       }
       return (mirrored, count, "\(why): records 0-3 are read from $MFTMirr at cluster \(boot.mftMirrorLCN)")
     }
   }
 
-  /// $MFT's stream with its first four records mapped to $MFTMirr's clusters instead; nil when
-  /// four records are not a whole number of clusters.
-  static func mirroring(_ mft: NTFSStream, boot: NTFSBootSector) -> NTFSStream? {
+  /// $MFT's stream with its first records mapped to $MFTMirr's clusters instead: four
+  /// records, or the first cluster when it holds more (the mirror then keeps a whole cluster,
+  /// as mkntfs and ntfs-3g write it). Nil when the mirror's own $DATA (record 1, read through
+  /// it) is smaller than that.
+  static func mirroring(_ mft: NTFSStream, volume: any VolumeReader, boot: NTFSBootSector, recordCount: UInt64)
+    -> NTFSStream?
+  {
     let cs = UInt64(boot.clusterSize)
-    let bytes = 4 * UInt64(boot.mftRecordSize)
-    guard bytes % cs == 0 else { return nil }
-    let k = bytes / cs
+    let k = max(1, 4 * UInt64(boot.mftRecordSize) / cs)
     var runs = [NTFSRun(vcn: 0, length: k, lcn: boot.mftMirrorLCN)]
     for r in mft.runs where r.vcn + r.length > k {
       let skip = r.vcn >= k ? 0 : k - r.vcn
@@ -163,6 +165,9 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     }
     var out = mft
     out.runs = runs
+    guard let mirror = try? loadFile(1, mft: out, volume: volume, boot: boot, recordCount: recordCount),
+      let size = mirror.data[[]]?.size, size >= k * cs
+    else { return nil }
     return out
   }
 
