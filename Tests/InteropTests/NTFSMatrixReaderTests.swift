@@ -14,12 +14,12 @@ import VMDKBlock
 import VMDKFiles
 
 @Suite(.serialized) struct NTFSMatrixReaderTests {
-  /// A 16 MiB volume (4 KiB clusters) that ntfs-3g filled by `fill`.
+  /// A 16 MiB volume (64 MiB with 64 KiB clusters) that ntfs-3g filled by `fill`.
   static func volume(_ dir: String, cluster: Int = 4096, _ fill: (String) throws -> Void) throws -> String {
     let image = "\(dir)/ntfs.img"
     let mnt = "\(dir)/mnt"
     try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
-    try runChecked("/usr/bin/truncate", ["-s", "16M", image])
+    try runChecked("/usr/bin/truncate", ["-s", cluster >= 65536 ? "64M" : "16M", image])
     try runChecked(try requireTool("mkntfs"), ["-F", "-f", "-q", "-c", String(cluster), "-L", "GAPS", image])
     try NTFSOracle.withMount(image, mnt, options: "rw") { try fill(mnt) }
     return image
@@ -112,7 +112,7 @@ import VMDKFiles
     throw ToolFailure("record 0 has no $DATA")
   }
 
-  @Test(arguments: [(4096, "fixup"), (512, "fixup"), (4096, "runlist")])
+  @Test(arguments: [(4096, "fixup"), (512, "fixup"), (65536, "fixup"), (4096, "runlist")])
   func tornRecordZeroIsReadFromMFTMirr(_ cluster: Int, _ damage: String) throws {
     _ = try requireTool("ntfs-3g")
     try withTemporaryFolder { dir in
