@@ -33,6 +33,9 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   /// Runs of $MFT's own $DATA (more than one: a fragmented MFT).
   public var mftRuns: Int { mft.runs.count }
+  /// Whether records 0-3 (or $MFT's runlist) came from $MFTMirr because $MFT's record 0 was
+  /// unreadable; `warnings` says why.
+  public let usesMFTMirror: Bool
   /// MFT records the volume has room for.
   public var mftRecords: UInt64 { recordCount }
 
@@ -58,6 +61,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   public init(volume: any VolumeReader) throws {
     self.volume = volume
+    var mirrorNote: String?
     do {
       guard volume.size >= UInt64(NTFSBootSector.size) else {
         throw NTFSError.corrupt("volume of \(volume.size) bytes has no room for a boot sector")
@@ -65,13 +69,15 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       let boot = try NTFSBootSector(
         parsing: try volume.read(at: 0, count: NTFSBootSector.size), volumeSize: volume.size)
       self.boot = boot
-      let (mft, count) = try Self.bootstrapMFT(volume: volume, boot: boot)
+      let (mft, count, note) = try Self.bootstrapMFTOrMirror(volume: volume, boot: boot)
       self.mft = mft
       recordCount = count
+      mirrorNote = note
     } catch let e as VMDKError {
       throw e.at(file: volume.name)
     }
-    var notes: [String] = []
+    usesMFTMirror = mirrorNote != nil
+    var notes: [String] = mirrorNote.map { [$0] } ?? []
     let fsBytes = boot.totalSectors * UInt64(boot.bytesPerSector)
     if fsBytes > volume.size {
       notes.append(
@@ -116,11 +122,63 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   // MARK: Bootstrapping and records
 
-  /// Builds $MFT's $DATA from record 0 and, through its attribute list, from the extension
-  /// records; each extension must lie in the part of $MFT already mapped.
-  static func bootstrapMFT(volume: any VolumeReader, boot: NTFSBootSector) throws -> (NTFSStream, UInt64) {
+  /// bootstrapMFT; when $MFT's record 0 is torn or its runlist unreadable, the same from the
+  /// copy of record 0 in $MFTMirr (the boot sector's second LCN), with records 0-3 then read
+  /// from $MFTMirr (mirroring) and every other record from $MFT. The note says so;
+  /// when the mirror fails too, $MFT's own error is thrown.
+  static func bootstrapMFTOrMirror(volume: any VolumeReader, boot: NTFSBootSector) throws -> (
+    NTFSStream, UInt64, String?
+  ) {
+    do {
+      let (stream, count) = try bootstrapMFT(volume: volume, boot: boot)
+      return (stream, count, nil)
+    } catch let first as VMDKError {
+      let mirrorAt = boot.mftMirrorLCN * UInt64(boot.clusterSize)
+      guard let fromMirror = try? bootstrapMFT(volume: volume, boot: boot, recordZeroAt: mirrorAt) else {
+        throw first
+      }
+      let (stream, count) = fromMirror
+      let why = "$MFT's record 0 is unreadable (\(first.message))"
+      guard let mirrored = mirroring(stream, volume: volume, boot: boot, recordCount: count) else {
+        return (
+          stream, count,
+          "\(why): $MFT's runlist was taken from $MFTMirr at cluster \(boot.mftMirrorLCN); records 0-3 are still read from $MFT ($MFTMirr holds less than $MFT's first cluster)"
+        )
+      }
+      return (mirrored, count, "\(why): records 0-3 are read from $MFTMirr at cluster \(boot.mftMirrorLCN)")
+    }
+  }
+
+  /// $MFT's stream with its first records mapped to $MFTMirr's clusters instead: four
+  /// records, or the first cluster when it holds more (the mirror then keeps a whole cluster,
+  /// as mkntfs and ntfs-3g write it). Nil when the mirror's own $DATA (record 1, read through
+  /// it) is smaller than that.
+  static func mirroring(_ mft: NTFSStream, volume: any VolumeReader, boot: NTFSBootSector, recordCount: UInt64)
+    -> NTFSStream?
+  {
+    let cs = UInt64(boot.clusterSize)
+    let k = max(1, 4 * UInt64(boot.mftRecordSize) / cs)
+    var runs = [NTFSRun(vcn: 0, length: k, lcn: boot.mftMirrorLCN)]
+    for r in mft.runs where r.vcn + r.length > k {
+      let skip = r.vcn >= k ? 0 : k - r.vcn
+      runs.append(NTFSRun(vcn: r.vcn + skip, length: r.length - skip, lcn: r.lcn.map { $0 + skip }))
+    }
+    var out = mft
+    out.runs = runs
+    guard let mirror = try? loadFile(1, mft: out, volume: volume, boot: boot, recordCount: recordCount),
+      let size = mirror.data[[]]?.size, size >= k * cs
+    else { return nil }
+    return out
+  }
+
+  /// Builds $MFT's $DATA from record 0 (at `recordZeroAt`, $MFT's first cluster by default)
+  /// and, through its attribute list, from the extension records; each extension must lie in
+  /// the part of $MFT already mapped.
+  static func bootstrapMFT(volume: any VolumeReader, boot: NTFSBootSector, recordZeroAt: UInt64? = nil) throws
+    -> (NTFSStream, UInt64)
+  {
     let size = boot.mftRecordSize
-    let at = boot.mftLCN * UInt64(boot.clusterSize)
+    let at = recordZeroAt ?? boot.mftLCN * UInt64(boot.clusterSize)
     let raw = try volume.read(at: at, count: size)
     guard let rec0 = try NTFSRecord.parse(raw, number: 0, clusterCount: boot.clusterCount, volumeOffset: at),
       rec0.inUse
@@ -676,11 +734,31 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   ) throws -> Int {
     try withFile {
       let f = try file(id)
-      guard let s = f.data[Array(name.utf16)], !name.isEmpty else {
+      guard !name.isEmpty, let n = try streamName(f, name), let s = f.data[n] else {
         throw VMDKError(.fileNotFound, "ntfs: record \(id) has no stream \"\(name)\"")
       }
       return try read(s, at: offset, into: buffer)
     }
+  }
+
+  /// The named stream `name` of a file, compared without case through $UpCase as Windows
+  /// does (`file:Stream` and `file:STREAM` are one stream); an exact match wins. Nil when
+  /// there is none.
+  public func stream(named name: String, of id: FileID) throws -> Stream? {
+    try withFile {
+      let f = try file(id)
+      guard !name.isEmpty, let n = try streamName(f, name), let s = f.data[n] else { return nil }
+      return Stream(name: ntfsUTF8(n), size: s.size)
+    }
+  }
+
+  /// The on-disk name of `f`'s stream called `name`, exactly or else without case.
+  func streamName(_ f: NTFSFile, _ name: String) throws -> [UInt16]? {
+    let exact = Array(name.utf16)
+    if f.data[exact] != nil { return exact }
+    let t = try upcase()
+    let key = exact.map { t[Int($0)] }
+    return f.streamNames.first { $0.count == key.count && $0.map { t[Int($0)] } == key }
   }
 
   /// The reparse tag of a file, or nil when it is not a reparse point.

@@ -1,0 +1,173 @@
+// Two gaps of the NTFS reader that the matrix brought up, on small mkntfs volumes filled
+// through ntfs-3g:
+//  - stream names are case-insensitive on NTFS (Windows opens `file:Stream` and
+//    `file:STREAM` as one stream): the reader folds them through $UpCase, an exact match
+//    first;
+//  - when $MFT's own record 0 is torn (a bad update-sequence fixup) or its runlist is
+//    unreadable, records 0-3 come from $MFTMirr (the boot sector's second LCN), the rest
+//    still from $MFT, and a warning says so (vmdk-files prints it).
+
+import Foundation
+import Glibc
+import Testing
+import VMDKBlock
+import VMDKFiles
+
+@Suite(.serialized) struct NTFSMatrixReaderTests {
+  /// A 16 MiB volume (64 MiB with 64 KiB clusters) that ntfs-3g filled by `fill`.
+  static func volume(_ dir: String, cluster: Int = 4096, _ fill: (String) throws -> Void) throws -> String {
+    let image = "\(dir)/ntfs.img"
+    let mnt = "\(dir)/mnt"
+    try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+    try runChecked("/usr/bin/truncate", ["-s", cluster >= 65536 ? "64M" : "16M", image])
+    try runChecked(try requireTool("mkntfs"), ["-F", "-f", "-q", "-c", String(cluster), "-L", "GAPS", image])
+    try NTFSOracle.withMount(image, mnt, options: "rw") { try fill(mnt) }
+    return image
+  }
+
+  static func readAll(_ fs: NTFSFileSystem, _ id: FileID, stream: String) throws -> [UInt8] {
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+      let n = try buffer.withUnsafeMutableBytes {
+        try fs.readStream(id, named: stream, at: UInt64(out.count), into: $0)
+      }
+      if n == 0 { return out }
+      out += buffer[0..<n]
+    }
+  }
+
+  @Test func streamNamesFoldCaseThroughUpCase() throws {
+    _ = try requireTool("ntfs-3g")
+    let big = NTFSOracle.content(60_000, seed: 31)
+    try withTemporaryFolder { dir in
+      let image = try Self.volume(dir) { m in
+        try NTFSOracle.write("\(m)/file.txt", Array("main".utf8))
+        try NTFSOracle.setXattr("\(m)/file.txt", "user.Zone.Identifier", Array("[ZoneTransfer]\n".utf8))
+        try NTFSOracle.setXattr("\(m)/file.txt", "user.Ünïcödé-Strom", big)
+        // Two streams that differ only in case (ntfs-3g keeps both): each is found exactly.
+        try NTFSOracle.setXattr("\(m)/file.txt", "user.twin", Array("lower".utf8))
+        try NTFSOracle.setXattr("\(m)/file.txt", "user.TWIN", Array("upper".utf8))
+      }
+      let fs = try #require(try FileSystems.open(try ExtRawVolume(image)) as? NTFSFileSystem)
+      let id = try fs.lookup("/file.txt")
+      #expect(Set(try fs.streams(id).map(\.displayName)) == ["Zone.Identifier", "Ünïcödé-Strom", "twin", "TWIN"])
+      for name in ["Zone.Identifier", "ZONE.IDENTIFIER", "zone.identifier", "zOnE.iDeNtIfIeR"] {
+        #expect(try Self.readAll(fs, id, stream: name) == Array("[ZoneTransfer]\n".utf8), "\(name)")
+        #expect(try fs.stream(named: name, of: id) == NamedStream(name: Array("Zone.Identifier".utf8), size: 15))
+      }
+      // Beyond ASCII: $UpCase maps ü to Ü, ï to Ï, ö to Ö, é to É.
+      for name in ["ÜNÏCÖDÉ-STROM", "ünïcödé-strom"] {
+        #expect(try Self.readAll(fs, id, stream: name) == big, "\(name)")
+        #expect(try fs.stream(named: name, of: id)?.displayName == "Ünïcödé-Strom")
+      }
+      #expect(try Self.readAll(fs, id, stream: "twin") == Array("lower".utf8))
+      #expect(try Self.readAll(fs, id, stream: "TWIN") == Array("upper".utf8))
+      // Not a prefix, not another name.
+      for name in ["Zone.Identifie", "Zone.Identifier2", "UNICODE-STROM", ""] {
+        #expect(try fs.stream(named: name, of: id) == nil, "\(name)")
+        expectVMDKError(.fileNotFound) {
+          var b = [UInt8](repeating: 0, count: 16)
+          _ = try b.withUnsafeMutableBytes { try fs.readStream(id, named: name, at: 0, into: $0) }
+        }
+      }
+    }
+  }
+
+  /// A little-endian field of `count` bytes.
+  static func le(_ b: [UInt8], _ at: Int, _ count: Int) -> Int {
+    (0..<count).reduce(0) { $0 | Int(b[at + $1]) << (8 * $1) }
+  }
+
+  /// Where record `n` of $MFT (or of $MFTMirr) starts in the image, from the boot sector.
+  static func recordOffset(_ image: [UInt8], _ n: Int, mirror: Bool = false) -> (offset: Int, size: Int) {
+    let cluster = le(image, 11, 2) * le(image, 13, 1)
+    let perRecord = Int8(bitPattern: image[64])
+    let size = perRecord < 0 ? 1 << Int(-perRecord) : Int(perRecord) * cluster
+    let lcn = le(image, mirror ? 56 : 48, 8)
+    return (lcn * cluster + n * size, size)
+  }
+
+  /// Tears record `n`: the last two bytes of its first sector no longer match the update
+  /// sequence number.
+  static func tearFixup(_ image: inout [UInt8], _ n: Int, mirror: Bool = false) {
+    let at = recordOffset(image, n, mirror: mirror).offset
+    image[at + 510] ^= 0xFF
+  }
+
+  /// Makes record 0's $DATA runlist unreadable: its first mapping pair claims 15-byte fields.
+  static func breakRunlist(_ image: inout [UInt8]) throws {
+    let (at, size) = recordOffset(image, 0)
+    var p = at + le(image, at + 20, 2)
+    while p + 16 < at + size {
+      let type = le(image, p, 4)
+      let length = le(image, p + 4, 4)
+      guard type != 0xFFFF_FFFF, length > 0 else { break }
+      if type == 0x80 {
+        image[p + le(image, p + 32, 2)] = 0xFF
+        return
+      }
+      p += length
+    }
+    throw ToolFailure("record 0 has no $DATA")
+  }
+
+  @Test(arguments: [(4096, "fixup"), (512, "fixup"), (65536, "fixup"), (4096, "runlist")])
+  func tornRecordZeroIsReadFromMFTMirr(_ cluster: Int, _ damage: String) throws {
+    _ = try requireTool("ntfs-3g")
+    try withTemporaryFolder { dir in
+      let image = try Self.volume(dir, cluster: cluster) { m in
+        try FileManager.default.createDirectory(atPath: "\(m)/docs", withIntermediateDirectories: true)
+        // 300 files: $MFT grows past what mkntfs made, so the mirror's record 0 must be current.
+        for i in 0..<300 { try NTFSOracle.write("\(m)/docs/f\(i).txt", NTFSOracle.content(i * 30, seed: i)) }
+        try NTFSOracle.setXattr("\(m)/docs/f1.txt", "user.note", Array("a stream".utf8))
+      }
+      let good = try #require(try FileSystems.open(try ExtRawVolume(image)) as? NTFSFileSystem)
+      #expect(!good.usesMFTMirror && good.warnings.isEmpty, "\(good.warnings)")
+      // $MFT's own content is what the damage changed: its md5 is left out.
+      func seen(_ fs: NTFSFileSystem) throws -> [String: String] {
+        try NTFSOracle.walk(fs).mapValues { v in
+          var s = v.seen
+          if v.id == 0 { s.md5 = nil }
+          return "\(v.id) \(s)"
+        }
+      }
+      let before = try seen(good)
+      #expect(before.count > 300 && before["$MFT"] != nil)
+      #expect(good.mftRecords > 300, "\(good.mftRecords) records")
+
+      var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: image)))
+      if damage == "fixup" { Self.tearFixup(&bytes, 0) } else { try Self.breakRunlist(&bytes) }
+      // $Volume's record 3 torn too: it must come from the mirror as well.
+      Self.tearFixup(&bytes, 3)
+      let torn = "\(dir)/torn.img"
+      try Data(bytes).write(to: URL(fileURLWithPath: torn))
+      let fs = try #require(try FileSystems.open(try ExtRawVolume(torn)) as? NTFSFileSystem)
+      #expect(fs.usesMFTMirror)
+      #expect(
+        fs.warnings.contains { $0.contains("record 0 is unreadable") && $0.contains("from $MFTMirr") }, "\(fs.warnings)"
+      )
+      #expect(fs.label == "GAPS")
+      // Everything else, from $MFT: the same walk, names, records, sizes, times and md5s.
+      let after = try seen(fs)
+      let changed = before.filter { after[$0.key] != $0.value }.map {
+        "\($0.key): \($0.value) -> \(after[$0.key] ?? "-")"
+      }
+      #expect(changed.isEmpty && after.count == before.count, "\(changed.sorted().prefix(6))")
+      #expect(fs.mftRuns >= good.mftRuns)
+
+      // vmdk-files says so.
+      try Qemu.img("convert", "-f", "raw", "-O", "vmdk", torn, "\(dir)/torn.vmdk")
+      let ls = try vmdkFiles(["ls", "\(dir)/torn.vmdk", "/docs"])
+      #expect(ls.status == 0 && ls.output.contains("f299.txt"), "\(ls.errorOutput)")
+      #expect(ls.errorOutput.contains("warning") && ls.errorOutput.contains("$MFTMirr"), "\(ls.errorOutput)")
+
+      // The mirror torn as well: $MFT's own error, with its offset.
+      Self.tearFixup(&bytes, 0, mirror: true)
+      try Data(bytes).write(to: URL(fileURLWithPath: torn))
+      let e = expectVMDKError(.corruptFileSystem) { _ = try NTFSFileSystem(volume: try ExtRawVolume(torn)) }
+      #expect(e?.message.contains("record 0") == true || damage == "runlist", "\(String(describing: e))")
+      #expect(e?.file == torn)
+    }
+  }
+}
