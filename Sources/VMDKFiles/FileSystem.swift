@@ -129,6 +129,10 @@ public protocol FileSystem: Sendable {
   var hasNamedStreams: Bool { get }
   /// The named data streams of a file or folder, in on-disk order (none by default).
   func streams(_ id: FileID) throws -> [NamedStream]
+  /// The named stream of a file that `name` means on this file system (on NTFS without
+  /// regard to case, as Windows opens `file:Stream`), with its on-disk name; nil when none.
+  /// By default the stream of exactly that name.
+  func namedStream(_ name: [UInt8], of id: FileID) throws -> NamedStream?
   /// Reads up to `buffer.count` bytes of the stream `name` from `offset`; the count read.
   func readStream(_ id: FileID, named name: String, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
     throws -> Int
@@ -151,6 +155,9 @@ extension FileSystem {
   public var warnings: [String] { [] }
   public var hasNamedStreams: Bool { false }
   public func streams(_ id: FileID) throws -> [NamedStream] { [] }
+  public func namedStream(_ name: [UInt8], of id: FileID) throws -> NamedStream? {
+    try streams(id).first { $0.name == name }
+  }
   public func readStream(
     _ id: FileID, named name: String, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
   ) throws -> Int {

@@ -59,6 +59,11 @@ func readXattr(_ path: String, _ name: String) -> [UInt8]? {
       #expect(NTFSOracle.md5(Array(u)) == NTFSOracle.md5(Self.body))
       let st = try runChecked(tool, ["stat", "--json", image, "/docs/a.txt:big"]).output
       #expect(st.contains("\"size\": 40000") && st.contains("\"stream\": \"big\""), "\(st)")
+      // Stream names ignore case, as on Windows; stat names the stream as it is on disk.
+      let folded = try runChecked(tool, ["cat", image, "/docs/A.TXT:zone.IDENTIFIER"]).stdout
+      #expect(Array(folded) == Self.small)
+      let st2 = try runChecked(tool, ["stat", "--json", image, "/docs/a.txt:BIG"]).output
+      #expect(st2.contains("\"size\": 40000") && st2.contains("\"stream\": \"big\""), "\(st2)")
       let missing = try runProcess(tool, ["cat", image, "/docs/a.txt:nope"])
       #expect(missing.status != 0 && missing.errorOutput.contains("no stream"), "\(missing.errorOutput)")
       print("ntfs streams: cat of 2 streams and the unnamed one equal the bytes written")

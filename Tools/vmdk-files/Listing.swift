@@ -249,7 +249,7 @@ func lookupStream(_ fs: any FileSystem, _ path: String) throws -> (FileID, Named
   let name = Array(bytes[(colon + 1)...])
   let id = try fs.lookup(file)
   guard !name.isEmpty else { return (id, nil) }
-  guard let s = try fs.streams(id).first(where: { $0.name == name }) else {
+  guard let s = try fs.namedStream(name, of: id) else {
     throw VMDKError(.fileNotFound, "\(file) has no stream \"\(String(decoding: name, as: UTF8.self))\"")
   }
   return (id, s)

@@ -752,6 +752,10 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     }
   }
 
+  public func namedStream(_ name: [UInt8], of id: FileID) throws -> NamedStream? {
+    try stream(named: String(decoding: name, as: UTF8.self), of: id)
+  }
+
   /// The on-disk name of `f`'s stream called `name`, exactly or else without case.
   func streamName(_ f: NTFSFile, _ name: String) throws -> [UInt16]? {
     let exact = Array(name.utf16)
