@@ -5,11 +5,12 @@
 // from each VMDK is compared with ntfs-3g and sleuthkit on the raw partition.
 //
 // Layouts (mkntfs -c CLUSTER -s SECTOR; mkntfs makes MFT records of max(1 KiB, SECTOR)):
-//  - 4 KiB clusters, 1 KiB records: the big tree (10,000 files and more, a fragmented MFT)
-//    through all three formats, in GPT, an MBR primary and an MBR logical partition;
-//  - 512-byte clusters, 1 KiB records, and 4 KiB clusters, 4 KiB records: a smaller tree,
-//    each in a GPT and an MBR disk, rotating the formats. (512-byte clusters with 4 KiB
-//    records would need clusters smaller than sectors, which mkntfs refuses.)
+//  - 4 KiB clusters, 1 KiB records: the big tree (10,000 files and more, a fragmented MFT);
+//  - 512-byte clusters, 1 KiB records, and 4 KiB clusters, 4 KiB records: a smaller tree.
+//    (512-byte clusters with 4 KiB records would need clusters smaller than sectors, which
+//    mkntfs refuses.)
+//  Each layout goes into a GPT and an MBR disk (a primary or a logical partition), each as
+//  monolithicSparse, streamOptimized and a 2-link chain: 18 disks.
 //
 // Oracles, once per file-system image (v1, and the chain's v2):
 //  - fls -r -p: every name, record number and stream (NTFSOracle.flsListing);
@@ -172,16 +173,27 @@ enum NTFSMatrixTree {
     list.map { NTFSMatrixCombo(table: $0.0, format: $0.1) }
   }
 
+  /// Every layout in GPT and MBR, each as all three formats; the MBR disks alternate between
+  /// a primary and a logical partition.
   static let layouts: [NTFSMatrixLayout] = [
     NTFSMatrixLayout(
       cluster: 4096, sector: 512, big: true, megabytes: 256,
-      combos: combos([(.gpt, .monolithicSparse), (.mbrPrimary, .streamOptimized), (.mbrLogical, .chain)])),
+      combos: combos([
+        (.gpt, .monolithicSparse), (.gpt, .streamOptimized), (.gpt, .chain),
+        (.mbrLogical, .monolithicSparse), (.mbrPrimary, .streamOptimized), (.mbrLogical, .chain),
+      ])),
     NTFSMatrixLayout(
       cluster: 512, sector: 512, big: false, megabytes: 64,
-      combos: combos([(.mbrLogical, .monolithicSparse), (.gpt, .streamOptimized)])),
+      combos: combos([
+        (.gpt, .monolithicSparse), (.gpt, .streamOptimized), (.gpt, .chain),
+        (.mbrPrimary, .monolithicSparse), (.mbrLogical, .streamOptimized), (.mbrPrimary, .chain),
+      ])),
     NTFSMatrixLayout(
       cluster: 4096, sector: 4096, big: false, megabytes: 64,
-      combos: combos([(.mbrPrimary, .monolithicSparse), (.gpt, .chain)])),
+      combos: combos([
+        (.gpt, .monolithicSparse), (.gpt, .streamOptimized), (.gpt, .chain),
+        (.mbrLogical, .monolithicSparse), (.mbrPrimary, .streamOptimized), (.mbrLogical, .chain),
+      ])),
   ]
 
   /// VMDK_MATRIX_ONLY=4096 runs only the layouts whose description contains it (while
