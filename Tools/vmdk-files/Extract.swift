@@ -29,6 +29,9 @@ struct Extract: ParsableCommand {
   @Flag(help: "No progress bar.") var quiet = false
   @Option(help: "NTFS alternate data streams: none (default), xattr (user.STREAM) or sidecar (NAME:STREAM files).")
   var streams: String = "none"
+  @Option(
+    help: "Threads that write file contents beside the one that walks the tree (default: one per processor; 0: none).")
+  var threads: Int?
 
   func run() throws {
     var failures: [(String, VMDKError)] = []
@@ -41,6 +44,12 @@ struct Extract: ParsableCommand {
         throw VMDKError(.invalidArgument, "--streams is none, xattr or sidecar, not \"\(streams)\"")
       }
       options.streams = mode
+      if let threads {
+        guard (0...64).contains(threads) else {
+          throw VMDKError(.invalidArgument, "--threads is 0 to 64, not \(threads)")
+        }
+        options.workers = threads
+      }
       let extractor = try Extractor(fileSystem: fs, to: to, options: options)
       var bar: ProgressBar?
       if !quiet && !image.json && isatty(2) != 0 {

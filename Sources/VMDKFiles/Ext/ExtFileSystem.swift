@@ -22,6 +22,12 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
   let volume: any VolumeReader
   let superblock: ExtSuperblock
   let cache: ExtBlockCache
+  /// Parsed inodes and group descriptors, direct-mapped by number: stat, dataRanges and read
+  /// of one file (and a folder's listing after its stat) parse its inode once.
+  let inodes = Locked([ExtInode?](repeating: nil, count: ExtFileSystem.inodeSlots))
+  let descriptors = Locked([ExtGroupDescriptor?](repeating: nil, count: ExtFileSystem.descriptorSlots))
+  static let inodeSlots = 1024
+  static let descriptorSlots = 1024
   let blockSize: Int
   public let warnings: [String]
 
@@ -129,6 +135,14 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
   }
 
   func descriptor(_ group: UInt32) throws -> ExtGroupDescriptor {
+    let slot = Int(group % UInt32(Self.descriptorSlots))
+    if let hit = descriptors.withLock({ $0[slot] }), hit.group == group { return hit }
+    let d = try parseDescriptor(group)
+    descriptors.withLock { $0[slot] = d }
+    return d
+  }
+
+  func parseDescriptor(_ group: UInt32) throws -> ExtGroupDescriptor {
     let location = superblock.descriptorLocation(group: group)
     let block = try metadataBlock(location.block)
     let d = try ExtGroupDescriptor(parsing: block, at: location.offsetInBlock, group: group, superblock: superblock)
@@ -144,6 +158,15 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
       throw ExtError.corrupt("inode \(id) is outside 1...\(superblock.inodesCount)", offset: nil)
     }
     let n = UInt32(id)
+    let slot = Int(n % UInt32(Self.inodeSlots))
+    if let hit = inodes.withLock({ $0[slot] }), hit.number == n { return hit }
+    let ino = try parseInode(n)
+    inodes.withLock { $0[slot] = ino }
+    return ino
+  }
+
+  /// Inode `n` (already checked against the count) from its table, checksum verified.
+  func parseInode(_ n: UInt32) throws -> ExtInode {
     let group = (n - 1) / superblock.inodesPerGroup
     let index = (n - 1) % superblock.inodesPerGroup
     let d = try descriptor(group)

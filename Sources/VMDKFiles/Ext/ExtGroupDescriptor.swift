@@ -15,9 +15,12 @@ struct ExtGroupDescriptor: Sendable {
   var checksum: UInt16
   /// Whether bg_checksum matched (metadata_csum only; gdt_csum's crc16 is not verified).
   var checksumMatches: Bool
+  /// The group this descriptor describes.
+  var group: UInt32
 
   /// Parses the descriptor of group `group` from `b`, at byte `o` of it.
   init(parsing b: ExtBytes, at o: Int, group: UInt32, superblock sb: ExtSuperblock) throws {
+    self.group = group
     let size = sb.descriptorSize
     guard o >= 0, o + size <= b.count else {
       throw ExtError.corrupt("group descriptor \(group) is truncated", offset: b.at(o))
