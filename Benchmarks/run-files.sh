@@ -4,7 +4,7 @@
 #   1. `vmdk-files ls -R` against sleuthkit's `fls -r -p`, which reads VMDK itself (libvmdk,
 #      `-i vmdk`), on the same VMDK; and against `fls -r -p` on the raw disk;
 #   2. `vmdk-files extract /` against `debugfs -R 'rdump / DIR'` on the raw disk and against
-#      `tsk_recover -a` on the VMDK;
+#      `tsk_recover -a` on the VMDK; and `extract --threads 0` (no writer threads) against debugfs;
 #   3. one large file: `vmdk-files cat` against `vmdk-inspect cat` of the same number of bytes
 #      from the file's first block on the disk;
 #   4. `vmdk-files ls` of one folder on a 2 TiB sparse GPT disk with an ext4 (target < 50 ms),
@@ -16,7 +16,7 @@
 # Every job runs under `nice -n 5`, one warm-up run per side, then BENCH_ROUNDS (default 3)
 # rounds alternating which side goes first; the table has medians. Before timing, our listing
 # is checked against fls's (the same names) and our extraction against debugfs's (the same
-# files with the same md5).
+# files with the same md5; the same types, modes, sizes, owners, mtimes and link targets).
 #
 # Environment:
 #   VMDK_BENCH_DIR  work dir (default /tmp/vmdk-bench-files); images are made once and reused
@@ -111,8 +111,16 @@ clean_out
 debugfs -R "rdump / $OUT/out-theirs" "$raw?offset=$part_offset" 2>>"$BENCH_LOG"
 digest_tree() { (cd "$1" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 md5sum | md5sum); }
 [[ "$(digest_tree "$OUT/out-ours")" == "$(digest_tree "$OUT/out-theirs")" ]] || die "extract and debugfs rdump differ"
+# Type, mode, size, owner and mtime (seconds: rdump sets times with utime) of every name, and
+# symbolic links' targets (rdump leaves their times alone).
+manifest_tree() {
+  (cd "$1" && find . -path ./lost+found -prune -o ! -name . -printf '%T@ %y %m %s %U %G %P -> %l\n' |
+    awk '{ if ($2 == "l") $1 = "-"; else sub(/\..*/, "", $1); print }' | sort)
+}
+cmp -s <(manifest_tree "$OUT/out-ours") <(manifest_tree "$OUT/out-theirs") ||
+  die "extract and debugfs rdump differ in types, modes, sizes, owners, times or link targets"
 files_n="$(find "$OUT/out-ours" -type f | wc -l)"
-log "ok: extract gives debugfs's $files_n files, same md5"
+log "ok: extract gives debugfs's $files_n files, same md5, modes, owners, times and link targets"
 # The largest file (for the cat job), and its md5.
 largest="$(find "$OUT/out-ours" -type f -printf '%s %P\n' | sort -n | tail -1)"
 size="${largest%% *}"
@@ -124,6 +132,10 @@ theirs=($N debugfs -R "rdump / $OUT/out-theirs" "$raw?offset=$part_offset")
 bench_pair "extract / (VMDK) / debugfs rdump (raw)" clean_out ours theirs
 theirs=($N tsk_recover -a -i vmdk -o 2048 "$vmdk" "$OUT/out-theirs")
 bench_pair "extract / (VMDK) / tsk_recover -a (VMDK)" clean_out ours theirs
+# The same on one thread (no writer threads), against debugfs.
+ours=($N "$VMDK_FILES" extract --quiet --threads 0 "$vmdk" / --to "$OUT/out-ours")
+theirs=($N debugfs -R "rdump / $OUT/out-theirs" "$raw?offset=$part_offset")
+bench_pair "extract --threads 0 / (VMDK) / debugfs rdump (raw)" clean_out ours theirs
 fi
 
 # The largest file's first block on the disk (debugfs `bmap FILE 0`).
