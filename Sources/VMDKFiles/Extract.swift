@@ -292,8 +292,12 @@ final class ExtractDirectory: @unchecked Sendable {
 /// The part of an extraction shared by the walk and the writer threads.
 final class ExtractRun: @unchecked Sendable {
   static let bufferBytes = 1 << 20
-  /// Files queued at most per writer thread.
-  static let queuedPerWorker = 32
+  /// Batches queued at most per writer thread.
+  static let queuedPerWorker = 4
+  /// Files go to the writer threads in batches of up to this many files or bytes (one
+  /// hand-over per batch, not per file).
+  static let batchFiles = 32
+  static let batchBytes: UInt64 = 1 << 20
 
   let fileSystem: any FileSystem
   let options: ExtractOptions
@@ -313,7 +317,10 @@ final class ExtractRun: @unchecked Sendable {
   /// Guards every ExtractDirectory's `pending`.
   let folders = Locked(())
 
-  private let queue = Locked((jobs: [ExtractJob?](), head: 0))
+  private let queue = Locked((jobs: [[ExtractJob]?](), head: 0))
+  /// The batch being gathered by the walk (the walk's thread only).
+  private var batch: [ExtractJob] = []
+  private var batchSize: UInt64 = 0
   private let available = DispatchSemaphore(value: 0)
   private let space: DispatchSemaphore
   private var threads: [pthread_t] = []
@@ -376,13 +383,25 @@ final class ExtractRun: @unchecked Sendable {
       return
     }
     hold(job.folder)
+    batch.append(job)
+    batchSize += job.attributes.size
+    if batch.count >= Self.batchFiles || batchSize >= Self.batchBytes { flush() }
+  }
+
+  /// Queues the gathered batch (waiting while the queue is full).
+  private func flush() {
+    guard !batch.isEmpty else { return }
     space.wait()
-    queue.withLock { $0.jobs.append(job) }
+    let b = batch
+    queue.withLock { $0.jobs.append(b) }
     available.signal()
+    batch = []
+    batchSize = 0
   }
 
   /// Lets the writer threads finish the queue, and waits for them.
   func finish() {
+    flush()
     for _ in threads {
       queue.withLock { $0.jobs.append(nil) }
       available.signal()
@@ -396,7 +415,7 @@ final class ExtractRun: @unchecked Sendable {
     defer { buffer.deallocate() }
     while true {
       available.wait()
-      let next: ExtractJob?? = queue.withLock { q in
+      let next: [ExtractJob]?? = queue.withLock { q in
         guard q.head < q.jobs.count else { return .none }
         let j = q.jobs[q.head]
         q.jobs[q.head] = nil
@@ -408,10 +427,12 @@ final class ExtractRun: @unchecked Sendable {
         }
         return .some(j)
       }
-      guard case .some(.some(let job)) = next else { return }
+      guard case .some(.some(let jobs)) = next else { return }
       space.signal()
-      _ = writeFile(job, buffer: buffer)
-      release(job.folder, buffer: buffer)
+      for job in jobs {
+        _ = writeFile(job, buffer: buffer)
+        release(job.folder, buffer: buffer)
+      }
     }
   }
 
