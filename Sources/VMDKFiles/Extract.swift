@@ -34,6 +34,10 @@ public struct ExtractOptions: Sendable {
   /// per processor, at most 8.
   public var workers = ExtractOptions.defaultWorkers
   public static var defaultWorkers: Int { min(8, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))) }
+  /// Folders kept open at most for queued files before the walk waits for the writer threads
+  /// to finish what is queued (a folder stays open while a file inside it is queued; many deep
+  /// folders with one file each could otherwise exhaust the descriptors).
+  var maxOpenFolders = 512
   public init() {}
 }
 
@@ -211,6 +215,10 @@ public final class Extractor {
   private func makeDirectory(_ job: ExtractJob, depth: Int) throws {
     let parentFD = job.folder.fd
     let name = job.entry.name
+    if let run, run.openFolders > options.maxOpenFolders {
+      run.finish()
+      run.start()
+    }
     if withCName(name, { mkdirat(parentFD, $0, 0o700) }) != 0 && errno != EEXIST {
       throw errnoError("cannot create the folder", job.rel)
     }
@@ -225,6 +233,7 @@ public final class Extractor {
       return
     }
     run.count { $0.directories += 1 }
+    run.opened()
     let folder = ExtractDirectory(fd: fd, job: job)
     run.hold(job.folder)
     do {
@@ -314,8 +323,13 @@ final class ExtractRun: @unchecked Sendable {
   let umask = ExtractRun.currentUmask()
   /// Bytes written so far, with the progress callback called under the same lock.
   private let written: Locked<UInt64>
-  /// Guards every ExtractDirectory's `pending`.
+  /// Guards every ExtractDirectory's `pending`, and `openCount`.
   let folders = Locked(())
+  private var openCount = 0
+  /// Folders open now (below the top one).
+  var openFolders: Int { folders.withLock { _ in openCount } }
+  /// Counts a folder opened by the walk.
+  func opened() { folders.withLock { _ in openCount += 1 } }
 
   private let queue = Locked((jobs: [[ExtractJob]?](), head: 0))
   /// The batch being gathered by the walk (the walk's thread only).
@@ -459,6 +473,7 @@ final class ExtractRun: @unchecked Sendable {
         fail(f.seq, job.shown, error)
       }
       close(f.fd)
+      folders.withLock { _ in openCount -= 1 }
       current = job.folder
     }
   }

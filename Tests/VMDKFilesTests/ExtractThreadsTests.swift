@@ -18,6 +18,8 @@ import VMDKBlock
 struct FlakyFileSystem: FileSystem {
   let base: MemoryFileSystem
   let failing: Set<FileID>
+  /// When set: the most descriptors this process had open during a read.
+  var openDescriptors: Locked<Int>? = nil
   var kind: String { "flaky" }
   var label: String? { nil }
   var uuid: String? { nil }
@@ -28,6 +30,10 @@ struct FlakyFileSystem: FileSystem {
   func dataRanges(_ id: FileID) throws -> [Range<UInt64>] { try base.dataRanges(id) }
   func read(_ id: FileID, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
     if failing.contains(id) { throw VMDKError(.corruptFileSystem, "file \(id) is unreadable") }
+    if let openDescriptors {
+      let n = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+      openDescriptors.withLock { $0 = max($0, n) }
+    }
     if id % 7 == 0 { usleep(200) }
     return try base.read(id, at: offset, into: buffer)
   }
@@ -185,6 +191,64 @@ enum ThreadedTree {
     var st = Glibc.stat()
     #expect(lstat("\(dir)/out/f0/f1", &st) == 0)
     #expect(st.st_mtim.tv_sec == Int(try fs.stat(fs.base.list(2).last?.id ?? 0).modificationTime?.seconds ?? 0))
+  }
+}
+
+extension ExtractThreadsTests {
+  /// 40 chains of 20 nested folders with one file at the bottom of each: every queued file
+  /// keeps its 20 folders open, so the walk must wait for the writers once `maxOpenFolders`
+  /// are open, and the descriptors stay bounded.
+  @Test func openFoldersAreBounded() throws {
+    let dir = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let t = FileTime(seconds: 1_600_000_000)
+    var nodes: [FileID: MemoryFileSystem.Node] = [:]
+    var rootChildren: [DirectoryEntry] = []
+    var next: FileID = 2
+    var files: [(String, [UInt8])] = []
+    for c in 0..<40 {
+      var parent: FileID = 1
+      var path = ""
+      for level in 0..<20 {
+        let id = next
+        next += 1
+        nodes[id] = MemoryFileSystem.Node(
+          attributes: FileAttributes(
+            id: id, type: .directory, size: 0, mode: 0o755, accessTime: t, modificationTime: t))
+        let e = DirectoryEntry(name: Array("c\(c)l\(level)".utf8), id: id, type: .directory)
+        if parent == 1 { rootChildren.append(e) } else { nodes[parent]?.children.append(e) }
+        parent = id
+        path += (path.isEmpty ? "" : "/") + "c\(c)l\(level)"
+      }
+      let id = next
+      next += 1
+      let data = Array("chain \(c)".utf8)
+      nodes[id] = MemoryFileSystem.Node(
+        attributes: FileAttributes(
+          id: id, type: .regular, size: UInt64(data.count), mode: 0o644, accessTime: t, modificationTime: t),
+        data: data)
+      nodes[parent]?.children.append(DirectoryEntry(name: Array("file".utf8), id: id, type: .regular))
+      files.append((path + "/file", data))
+    }
+    nodes[1] = MemoryFileSystem.Node(
+      attributes: FileAttributes(id: 1, type: .directory, size: 0, mode: 0o755), children: rootChildren)
+    let count = Locked(0)
+    let fs = FlakyFileSystem(base: MemoryFileSystem(nodes: nodes), failing: [], openDescriptors: count)
+    let before = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count
+    var options = ExtractOptions()
+    options.workers = 2
+    options.maxOpenFolders = 16
+    let x = try Extractor(fileSystem: fs, to: "\(dir)/out", options: options)
+    try x.extract(path: "/")
+    #expect(x.report.failures.isEmpty, "\(x.report.failures)")
+    #expect(x.report.files == 40 && x.report.directories == 800)
+    for (path, data) in files {
+      #expect(FileManager.default.contents(atPath: "\(dir)/out/\(path)") == Data(data), "\(path)")
+    }
+    // Without the bound some 640 folders would be open at once (32 files to a batch).
+    // With it: at most 16 + one chain of 20, and slack for other tests' descriptors.
+    let most = count.withLock { $0 }
+    #expect(most > 0 && most - before < 200, "\(most - before) more descriptors open during the extraction")
   }
 }
 
