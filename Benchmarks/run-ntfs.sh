@@ -37,7 +37,7 @@ WORK="$(cd "$WORK" && pwd)"
 OUT="${OUT:-/dev/shm/vmdk-bench-ntfs-out}"
 MNT="$WORK/mnt"
 mkdir -p "$OUT" "$MNT"
-trap 'mountpoint -q "$MNT" && umount "$MNT"; rm -rf "$OUT"' EXIT
+trap 'if mountpoint -q "$MNT"; then umount "$MNT" || umount -l "$MNT"; fi; rm -rf "$OUT"' EXIT
 BENCH_LOG="$WORK/run-ntfs.log"
 : >"$BENCH_LOG"
 : >"$BENCH_LOG.runs"
@@ -94,7 +94,10 @@ fi
 
 # Extraction: ours against ntfs-3g's mount, for content, before timing.
 clean_out() { rm -rf "$OUT/out-ours" "$OUT/out-theirs"; mkdir -p "$OUT/out-theirs"; }
-ntfs3g_cp="ntfs-3g -o ro '$part' '$MNT' && cp -a '$MNT/.' '$OUT/out-theirs' && umount '$MNT'"
+# The unmount is retried: a process of another user of the machine walking /tmp can hold the
+# mount busy for a moment.
+ntfs3g_cp="ntfs-3g -o ro '$part' '$MNT' && cp -a '$MNT/.' '$OUT/out-theirs' &&
+  for i in 1 2 3 4 5 6 7 8 9 10; do umount '$MNT' 2>/dev/null && exit 0; sleep 0.2; done; umount '$MNT'"
 clean_out
 "$VMDK_FILES" extract --quiet "$vmdk" / --to "$OUT/out-ours" 2>>"$BENCH_LOG"
 bash -c "$ntfs3g_cp"
