@@ -22,6 +22,8 @@
 #   JOBS          which jobs to run (default "ntfs-file ntfs-tree ext4-file ext4-tree")
 #   OUT           where extract writes (default /dev/shm/vmdk-bench-mount-out, a tmpfs)
 #   MOUNT_OPTS    extra `vmdk-mount -o` options (default none)
+#   MODES         "mt" (libfuse's multithreaded loop, the default of vmdk-mount) and/or "st"
+#                 (`vmdk-mount -s`, one thread); default "mt st"
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -76,10 +78,13 @@ mount_opts=()
 [[ -n "${MOUNT_OPTS:-}" ]] && mount_opts=(-o "$MOUNT_OPTS")
 IMAGE=""
 unmount() { if mountpoint -q "$MNT"; then fusermount3 -u "$MNT"; fi; }
+MODE=mt
 fresh_mount() {
   unmount
   rm -rf "$OUT/tree"
-  "$VMDK_MOUNT" "${mount_opts[@]}" "$IMAGE" "$MNT"
+  local single=()
+  [[ $MODE == st ]] && single=(-s)
+  $N "$VMDK_MOUNT" "${single[@]}" "${mount_opts[@]}" "$IMAGE" "$MNT"
   mountpoint -q "$MNT" || die "vmdk-mount $IMAGE did not mount"
 }
 
@@ -104,20 +109,26 @@ run_image() {
   [[ "$a" == "$b" ]] || die "$fs: the tree through the mount differs from vmdk-files extract"
   log "ok: $fs: $files files, $bytes bytes, the same md5 through the mount; largest $path ($size bytes)"
   unmount
-  if [[ $JOBS == *$fs-file* ]]; then
-    local ours=($N bash -c "cat '$MNT$path' >/dev/null")
-    local theirs=($N "$VMDK_FILES" cat "$IMAGE" "$path")
-    BENCH_ROWS=()
-    bench_pair "$fs: cat of $path ($size bytes) through the mount / vmdk-files cat" fresh_mount ours theirs
-    ROWS+=("$(row "${BENCH_ROWS[0]}" "$size")")
-  fi
-  if [[ $JOBS == *$fs-tree* ]]; then
-    local ours=($N bash -c "cd '$MNT' && tar cf - . | cat >/dev/null")
-    local theirs=($N "$VMDK_FILES" extract --quiet "$IMAGE" / --to "$OUT/tree")
-    BENCH_ROWS=()
-    bench_pair "$fs: tar cf - . of the mount ($files files) / vmdk-files extract / (tmpfs)" fresh_mount ours theirs
-    ROWS+=("$(row "${BENCH_ROWS[0]}" "$bytes")")
-  fi
+  local label
+  for MODE in $MODES; do
+    label="mount"
+    [[ $MODE == st ]] && label="mount -s"
+    if [[ $JOBS == *$fs-file* ]]; then
+      local ours=($N bash -c "cat '$MNT$path' >/dev/null")
+      local theirs=($N "$VMDK_FILES" cat "$IMAGE" "$path")
+      BENCH_ROWS=()
+      bench_pair "$fs: cat of $path ($size bytes), $label / vmdk-files cat" fresh_mount ours theirs
+      ROWS+=("$(row "${BENCH_ROWS[0]}" "$size")")
+    fi
+    if [[ $JOBS == *$fs-tree* ]]; then
+      local ours=($N bash -c "cd '$MNT' && tar cf - . | cat >/dev/null")
+      local theirs=($N "$VMDK_FILES" extract --quiet "$IMAGE" / --to "$OUT/tree")
+      BENCH_ROWS=()
+      bench_pair "$fs: tar cf - . ($files files), $label / vmdk-files extract / (tmpfs)" fresh_mount ours theirs
+      ROWS+=("$(row "${BENCH_ROWS[0]}" "$bytes")")
+    fi
+  done
+  MODE=mt
   unmount
   rm -rf "$OUT/tree"
 }
@@ -131,6 +142,7 @@ row() {
 }
 
 JOBS="${JOBS:-ntfs-file ntfs-tree ext4-file ext4-tree}"
+MODES="${MODES:-mt st}"
 [[ $JOBS == *ntfs* ]] && run_image ntfs "$ntfs"
 [[ $JOBS == *ext4* ]] && run_image ext4 "$ext4"
 
