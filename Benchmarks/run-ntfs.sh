@@ -134,7 +134,7 @@ fi
 
 results="$WORK/results-ntfs.md"
 {
-  echo "## NTFS benchmarks ($(date -u +%Y-%m-%d %H:%M) UTC)"
+  echo "## NTFS benchmarks ($(date -u "+%Y-%m-%d %H:%M") UTC)"
   echo
   bash "$here/machine.sh"
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
