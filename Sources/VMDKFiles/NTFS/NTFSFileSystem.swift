@@ -315,6 +315,12 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// The raw bytes of record `n` (fixups not applied) out of the chunk cache; nil when its
   /// chunk cannot be read whole (the caller then reads the record alone, with its own errors).
   func rawRecord(_ n: UInt64) -> [UInt8]? {
+    guard let (bytes, at) = recordChunk(n) else { return nil }
+    return Array(bytes[at..<(at + boot.mftRecordSize)])
+  }
+
+  /// The cached chunk that holds all of record `n`, and where the record starts in it.
+  func recordChunk(_ n: UInt64) -> (bytes: [UInt8], at: Int)? {
     let size = boot.mftRecordSize
     let chunk = Self.mftChunkBytes
     guard size <= chunk, chunk % size == 0, n < recordCount else { return nil }
@@ -340,7 +346,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       bytes = buf
     }
     guard let bytes, within + size <= bytes.count else { return nil }
-    return Array(bytes[within..<(within + size)])
+    return (bytes, within)
   }
 
   /// Record `n` through the chunk cache; nil when it was never used.
@@ -354,19 +360,22 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// sequence number and directory flag. Nil unless it is a FILE record in use, a base
   /// record, with intact fixups (the caller then loads it whole).
   func recordHeader(_ n: UInt64) -> (sequence: UInt16, isDirectory: Bool)? {
-    guard let raw = rawRecord(n), raw.count >= 512, raw[0] == 0x46, raw[1] == 0x49, raw[2] == 0x4C, raw[3] == 0x45
+    // Read in place in the cached chunk: no copy of the record.
+    let size = boot.mftRecordSize
+    guard size >= 512, let (raw, o) = recordChunk(n), raw[o] == 0x46, raw[o + 1] == 0x49, raw[o + 2] == 0x4C,
+      raw[o + 3] == 0x45
     else { return nil }
     let b = NTFSBytes(raw)
-    let usaOffset = Int(b.u16(4))
-    let usaCount = Int(b.u16(6))
-    guard usaOffset >= 8, usaOffset % 2 == 0, usaCount == 1 + raw.count / NTFSFixup.stride,
+    let usaOffset = Int(b.u16(o + 4))
+    let usaCount = Int(b.u16(o + 6))
+    guard usaOffset >= 8, usaOffset % 2 == 0, usaCount == 1 + size / NTFSFixup.stride,
       usaOffset + 2 * usaCount <= NTFSFixup.stride - 2
     else { return nil }
-    let usn = b.u16(usaOffset)
-    for i in 1..<usaCount where b.u16(i * NTFSFixup.stride - 2) != usn { return nil }
-    let flags = b.u16(22)
-    guard flags & NTFSRecord.flagInUse != 0, b.u64(32) == 0 else { return nil }
-    return (b.u16(16), flags & NTFSRecord.flagDirectory != 0)
+    let usn = b.u16(o + usaOffset)
+    for i in 1..<usaCount where b.u16(o + i * NTFSFixup.stride - 2) != usn { return nil }
+    let flags = b.u16(o + 22)
+    guard flags & NTFSRecord.flagInUse != 0, b.u64(o + 32) == 0 else { return nil }
+    return (b.u16(o + 16), flags & NTFSRecord.flagDirectory != 0)
   }
 
   // MARK: Reading streams
