@@ -22,7 +22,9 @@ extension GuestBytes {
 
 /// UTF-16 as the guest stored it, converted to UTF-8 (unpaired surrogates become U+FFFD).
 func ntfsUTF8(_ units: [UInt16]) -> [UInt8] {
-  Array(String(decoding: units, as: UTF16.self).utf8)
+  // Most names are ASCII: one byte per unit, without building a String.
+  if units.allSatisfy({ $0 < 0x80 }) { return units.map { UInt8(truncatingIfNeeded: $0) } }
+  return Array(String(decoding: units, as: UTF16.self).utf8)
 }
 
 /// The errors of the NTFS reader: metadata that contradicts itself, caps, and features it

@@ -88,6 +88,12 @@ struct NTFSFile: Sendable {
 
   static let i30: [UInt16] = Array("$I30".utf16)
 
+  /// The attribute records of one stream share a type and a name.
+  private struct StreamKey: Hashable {
+    var type: UInt32
+    var name: [UInt16]
+  }
+
   var reparseTag: UInt32? {
     guard let r = reparse, r.count >= 4 else { return nil }
     return NTFSBytes(r).u32(0)
@@ -111,8 +117,8 @@ struct NTFSFile: Sendable {
     names = []
     data = [:]
     streamNames = []
-    var groups: [String: [NTFSAttribute]] = [:]
-    var order: [String] = []
+    var groups: [StreamKey: [NTFSAttribute]] = [:]
+    var order: [StreamKey] = []
     for a in attributes {
       switch a.type {
       case NTFSAttribute.standardInformation:
@@ -136,7 +142,7 @@ struct NTFSFile: Sendable {
         volumeInformation = a.value
       case NTFSAttribute.data, NTFSAttribute.indexAllocation, NTFSAttribute.bitmap:
         if a.type != NTFSAttribute.data && a.name != Self.i30 { continue }
-        let key = String(a.type, radix: 16) + ":" + a.name.map { String($0, radix: 16) }.joined(separator: ",")
+        let key = StreamKey(type: a.type, name: a.name)
         if groups[key] == nil { order.append(key) }
         groups[key, default: []].append(a)
       default:

@@ -22,6 +22,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   let mft: NTFSStream
   let recordCount: UInt64
   private let files = Locked(FileCache())
+  private let mftChunks = Locked(MFTChunkCache())
   private let upcaseTable = Locked<[UInt16]?>(nil)
   private let lastUnit = Locked<(key: String, bytes: [UInt8])?>(nil)
   public let warnings: [String]
@@ -49,6 +50,17 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   private struct FileCache {
     var files: [UInt64: NTFSFile] = [:]
     var ring: [UInt64] = []
+    var next = 0
+  }
+
+  /// $MFT is read 64 KiB at a time (64 records of 1 KiB in one volume read) and the last 16
+  /// chunks are kept (1 MiB): a walk meets the records of a folder in roughly ascending order.
+  static let mftChunkBytes = 64 << 10
+  static let mftChunkCount = 16
+
+  private struct MFTChunkCache {
+    /// Chunk index and its bytes; empty bytes: the chunk could not be read whole.
+    var chunks: [(index: UInt64, bytes: [UInt8])] = []
     var next = 0
   }
 
@@ -285,10 +297,12 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   /// Loads base record `n` and the extension records its attribute list names.
   static func loadFile(
-    _ n: UInt64, mft: NTFSStream, volume: any VolumeReader, boot: NTFSBootSector, recordCount: UInt64
+    _ n: UInt64, mft: NTFSStream, volume: any VolumeReader, boot: NTFSBootSector, recordCount: UInt64,
+    reader: ((UInt64) throws -> NTFSRecord?)? = nil
   ) throws -> NTFSFile {
+    let readRecord = reader ?? { try Self.readRecord($0, mft: mft, volume: volume, boot: boot) }
     guard n < recordCount else { throw NTFSError.corrupt("MFT record \(n) is outside the \(recordCount) records") }
-    guard let rec = try readRecord(n, mft: mft, volume: volume, boot: boot), rec.inUse else {
+    guard let rec = try readRecord(n), rec.inUse else {
       throw NTFSError.corrupt("MFT record \(n) is not in use")
     }
     guard rec.baseReference == 0 else {
@@ -304,7 +318,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
         guard seen.count <= maxExtensionRecords else {
           throw NTFSError.limit("MFT record \(n): attribute list names more than \(maxExtensionRecords) records")
         }
-        guard r < recordCount, let ext = try readRecord(r, mft: mft, volume: volume, boot: boot), ext.inUse else {
+        guard r < recordCount, let ext = try readRecord(r), ext.inUse else {
           throw NTFSError.corrupt("MFT record \(n): extension record \(r) is not in use")
         }
         let seq = UInt16(truncatingIfNeeded: e.reference >> 48)
@@ -340,7 +354,8 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// A file by record number, through the cache.
   func file(_ n: FileID) throws -> NTFSFile {
     if let hit = files.withLock({ $0.files[n] }) { return hit }
-    let f = try Self.loadFile(n, mft: mft, volume: volume, boot: boot, recordCount: recordCount)
+    let f = try Self.loadFile(
+      n, mft: mft, volume: volume, boot: boot, recordCount: recordCount, reader: { try self.readRecord($0) })
     files.withLock { c in
       if c.files[n] != nil { return }
       if c.ring.count < Self.cacheFiles {
@@ -353,6 +368,72 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       c.files[n] = f
     }
     return f
+  }
+
+  /// The raw bytes of record `n` (fixups not applied) out of the chunk cache; nil when its
+  /// chunk cannot be read whole (the caller then reads the record alone, with its own errors).
+  func rawRecord(_ n: UInt64) -> [UInt8]? {
+    guard let (bytes, at) = recordChunk(n) else { return nil }
+    return Array(bytes[at..<(at + boot.mftRecordSize)])
+  }
+
+  /// The cached chunk that holds all of record `n`, and where the record starts in it.
+  func recordChunk(_ n: UInt64) -> (bytes: [UInt8], at: Int)? {
+    let size = boot.mftRecordSize
+    let chunk = Self.mftChunkBytes
+    guard size <= chunk, chunk % size == 0, n < recordCount else { return nil }
+    let (pos, overflow) = n.multipliedReportingOverflow(by: UInt64(size))
+    guard !overflow else { return nil }
+    let k = pos / UInt64(chunk)
+    let within = Int(pos % UInt64(chunk))
+    var bytes = mftChunks.withLock { c in c.chunks.first(where: { $0.index == k })?.bytes }
+    if bytes == nil {
+      var buf = [UInt8](repeating: 0, count: chunk)
+      let got = try? buf.withUnsafeMutableBytes {
+        try Self.readStream(mft, at: k * UInt64(chunk), into: $0, volume: volume, boot: boot)
+      }
+      if let got { buf.removeLast(chunk - got) } else { buf = [] }
+      mftChunks.withLock { c in
+        if c.chunks.count < Self.mftChunkCount {
+          c.chunks.append((k, buf))
+        } else {
+          c.chunks[c.next] = (k, buf)
+          c.next = (c.next + 1) % Self.mftChunkCount
+        }
+      }
+      bytes = buf
+    }
+    guard let bytes, within + size <= bytes.count else { return nil }
+    return (bytes, within)
+  }
+
+  /// Record `n` through the chunk cache; nil when it was never used.
+  func readRecord(_ n: UInt64) throws -> NTFSRecord? {
+    guard let raw = rawRecord(n) else { return try Self.readRecord(n, mft: mft, volume: volume, boot: boot) }
+    return try NTFSRecord.parse(
+      raw, number: n, clusterCount: boot.clusterCount, volumeOffset: try Self.mftByteOffset(n, mft: mft, boot: boot))
+  }
+
+  /// What a directory listing needs of record `n` without parsing its attributes: its
+  /// sequence number and directory flag. Nil unless it is a FILE record in use, a base
+  /// record, with intact fixups (the caller then loads it whole).
+  func recordHeader(_ n: UInt64) -> (sequence: UInt16, isDirectory: Bool)? {
+    // Read in place in the cached chunk: no copy of the record.
+    let size = boot.mftRecordSize
+    guard size >= 512, let (raw, o) = recordChunk(n), raw[o] == 0x46, raw[o + 1] == 0x49, raw[o + 2] == 0x4C,
+      raw[o + 3] == 0x45
+    else { return nil }
+    let b = NTFSBytes(raw)
+    let usaOffset = Int(b.u16(o + 4))
+    let usaCount = Int(b.u16(o + 6))
+    guard usaOffset >= 8, usaOffset % 2 == 0, usaCount == 1 + size / NTFSFixup.stride,
+      usaOffset + 2 * usaCount <= NTFSFixup.stride - 2
+    else { return nil }
+    let usn = b.u16(o + usaOffset)
+    for i in 1..<usaCount where b.u16(o + i * NTFSFixup.stride - 2) != usn { return nil }
+    let flags = b.u16(o + 22)
+    guard flags & NTFSRecord.flagInUse != 0, b.u64(o + 32) == 0 else { return nil }
+    return (b.u16(o + 16), flags & NTFSRecord.flagDirectory != 0)
   }
 
   // MARK: Reading streams
@@ -584,6 +665,16 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
         let record = e.reference & 0xFFFF_FFFF_FFFF
         if record == id && fn.name == [0x2E] { continue }  // the root's "."
         let seq = UInt16(truncatingIfNeeded: e.reference >> 48)
+        // The fast way, for a name whose index key says it is neither a reparse point nor a
+        // system file (an Interix link): the record's header confirms that it is in use, of
+        // this sequence, and a folder exactly when the key says so; the record is not parsed.
+        let dirKey = fn.fileAttributes & 0x1000_0000 != 0
+        if fn.fileAttributes & 0x404 == 0, let h = recordHeader(record), seq == 0 || h.sequence == seq,
+          h.isDirectory == dirKey
+        {
+          out.append(DirectoryEntry(name: ntfsUTF8(fn.name), id: record, type: dirKey ? .directory : .regular))
+          continue
+        }
         var type: FileType
         if let child = try? file(record) {
           // A stale entry (the record was freed and reused) is hidden.
@@ -595,7 +686,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
           if record < recordCount {
             do {
               // nil: never used (no FILE magic).
-              let rec = try Self.readRecord(record, mft: mft, volume: volume, boot: boot)
+              let rec = try readRecord(record)
               freed = rec.map { !$0.inUse || (seq != 0 && $0.sequence != seq) } ?? true
             } catch {
               freed = false
