@@ -5,7 +5,9 @@
 //    first;
 //  - when $MFT's own record 0 is torn (a bad update-sequence fixup) or its runlist is
 //    unreadable, records 0-3 come from $MFTMirr (the boot sector's second LCN), the rest
-//    still from $MFT, and a warning says so (vmdk-files prints it).
+//    still from $MFT, and a warning says so (vmdk-files prints it);
+//  - a clean volume is listed from its indexes and $MFT's bitmap alone (no record header
+//    per name), an unclean one ($LogFile with a client in use) checks each entry's record.
 
 import Foundation
 import Glibc
@@ -168,6 +170,94 @@ import VMDKFiles
       let e = expectVMDKError(.corruptFileSystem) { _ = try NTFSFileSystem(volume: try ExtRawVolume(torn)) }
       #expect(e?.message.contains("record 0") == true || damage == "runlist", "\(String(describing: e))")
       #expect(e?.file == torn)
+    }
+  }
+  /// Record `n`'s bytes with its update sequence applied (sector ends restored), and where
+  /// it starts in the image.
+  static func fixedRecord(_ image: [UInt8], _ n: Int) throws -> (offset: Int, bytes: [UInt8]) {
+    let (at, size) = recordOffset(image, n)
+    var r = Array(image[at..<(at + size)])
+    guard r.starts(with: Array("FILE".utf8)), le(r, 44, 4) == n else {
+      throw ToolFailure("record \(n) is not at byte \(at) of the image")
+    }
+    let usa = le(r, 4, 2)
+    for i in 1..<le(r, 6, 2) {
+      r[i * 512 - 2] = r[usa + 2 * i]
+      r[i * 512 - 1] = r[usa + 2 * i + 1]
+    }
+    return (at, r)
+  }
+
+  /// Where the unnamed attribute `type` of record `n` keeps its bytes in the image: its value
+  /// when resident, else its first cluster.
+  static func attributeBytes(_ image: [UInt8], record n: Int, type: Int) throws -> Int {
+    let (at, r) = try fixedRecord(image, n)
+    var p = le(r, 20, 2)
+    while p + 16 < r.count {
+      let t = le(r, p, 4)
+      let length = le(r, p + 4, 4)
+      guard t != 0xFFFF_FFFF, length > 0 else { break }
+      if t == type && r[p + 9] == 0 {
+        if r[p + 8] == 0 { return at + p + le(r, p + 20, 2) }
+        let q = p + le(r, p + 32, 2)
+        let lengthBytes = Int(r[q] & 0xF)
+        let lcn = le(r, q + 1 + lengthBytes, Int(r[q] >> 4))
+        return lcn * le(image, 11, 2) * le(image, 13, 1)
+      }
+      p += length
+    }
+    throw ToolFailure("record \(n) has no attribute 0x\(String(type, radix: 16))")
+  }
+
+  @Test func cleanVolumeListsFromIndexAndBitmap() throws {
+    _ = try requireTool("ntfs-3g")
+    try withTemporaryFolder { dir in
+      let image = try Self.volume(dir) { m in
+        try FileManager.default.createDirectory(atPath: "\(m)/docs", withIntermediateDirectories: true)
+        for i in 0..<12 { try NTFSOracle.write("\(m)/docs/f\(i).txt", NTFSOracle.content(100 + i, seed: i)) }
+      }
+      let good = try #require(try FileSystems.open(try ExtRawVolume(image)) as? NTFSFileSystem)
+      #expect(good.isClean && good.warnings.isEmpty, "\(good.warnings)")
+      let all = (0..<12).map { "f\($0).txt" }
+      #expect(Set(try good.list(try good.lookup("/docs")).map(\.displayName)) == Set(all))
+      let stale = Int(try good.lookup("/docs/f3.txt"))
+      let unused = Int(try good.lookup("/docs/f5.txt"))
+
+      var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: image)))
+      // f3: free in $MFT's bitmap; its record and index entry untouched.
+      let bitmap = try Self.attributeBytes(bytes, record: 0, type: 0xB0) + stale / 8
+      #expect(bitmap % 512 < 510)
+      bytes[bitmap] &= ~UInt8(1 << (stale % 8))
+      // f5: its record's header says "not in use"; the bitmap still says in use.
+      bytes[try Self.fixedRecord(bytes, unused).offset + 22] &= ~1
+      let edited = "\(dir)/edited.img"
+      try Data(bytes).write(to: URL(fileURLWithPath: edited))
+      let clean = try #require(try FileSystems.open(try ExtRawVolume(edited)) as? NTFSFileSystem)
+      #expect(clean.isClean)
+      #expect(
+        Set(try clean.list(try clean.lookup("/docs")).map(\.displayName)) == Set(all.filter { $0 != "f3.txt" }))
+
+      // The same volume with a journal to replay (a client in use in the restart area): each
+      // entry's record header decides instead, and a warning says why.
+      let log = try Self.attributeBytes(bytes, record: 2, type: 0x80)
+      for page in [0, 4096] {
+        var r = [UInt8](repeating: 0, count: 4096)
+        for (i, c) in "RSTR".utf8.enumerated() { r[i] = c }
+        for (at, value, width) in [(4, 0x1E, 2), (6, 9, 2), (16, 4096, 4), (20, 4096, 4), (24, 0x40, 2)] {
+          for k in 0..<width { r[at + k] = UInt8(truncatingIfNeeded: value >> (8 * k)) }
+        }
+        r[0x40 + 8] = 1  // one log client
+        r[0x40 + 10] = 0xFF  // no free client
+        r[0x40 + 11] = 0xFF
+        // client_in_use_list 0 and flags 0: the volume was not shut down cleanly.
+        bytes.replaceSubrange((log + page)..<(log + page + 4096), with: r)
+      }
+      let unclean = "\(dir)/unclean.img"
+      try Data(bytes).write(to: URL(fileURLWithPath: unclean))
+      let fs = try #require(try FileSystems.open(try ExtRawVolume(unclean)) as? NTFSFileSystem)
+      #expect(!fs.isClean && !fs.isDirty)
+      #expect(fs.warnings.contains { $0.contains("$LogFile has changes that were not replayed") }, "\(fs.warnings)")
+      #expect(Set(try fs.list(try fs.lookup("/docs")).map(\.displayName)) == Set(all.filter { $0 != "f5.txt" }))
     }
   }
 }

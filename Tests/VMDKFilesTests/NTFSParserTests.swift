@@ -481,4 +481,36 @@ enum NTFSBuild {
     expectError(.notSupported) { _ = try NTFSReparse.target(dedup, record: 1) }
     #expect(NTFSReparse.describe(0x9000_601A) == "cloud placeholder")
   }
+  /// $LogFile's restart pages: clean when emptied (0xFF), or when the newest restart area
+  /// has no client in use or the clean flag; anything else is not clean.
+  @Test func logFileRestartAreaSaysClean() {
+    func restart(inUse: UInt16, flags: UInt16, magic: String = "RSTR", page: UInt32 = 4096) -> [UInt8] {
+      var r = [UInt8](repeating: 0, count: 8192)
+      for copy in [0, Int(page)] where copy + 0x50 <= r.count {
+        for (i, c) in magic.utf8.enumerated() { r[copy + i] = c }
+        r.put32(copy + 16, page)
+        r.put16(copy + 24, 0x40)
+        r.put16(copy + 0x40 + 12, inUse)
+        r.put16(copy + 0x40 + 14, flags)
+      }
+      return r
+    }
+    #expect(NTFSLogFile.isClean([UInt8](repeating: 0xFF, count: 8192)))
+    #expect(NTFSLogFile.isClean(restart(inUse: 0xFFFF, flags: 0)))
+    #expect(NTFSLogFile.isClean(restart(inUse: 0, flags: 2)))
+    #expect(!NTFSLogFile.isClean(restart(inUse: 0, flags: 0)))
+    #expect(!NTFSLogFile.isClean(restart(inUse: 0xFFFF, flags: 0, magic: "CHKD")))
+    #expect(!NTFSLogFile.isClean(restart(inUse: 0xFFFF, flags: 0, page: 1000)))
+    #expect(!NTFSLogFile.isClean(restart(inUse: 0xFFFF, flags: 0, page: 1 << 20)))
+    // One page clean, the other not: not clean.
+    var mixed = restart(inUse: 0xFFFF, flags: 0)
+    mixed.put16(4096 + 0x40 + 12, 0)
+    #expect(!NTFSLogFile.isClean(mixed))
+    // A restart area offset past the bytes, no restart page at all, nothing read.
+    var far = restart(inUse: 0xFFFF, flags: 0)
+    far.put16(24, 0xFFF0)
+    #expect(!NTFSLogFile.isClean(far))
+    #expect(!NTFSLogFile.isClean([UInt8](repeating: 0, count: 8192)))
+    #expect(!NTFSLogFile.isClean([]))
+  }
 }

@@ -140,6 +140,43 @@ public func writeStdout(_ bytes: UnsafeRawBufferPointer) throws {
   }
 }
 
+/// Standard output in 64 KiB writes: for tools that print one line per file of a tree.
+/// Lines go out in order when the buffer fills and at `flush()`; nothing else may write to
+/// standard output in between (print's buffer is separate).
+public struct OutputBuffer {
+  private var bytes: [UInt8] = []
+  private let limit = 65536
+  public init() { bytes.reserveCapacity(limit + 4096) }
+
+  /// Appends `line` and a newline.
+  public mutating func line(_ line: [UInt8]) throws {
+    bytes += line
+    bytes.append(0x0A)
+    if bytes.count >= limit { try flush() }
+  }
+
+  /// Appends `prefix`, `rest` and a newline.
+  public mutating func line(_ prefix: [UInt8], _ rest: [UInt8]) throws {
+    bytes += prefix
+    bytes += rest
+    bytes.append(0x0A)
+    if bytes.count >= limit { try flush() }
+  }
+
+  public mutating func line(_ line: String) throws {
+    var l = line
+    l.withUTF8 { bytes += $0 }
+    bytes.append(0x0A)
+    if bytes.count >= limit { try flush() }
+  }
+
+  public mutating func flush() throws {
+    guard !bytes.isEmpty else { return }
+    try bytes.withUnsafeBytes { try writeStdout($0) }
+    bytes.removeAll(keepingCapacity: true)
+  }
+}
+
 /// A JSON value with ordered keys, so that output is stable.
 public indirect enum JSON {
   case object([(String, JSON)])

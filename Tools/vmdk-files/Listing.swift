@@ -30,73 +30,84 @@ struct Ls: ParsableCommand {
       warn(fs, json: image.json)
       let id = try fs.lookup(path)
       let a = try fs.stat(id)
+      // JSON is one array, so it is built whole; lines go out as the walk meets the names.
       var rows: [(path: String, entry: DirectoryEntry)] = []
+      var out = OutputBuffer()
+      func emit(_ path: String, _ entry: DirectoryEntry) throws {
+        if image.json {
+          rows.append((path, entry))
+        } else {
+          try line(fs, path, entry, &out)
+        }
+      }
       let base = path.hasSuffix("/") ? path : path + "/"
+      let baseBytes = Array(base.utf8)
+      let plain = !image.json && !l && !streams
+      var failed = false
       if a.type != .directory {
-        rows.append(
-          (path, DirectoryEntry(name: Array(path.utf8.split(separator: 47).last ?? []), id: id, type: a.type)))
+        try emit(path, DirectoryEntry(name: Array(path.utf8.split(separator: 47).last ?? []), id: id, type: a.type))
       } else if recursive {
-        var failed = false
         try fs.walk(
           from: id,
           onError: { p, e in
+            try out.flush()
             printError("\(toolName): \(base)\(String(decoding: p, as: UTF8.self)): \(e)")
             failed = true
           }
         ) { item in
-          rows.append((base + item.displayPath, item.entry))
+          // The common case, names only: bytes straight to the buffer.
+          if plain {
+            try out.line(baseBytes, item.path)
+          } else {
+            try emit(base + item.displayPath, item.entry)
+          }
           return true
         }
-        if failed && !image.json {
-          try output(fs, rows)
-          throw ExitCode(1)
-        }
       } else {
-        rows = try fs.list(id).map { (base + $0.displayName, $0) }
+        for e in try fs.list(id) { try emit(base + e.displayName, e) }
       }
-      try output(fs, rows)
+      if image.json { try json(fs, rows) }
+      try out.flush()
+      if failed && !image.json { throw ExitCode(1) }
     }
   }
 
-  func output(_ fs: any FileSystem, _ rows: [(path: String, entry: DirectoryEntry)]) throws {
-    if image.json {
-      var items: [JSON] = []
-      for r in rows {
-        var kv: [(String, JSON)] = [("path", .string(r.path)), ("name", .string(r.entry.displayName))]
-        if l || true {
-          let a = try fs.stat(r.entry.id)
-          kv += attributesJSON(a)
-          if a.type == .symlink {
-            kv.append(("target", .string(String(decoding: try fs.readlink(a.id), as: UTF8.self))))
-          }
-        }
-        if streams {
-          let list = try namedStreams(fs, r.entry.id).map { s -> JSON in
-            .object([("name", .string(s.displayName)), ("size", .uint(s.size))])
-          }
-          kv.append(("streams", .array(list)))
-        }
-        items.append(.object(kv))
+  func json(_ fs: any FileSystem, _ rows: [(path: String, entry: DirectoryEntry)]) throws {
+    var items: [JSON] = []
+    for r in rows {
+      var kv: [(String, JSON)] = [("path", .string(r.path)), ("name", .string(r.entry.displayName))]
+      let a = try fs.stat(r.entry.id)
+      kv += attributesJSON(a)
+      if a.type == .symlink {
+        kv.append(("target", .string(String(decoding: try fs.readlink(a.id), as: UTF8.self))))
       }
-      printJSON(.array(items))
+      if streams {
+        let list = try namedStreams(fs, r.entry.id).map { s -> JSON in
+          .object([("name", .string(s.displayName)), ("size", .uint(s.size))])
+        }
+        kv.append(("streams", .array(list)))
+      }
+      items.append(.object(kv))
+    }
+    printJSON(.array(items))
+  }
+
+  /// One name's line (and its streams' lines), plain or long.
+  func line(_ fs: any FileSystem, _ path: String, _ entry: DirectoryEntry, _ out: inout OutputBuffer) throws {
+    let shown = recursive ? path : entry.displayName
+    let named = try namedStreams(fs, entry.id)
+    guard l else {
+      try out.line(shown)
+      for s in named { try out.line("\(shown):\(s.displayName)") }
       return
     }
-    for r in rows {
-      let shown = recursive ? r.path : r.entry.displayName
-      let named = try namedStreams(fs, r.entry.id)
-      guard l else {
-        print(shown)
-        for s in named { print("\(shown):\(s.displayName)") }
-        continue
-      }
-      let a = try fs.stat(r.entry.id)
-      var line = "\(modeString(a)) \(a.linkCount) "
-      if let u = a.uid, let g = a.gid { line += "\(u) \(g) " }
-      line += "\(a.size) \(isoTime(a.modificationTime) ?? "-") \(shown)"
-      if a.type == .symlink { line += " -> " + String(decoding: try fs.readlink(a.id), as: UTF8.self) }
-      print(line)
-      for s in named { print("stream \(s.size) \(shown):\(s.displayName)") }
-    }
+    let a = try fs.stat(entry.id)
+    var line = "\(modeString(a)) \(a.linkCount) "
+    if let u = a.uid, let g = a.gid { line += "\(u) \(g) " }
+    line += "\(a.size) \(isoTime(a.modificationTime) ?? "-") \(shown)"
+    if a.type == .symlink { line += " -> " + String(decoding: try fs.readlink(a.id), as: UTF8.self) }
+    try out.line(line)
+    for s in named { try out.line("stream \(s.size) \(shown):\(s.displayName)") }
   }
 }
 

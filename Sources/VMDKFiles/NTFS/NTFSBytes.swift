@@ -8,15 +8,14 @@ typealias NTFSBytes = GuestBytes
 extension GuestBytes {
   /// `units` UTF-16 code units from `o`, clipped to the buffer.
   func utf16(_ o: Int, units: Int) -> [UInt16] {
-    guard units > 0 else { return [] }
-    var out: [UInt16] = []
-    out.reserveCapacity(units)
-    for i in 0..<units {
-      let p = o + 2 * i
-      guard has(p, 2) else { break }
-      out.append(u16(p))
+    guard units > 0, o >= 0, o < bytes.count else { return [] }
+    let n = min(units, (bytes.count - o) / 2)
+    return bytes.withUnsafeBufferPointer { p in
+      [UInt16](unsafeUninitializedCapacity: n) { out, count in
+        for i in 0..<n { out[i] = UInt16(p[o + 2 * i]) | UInt16(p[o + 2 * i + 1]) << 8 }
+        count = n
+      }
     }
-    return out
   }
 }
 

@@ -77,6 +77,8 @@ struct NTFSFile: Sendable {
   var indexAllocation: NTFSStream?
   /// $BITMAP:$I30: which index blocks are in use.
   var indexBitmap: NTFSStream?
+  /// The unnamed $BITMAP ($MFT's: one bit per record in use).
+  var bitmap: NTFSStream?
   var reparse: [UInt8]?
   /// Non-resident reparse data (rare); the file system reads it into `reparse`.
   var reparseStream: NTFSStream?
@@ -141,7 +143,9 @@ struct NTFSFile: Sendable {
       case NTFSAttribute.volumeInformation:
         volumeInformation = a.value
       case NTFSAttribute.data, NTFSAttribute.indexAllocation, NTFSAttribute.bitmap:
-        if a.type != NTFSAttribute.data && a.name != Self.i30 { continue }
+        if a.type == NTFSAttribute.indexAllocation && a.name != Self.i30 { continue }
+        // $BITMAP:$I30 of a folder, and $MFT's own unnamed $BITMAP (record 0 only).
+        if a.type == NTFSAttribute.bitmap && a.name != Self.i30 && !(a.name.isEmpty && number == 0) { continue }
         let key = StreamKey(type: a.type, name: a.name)
         if groups[key] == nil { order.append(key) }
         groups[key, default: []].append(a)
@@ -155,7 +159,7 @@ struct NTFSFile: Sendable {
       if s.type == NTFSAttribute.indexAllocation {
         indexAllocation = s
       } else if s.type == NTFSAttribute.bitmap {
-        indexBitmap = s
+        if s.name.isEmpty { bitmap = s } else { indexBitmap = s }
       } else {
         data[s.name] = s
         if !s.name.isEmpty { streamNames.append(s.name) }

@@ -29,6 +29,14 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   public let label: String?
   /// True when $Volume says the volume is dirty (not cleanly unmounted).
   public let isDirty: Bool
+  /// True when the volume is not marked dirty and $LogFile has nothing to replay: its
+  /// folder indexes then agree with the records they name, and a listing takes an index
+  /// entry's type and sequence as they are (checking only $MFT's bitmap), as Windows and
+  /// ntfs-3g do. On any other volume each entry's record header is read to hide stale ones.
+  public let isClean: Bool
+  /// $MFT's $BITMAP (one bit per record in use), read at the first listing; nil inside
+  /// when it cannot be read.
+  private let mftBitmap = Locked<[UInt8]??>(nil)
   /// NTFS version from $VOLUME_INFORMATION ("3.1").
   public let version: String
 
@@ -48,15 +56,18 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   }
 
   private struct FileCache {
-    var files: [UInt64: NTFSFile] = [:]
+    /// Room for every entry from the start: growing would move each cached file.
+    var files: [UInt64: NTFSFile] = Dictionary(minimumCapacity: NTFSFileSystem.cacheFiles)
     var ring: [UInt64] = []
     var next = 0
   }
 
-  /// $MFT is read 64 KiB at a time (64 records of 1 KiB in one volume read) and the last 16
-  /// chunks are kept (1 MiB): a walk meets the records of a folder in roughly ascending order.
-  static let mftChunkBytes = 64 << 10
-  static let mftChunkCount = 16
+  /// $MFT is read 16 KiB at a time (16 records of 1 KiB in one volume read) and the last 32
+  /// chunks are kept (512 KiB): a walk meets the records of a folder in roughly ascending
+  /// order. (64 KiB chunks made `ls -R` of 4,500 folders among 52,000 files slower: a clean
+  /// volume's listing reads only the folders' records, about one in twelve.)
+  static let mftChunkBytes = 16 << 10
+  static let mftChunkCount = 32
 
   private struct MFTChunkCache {
     /// Chunk index and its bytes; empty bytes: the chunk could not be read whole.
@@ -114,9 +125,16 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     if dirty {
       notes.append("the volume is marked dirty: $LogFile was not replayed, so metadata may be inconsistent")
     }
+    let logClean = Self.logFileIsClean(volume: volume, boot: boot, mft: mft, recordCount: recordCount)
+    if !dirty && !logClean {
+      notes.append(
+        "$LogFile has changes that were not replayed (Windows crashed, hibernated or used fast startup): metadata may be inconsistent"
+      )
+    }
     self.label = label
     self.version = version
     isDirty = dirty
+    isClean = !dirty && logClean
     warnings = notes
     let r = try withFile { try file(5) }
     guard r.isDirectory, r.indexRoot != nil else {
@@ -350,6 +368,36 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   /// An Interix symbolic link's data: the 8-byte magic and a target of at most PATH_MAX.
   static let maxInterixBytes: UInt64 = 8 + 2 * 4096
+
+  /// Whether $LogFile (record 2) has nothing to replay; false when it cannot be read.
+  static func logFileIsClean(volume: any VolumeReader, boot: NTFSBootSector, mft: NTFSStream, recordCount: UInt64)
+    -> Bool
+  {
+    guard let log = try? loadFile(2, mft: mft, volume: volume, boot: boot, recordCount: recordCount),
+      let s = log.data[[]], s.size > 0
+    else { return false }
+    var bytes = [UInt8](repeating: 0, count: Int(min(s.size, UInt64(NTFSLogFile.restartBytes))))
+    guard let n = try? bytes.withUnsafeMutableBytes({ try readStream(s, at: 0, into: $0, volume: volume, boot: boot) })
+    else { return false }
+    bytes.removeLast(bytes.count - n)
+    return NTFSLogFile.isClean(bytes)
+  }
+
+  /// $MFT's bitmap, read once; nil when the volume is not clean or the bitmap cannot be read
+  /// (listings then check record headers).
+  func recordsInUse() -> [UInt8]? {
+    guard isClean else { return nil }
+    if let cached = mftBitmap.withLock({ $0 }) { return cached }
+    var bitmap: [UInt8]?
+    if let f = try? file(0), let s = f.bitmap, s.size <= recordCount / 8 + 8 {
+      var bytes = [UInt8](repeating: 0, count: Int(s.size))
+      if let n = try? bytes.withUnsafeMutableBytes({ try read(s, at: 0, into: $0) }), n == bytes.count {
+        bitmap = bytes
+      }
+    }
+    mftBitmap.withLock { $0 = .some(bitmap) }
+    return bitmap
+  }
 
   /// A file by record number, through the cache.
   func file(_ n: FileID) throws -> NTFSFile {
@@ -660,15 +708,24 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
         throw VMDKError(.invalidArgument, "ntfs: record \(id) is a \(f.type.rawValue), not a directory")
       }
       var out: [DirectoryEntry] = []
+      let inUse = recordsInUse()
       for e in try indexEntries(f) {
         guard let fn = e.fileName, fn.namespace != NTFSFileName.dos else { continue }
         let record = e.reference & 0xFFFF_FFFF_FFFF
         if record == id && fn.name == [0x2E] { continue }  // the root's "."
         let seq = UInt16(truncatingIfNeeded: e.reference >> 48)
+        let dirKey = fn.fileAttributes & 0x1000_0000 != 0
+        // A clean volume: the key is the truth for a name that is neither a reparse point nor
+        // a system file; a record that $MFT's bitmap says is free is hidden.
+        if let inUse, fn.fileAttributes & 0x404 == 0 {
+          let byte = Int(truncatingIfNeeded: record / 8)
+          guard record / 8 < UInt64(inUse.count), inUse[byte] & (1 << (record % 8)) != 0 else { continue }
+          out.append(DirectoryEntry(name: ntfsUTF8(fn.name), id: record, type: dirKey ? .directory : .regular))
+          continue
+        }
         // The fast way, for a name whose index key says it is neither a reparse point nor a
         // system file (an Interix link): the record's header confirms that it is in use, of
         // this sequence, and a folder exactly when the key says so; the record is not parsed.
-        let dirKey = fn.fileAttributes & 0x1000_0000 != 0
         if fn.fileAttributes & 0x404 == 0, let h = recordHeader(record), seq == 0 || h.sequence == seq,
           h.isDirectory == dirKey
         {

@@ -61,45 +61,47 @@ struct NTFSIndexNode: Sendable {
   var hasChildren: Bool
 
   /// Parses an INDEX_HEADER at `h` and its entries; `limit` is where the node's bytes end.
-  static func parse(_ b: NTFSBytes, header h: Int, limit: Int, what: String) throws -> NTFSIndexNode {
+  static func parse(
+    _ b: NTFSBytes, header h: Int, limit: Int, what: @autoclosure () -> String
+  ) throws -> NTFSIndexNode {
     guard b.has(h, 16), h + 16 <= limit else {
-      throw NTFSError.corrupt("\(what): index header truncated", offset: b.at(h))
+      throw NTFSError.corrupt("\(what()): index header truncated", offset: b.at(h))
     }
     let entriesOffset = Int(b.u32(h))
     let indexLength = Int(b.u32(h + 4))
     guard entriesOffset >= 16, entriesOffset <= indexLength, indexLength <= limit - h else {
       throw NTFSError.corrupt(
-        "\(what): entries at \(entriesOffset), \(indexLength) bytes used, \(limit - h) available", offset: b.at(h))
+        "\(what()): entries at \(entriesOffset), \(indexLength) bytes used, \(limit - h) available", offset: b.at(h))
     }
     var node = NTFSIndexNode(entries: [], hasChildren: b.u8(h + 12) & 1 != 0)
     var p = h + entriesOffset
     let end = h + indexLength
     while true {
       guard p + 16 <= end else {
-        throw NTFSError.corrupt("\(what): the index entries have no last entry", offset: b.at(p))
+        throw NTFSError.corrupt("\(what()): the index entries have no last entry", offset: b.at(p))
       }
       let length = Int(b.u16(p + 8))
       let keyLength = Int(b.u16(p + 10))
       let flags = b.u16(p + 12)
       guard length >= 16, length % 8 == 0, length <= end - p, 16 + keyLength <= length else {
         throw NTFSError.corrupt(
-          "\(what): an index entry of \(length) bytes (key \(keyLength)) does not fit", offset: b.at(p))
+          "\(what()): an index entry of \(length) bytes (key \(keyLength)) does not fit", offset: b.at(p))
       }
       var entry = NTFSIndexEntry(reference: b.u64(p), fileName: nil, subnode: nil)
       if flags & 1 != 0 {
         guard length >= 24 else {
-          throw NTFSError.corrupt("\(what): an entry too short for its sub-node", offset: b.at(p))
+          throw NTFSError.corrupt("\(what()): an entry too short for its sub-node", offset: b.at(p))
         }
         let vcn = b.i64(p + length - 8)
         guard vcn >= 0 else {
-          throw NTFSError.corrupt("\(what): a negative sub-node VCN", offset: b.at(p + length - 8))
+          throw NTFSError.corrupt("\(what()): a negative sub-node VCN", offset: b.at(p + length - 8))
         }
         entry.subnode = UInt64(vcn)
       }
       let last = flags & 2 != 0
       if !last {
         guard keyLength >= 66 else {
-          throw NTFSError.corrupt("\(what): a key of \(keyLength) bytes", offset: b.at(p + 10))
+          throw NTFSError.corrupt("\(what()): a key of \(keyLength) bytes", offset: b.at(p + 10))
         }
         entry.fileName = try NTFSFileName.parse(b, at: p + 16, limit: p + 16 + keyLength)
       }

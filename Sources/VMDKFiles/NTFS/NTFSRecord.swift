@@ -21,32 +21,35 @@ enum NTFSFixup {
 
   /// Checks and applies the update sequence array of a FILE or INDX structure in place.
   /// A sector whose last u16 differs from the update sequence number is a torn write.
-  static func apply(_ bytes: inout [UInt8], magic: String, volumeOffset: UInt64) throws {
-    let b = NTFSBytes(bytes, volumeOffset: volumeOffset)
+  static func apply(_ bytes: inout [UInt8], magic: @autoclosure () -> String, volumeOffset: UInt64) throws {
     let size = bytes.count
     guard size >= stride, size % stride == 0 else {
-      throw NTFSError.corrupt("\(magic) structure of \(size) bytes is not a multiple of 512", offset: volumeOffset)
+      throw NTFSError.corrupt("\(magic()) structure of \(size) bytes is not a multiple of 512", offset: volumeOffset)
     }
-    let usaOffset = Int(b.u16(4))
-    let usaCount = Int(b.u16(6))
+    func u16(_ o: Int) -> UInt16 { UInt16(bytes[o]) | UInt16(bytes[o + 1]) << 8 }
+    let usaOffset = Int(u16(4))
+    let usaCount = Int(u16(6))
     guard usaOffset % 2 == 0, usaOffset >= 8 else {
-      throw NTFSError.corrupt("\(magic): update sequence offset \(usaOffset) is invalid", offset: b.at(4))
+      throw NTFSError.corrupt(
+        "\(magic()): update sequence offset \(usaOffset) is invalid", offset: volumeOffset &+ 4)
     }
     guard usaCount == 1 + size / stride else {
       throw NTFSError.corrupt(
-        "\(magic): \(usaCount) update sequence entries for \(size) bytes (expected \(1 + size / stride))",
-        offset: b.at(6))
+        "\(magic()): \(usaCount) update sequence entries for \(size) bytes (expected \(1 + size / stride))",
+        offset: volumeOffset &+ 6)
     }
     guard usaOffset + 2 * usaCount <= stride - 2 else {
-      throw NTFSError.corrupt("\(magic): the update sequence array leaves the first sector", offset: b.at(4))
+      throw NTFSError.corrupt(
+        "\(magic()): the update sequence array leaves the first sector", offset: volumeOffset &+ 4)
     }
-    let usn = b.u16(usaOffset)
+    // Offsets are in range: size >= 512 * (usaCount - 1) and the array lies in the first sector.
+    let usn = u16(usaOffset)
     for i in 1..<usaCount {
       let end = i * stride - 2
-      guard b.u16(end) == usn else {
+      guard u16(end) == usn else {
         throw NTFSError.corrupt(
-          "\(magic): sector \(i - 1) does not end with the update sequence number 0x\(String(usn, radix: 16)) (a torn write)",
-          offset: b.at(end))
+          "\(magic()): sector \(i - 1) does not end with the update sequence number 0x\(String(usn, radix: 16)) (a torn write)",
+          offset: volumeOffset &+ UInt64(end))
       }
       bytes[end] = bytes[usaOffset + 2 * i]
       bytes[end + 1] = bytes[usaOffset + 2 * i + 1]
