@@ -38,9 +38,15 @@ struct ImageOptions: ParsableArguments {
   func fileSystem() throws -> (Disk, any FileSystem) {
     let (disk, layout) = try layout()
     let (_, fs) = try layout.fileSystem(partition: partition)
+    keptUntilExit.withLock { $0.append(fs) }
     return (disk, fs)
   }
 }
+
+/// The file systems a command opened, referenced until the process exits: a walk leaves
+/// thousands of parsed records in their caches, and freeing them (a few milliseconds of an
+/// `ls -R`) would only delay the exit. The disks are read-only; the descriptors close at exit.
+private let keptUntilExit = Locked<[any FileSystem]>([])
 
 /// Time as ISO 8601 UTC ("2024-05-01T12:00:00Z").
 func isoTime(_ t: FileTime?) -> String? {

@@ -62,8 +62,11 @@ struct NTFSStream: Sendable {
   }
 }
 
-/// A base record with everything its attribute list adds.
-struct NTFSFile: Sendable {
+/// A base record with everything its attribute list adds. A class, so that the file cache and
+/// every reader share one copy (a struct of this many arrays costs a reference count per field
+/// each time it is copied out of the cache). Unchecked Sendable: `loadFile` sets the last
+/// fields before the file is cached or returned, and nothing changes it afterwards.
+final class NTFSFile: @unchecked Sendable {
   var number: UInt64
   var sequence: UInt16
   var recordFlags: UInt16

@@ -346,7 +346,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
         attributes += ext.attributes.filter { $0.type != NTFSAttribute.attributeList }
       }
     }
-    var f = try NTFSFile(number: n, sequence: rec.sequence, flags: rec.flags, attributes: attributes)
+    let f = try NTFSFile(number: n, sequence: rec.sequence, flags: rec.flags, attributes: attributes)
     if f.reparse == nil, let s = f.reparseStream {
       guard s.dataSize <= 16 << 10 else { throw NTFSError.limit("MFT record \(n): reparse data beyond 16 KiB") }
       var bytes = [UInt8](repeating: 0, count: Int(s.dataSize))
