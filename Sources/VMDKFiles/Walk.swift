@@ -87,7 +87,14 @@ extension FileSystem {
       }
       var children: [(FileID, [UInt8], Int)] = []
       for e in entries {
-        let p = path.isEmpty ? e.name : path + [UInt8(ascii: "/")] + e.name
+        var p = e.name
+        if !path.isEmpty {
+          p = []
+          p.reserveCapacity(path.count + 1 + e.name.count)
+          p += path
+          p.append(UInt8(ascii: "/"))
+          p += e.name
+        }
         let item = WalkItem(path: p, entry: e, depth: depth + 1)
         let descend = try body(item)
         guard e.type == .directory, descend else { continue }

@@ -148,7 +148,15 @@ private func launch(_ tool: String, _ arguments: [String]) throws -> (Process, P
       let (p, _) = try launch(
         try builtToolPath("vmdk-convert"),
         ["--config", conf, "nbd://127.0.0.1:\(server.port)/disk", out, "-t", "streamOptimized", "-q"])
-      usleep(400_000)
+      // The server goes down once the convert is under way (its temporary output exists), not
+      // after a fixed time: on a quiet machine 384 MiB of this pattern converts in 0.4 s.
+      let started = Date()
+      func underWay() -> Bool {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+        return names.contains { $0.hasPrefix(".backup.vmdk.tmp-") }
+      }
+      while p.isRunning && !underWay() && Date().timeIntervalSince(started) < 30 { usleep(2_000) }
+      usleep(50_000)
       let wasRunning = p.isRunning
       server.stop()
       usleep(700_000)
