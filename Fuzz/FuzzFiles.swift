@@ -6,7 +6,7 @@
 //   descriptors, inodes (with their in-inode xattrs), extent nodes and directory blocks (both
 //   dirent forms, 1 KiB and 64 KiB rec_len rules), the FAT boot sector, short entries and long
 //   names; NTFS's boot sector, MFT records, attributes, runlists, index nodes, attribute lists,
-//   reparse data and LZNT1;
+//   reparse data, LZNT1 and $LogFile's restart pages;
 // - the input as a whole volume (a file system at byte 0): probed by every reader, then walked
 //   (capped), every name stat'ed, every file read at its start, its end and across a block,
 //   its data ranges listed, every link read, a few paths looked up;
@@ -211,6 +211,8 @@ func ntfsParsers(_ input: [UInt8]) {
   _ = typed("ntfs standard information") { try NTFSStandardInformation.parse(head, record: 0) }
   _ = typed("ntfs attribute list") { try NTFSFileSystem.parseList(head, base: 0) }
   _ = typed("ntfs reparse") { try NTFSReparse.target(head, record: 0) }
+  // $LogFile's restart pages: the input's start, up to both pages at the largest page size.
+  _ = NTFSLogFile.isClean(Array(input.prefix(NTFSLogFile.restartBytes)))
   for outputSize in [4096, 65536] {
     _ = typed("lznt1") { try NTFSLZNT1.decompress(Array(input.prefix(65536)), outputSize: outputSize) }
   }
