@@ -111,6 +111,20 @@ func makeOperations(_ tree: MountTree) -> cfuse_ops {
       return Int(negativeErrno(error))
     }
   }
+  ops.pieces = { ctx, fh, size, offset, out, max in
+    guard let t = treeOf(ctx), let out,
+      let pieces = t.pieces(handle: fh, at: offset, length: Int(clamping: size), maxPieces: max)
+    else { return -1 }
+    guard pieces.count <= max else { return -1 }
+    for (i, p) in pieces.enumerated() {
+      switch p {
+      case .file(let fd, let at, let n): out[i] = cfuse_piece(fd: fd, offset: at, length: UInt64(n))
+      case .zero(let n): out[i] = cfuse_piece(fd: Int32(CFUSE_PIECE_ZERO), offset: 0, length: UInt64(n))
+      case .read(let n): out[i] = cfuse_piece(fd: Int32(CFUSE_PIECE_READ), offset: 0, length: UInt64(n))
+      }
+    }
+    return pieces.count
+  }
   ops.readlink = { ctx, path, buf, size in
     guard let t = treeOf(ctx), let buf, size > 0 else { return -EIO }
     do {

@@ -29,6 +29,17 @@ typedef struct cfuse_statfs {
   uint64_t name_max;
 } cfuse_statfs;
 
+/// One piece of a read's reply (cfuse_ops.pieces).
+typedef struct cfuse_piece {
+  /// >= 0: `length` bytes of this open file from byte `offset`, moved to the kernel without a
+  /// copy here (splice); CFUSE_PIECE_ZERO: zeros; CFUSE_PIECE_READ: read through cfuse_ops.read.
+  int32_t fd;
+  uint64_t offset;
+  uint64_t length;
+} cfuse_piece;
+
+enum { CFUSE_PIECE_ZERO = -1, CFUSE_PIECE_READ = -2, CFUSE_MAX_PIECES = 64 };
+
 /// Adds one name to a readdir answer; returns non-zero when the kernel's buffer is full.
 typedef int (*cfuse_fill_fn)(void *fill_ctx, const char *name);
 
@@ -41,6 +52,11 @@ typedef struct cfuse_ops {
   int (*open)(void *ctx, const char *path, int flags, uint64_t *fh);
   /// Returns the count read (the full `size` unless at the end of the file) or a negative errno.
   long (*read)(void *ctx, const char *path, uint64_t fh, char *buf, size_t size, uint64_t offset);
+  /// Optional (NULL: every read goes through `read`). Describes the reply to a read of `size`
+  /// bytes at `offset` as at most `max` pieces, in order, whose lengths sum to what `read`
+  /// would return: returns their count (0 at the end of the file), or -1 when the bytes are
+  /// to be read through `read`. Never fails: an error shows when `read` is asked.
+  long (*pieces)(void *ctx, uint64_t fh, size_t size, uint64_t offset, cfuse_piece *out, size_t max);
   /// Writes the target into buf (NUL-terminated, truncated to size - 1).
   int (*readlink)(void *ctx, const char *path, char *buf, size_t size);
   int (*statfs)(void *ctx, cfuse_statfs *st);
