@@ -21,6 +21,11 @@
 static const cfuse_ops *g_ops;
 // The max_read the mount added to its options (0: none); INIT must ask for the same.
 static size_t g_max_read;
+// Whether the kernel takes spliced replies (INIT granted FUSE_CAP_SPLICE_WRITE): only then
+// are file pieces worth naming (libfuse would otherwise copy them through a new buffer).
+static int g_splice;
+// Files are opened with FOPEN_DIRECT_IO (cfuse_run's CFUSE_DIRECT_IO).
+static int g_direct_io;
 static int g_syslog;
 
 void cfuse_log(const char *message) {
@@ -48,7 +53,9 @@ static int s_getattr(const char *path, struct stat *st, struct fuse_file_info *f
   st->st_rdev = a.rdev;
   st->st_size = (off_t)a.size;
   st->st_blocks = (blkcnt_t)a.blocks;
-  st->st_blksize = 4096;
+  // Without the page cache each read(2) is one request: readers that size their reads by
+  // st_blksize (cat, cp) then ask for 1 MiB at a time instead of 128 KiB.
+  st->st_blksize = g_direct_io ? (1 << 20) : 4096;
   st->st_atim.tv_sec = a.atime_sec;
   st->st_atim.tv_nsec = a.atime_nsec;
   st->st_mtim.tv_sec = a.mtime_sec;
@@ -85,6 +92,7 @@ static int s_open(const char *path, struct fuse_file_info *fi) {
   if (r != 0) return r;
   fi->fh = fh;
   fi->keep_cache = 1;  // the image does not change under the mount
+  fi->direct_io = g_direct_io;
   return 0;
 }
 
@@ -126,7 +134,7 @@ static int s_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, 
                       struct fuse_file_info *fi) {
   if (offset < 0) return -EINVAL;
   cfuse_piece pieces[CFUSE_MAX_PIECES];
-  long n = g_ops->pieces == NULL
+  long n = (g_ops->pieces == NULL || !g_splice)
                ? -1
                : g_ops->pieces(g_ops->ctx, fi->fh, size, (uint64_t)offset, pieces, CFUSE_MAX_PIECES);
   if (n < 0 || n > CFUSE_MAX_PIECES) return read_copy(path, bufp, size, offset, fi);
@@ -202,13 +210,11 @@ static int s_access(const char *path, int mask) {
 static void *s_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   // Replies that name file pieces are spliced: the kernel takes the pages of the image's
   // page cache into the reply instead of this process copying them. VMDK_MOUNT_SPLICE=0
-  // turns it off (to compare), =move also asks the kernel to move pages when it can.
-  if (g_max_read > 0) conn->max_read = (unsigned)g_max_read;
+  // turns it off (to compare the copying path).
   const char *splice = getenv("VMDK_MOUNT_SPLICE");
-  if (splice == NULL || strcmp(splice, "0") != 0) {
-    if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
-    if (splice != NULL && strcmp(splice, "move") == 0 && (conn->capable & FUSE_CAP_SPLICE_MOVE))
-      conn->want |= FUSE_CAP_SPLICE_MOVE;
+  if ((splice == NULL || strcmp(splice, "0") != 0) && (conn->capable & FUSE_CAP_SPLICE_WRITE)) {
+    conn->want |= FUSE_CAP_SPLICE_WRITE;
+    g_splice = 1;
   }
   cfg->use_ino = 1;  // st_ino as the file system numbers it: hard links share one
   cfg->readdir_ino = 1;
@@ -397,9 +403,11 @@ static size_t splice_max_read(void) {
 
 // MARK: Loop
 
-int cfuse_run(const char *program, const char *mountpoint, const char *options, int single_thread,
+int cfuse_run(const char *program, const char *mountpoint, const char *options, unsigned flags,
               const cfuse_ops *ops, void (*mounted)(void *mounted_ctx), void *mounted_ctx) {
   g_ops = ops;
+  g_direct_io = (flags & CFUSE_DIRECT_IO) != 0;
+  int single_thread = (flags & CFUSE_SINGLE_THREAD) != 0;
   static struct fuse_operations fo;
   memset(&fo, 0, sizeof fo);
   fo.init = s_init;

@@ -16,6 +16,10 @@ public struct MountOptions: Sendable {
   /// The name shown in /proc/mounts (fsname=).
   public var sourceName: String = "vmdk"
   public var singleThread = false
+  /// Open files with FOPEN_DIRECT_IO (CFUSE_DIRECT_IO): no page cache in the mount, one
+  /// request per read(2), copied once. For one-pass reads of large files; small reads lose
+  /// read-ahead and a shared mmap fails.
+  public var directIO = false
   public init(mountpoint: String) { self.mountpoint = mountpoint }
 
   /// The -o string given to libfuse. Commas in the source name would split options: they
@@ -181,7 +185,8 @@ public enum FuseMount {
     pipeBox.initialize(to: daemonPipe)
     defer { pipeBox.deallocate() }
     let status = cfuse_run(
-      "vmdk-mount", options.mountpoint, options.optionString, options.singleThread ? 1 : 0, ops,
+      "vmdk-mount", options.mountpoint, options.optionString,
+      UInt32(options.singleThread ? CFUSE_SINGLE_THREAD : 0) | UInt32(options.directIO ? CFUSE_DIRECT_IO : 0), ops,
       { ctx in
         guard let fd = ctx?.assumingMemoryBound(to: Int32.self).pointee, fd >= 0 else { return }
         cfuse_daemon_ready(fd)

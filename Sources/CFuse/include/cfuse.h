@@ -72,11 +72,23 @@ int cfuse_daemon_start(void);
 /// and stderr become /dev/null; messages go to syslog from then on) and closes the pipe.
 void cfuse_daemon_ready(int fd);
 
+/// cfuse_run's flags.
+enum {
+  /// Serve one request at a time (libfuse's single-threaded loop).
+  CFUSE_SINGLE_THREAD = 1,
+  /// Open files with FOPEN_DIRECT_IO: reads bypass the kernel's page cache of the mount and
+  /// each read(2) becomes one request whose reply the kernel copies straight into the
+  /// reader's buffer (one copy in all with splice). Faster for one-pass large reads; no
+  /// read-ahead for small reads, and shared mmap of a file fails (ENODEV).
+  CFUSE_DIRECT_IO = 2,
+};
+
 /// Mounts at `mountpoint` with the comma-separated `options` (always read-only), calls
 /// `mounted(mounted_ctx)` once the mount is up, and serves until `fusermount3 -u`, SIGTERM,
-/// SIGINT or SIGHUP; then unmounts. Returns 0 on a clean end, 1 when the mount failed (a
-/// message went to stderr), 2 when the loop ended with an error.
-int cfuse_run(const char *program, const char *mountpoint, const char *options, int single_thread,
+/// SIGINT or SIGHUP; then unmounts. `flags` are CFUSE_SINGLE_THREAD and CFUSE_DIRECT_IO.
+/// Returns 0 on a clean end, 1 when the mount failed (a message went to stderr), 2 when the
+/// loop ended with an error.
+int cfuse_run(const char *program, const char *mountpoint, const char *options, unsigned flags,
               const cfuse_ops *ops, void (*mounted)(void *mounted_ctx), void *mounted_ctx);
 
 /// One line to stderr, or to syslog once cfuse_daemon_ready detached the process.
