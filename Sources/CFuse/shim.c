@@ -211,6 +211,7 @@ static void *s_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   // Replies that name file pieces are spliced: the kernel takes the pages of the image's
   // page cache into the reply instead of this process copying them. VMDK_MOUNT_SPLICE=0
   // turns it off (to compare the copying path).
+  if (g_max_read > 0) conn->max_read = (unsigned)g_max_read;
   const char *splice = getenv("VMDK_MOUNT_SPLICE");
   if ((splice == NULL || strcmp(splice, "0") != 0) && (conn->capable & FUSE_CAP_SPLICE_WRITE)) {
     conn->want |= FUSE_CAP_SPLICE_WRITE;
