@@ -336,7 +336,10 @@ public final class MountTree: Sendable {
       return try? disk.hostPieces(offset: at, length: count, maxPieces: maxPieces)
     case .fileSystem(let fs, _):
       guard let mapping = fs.mapping else { return nil }
-      return try? mapping.hostPieces(handle, at: offset, length: length, maxPieces: maxPieces) ?? nil
+      guard let pieces = try? mapping.hostPieces(handle, at: offset, length: length, maxPieces: maxPieces) else {
+        return nil
+      }
+      return pieces
     }
   }
 

@@ -30,8 +30,9 @@ extension NTFSFileSystem: FileMapping {
         // No run for this VCN: the read says what is wrong.
         guard let i = s.runIndex(vcn) else { return nil }
         let r = s.runs[i]
-        let runEnd = (r.vcn + r.length).multipliedReportingOverflow(by: cs)
-        let endByte = runEnd.overflow ? UInt64.max : runEnd.partialValue
+        let (lastVCN, o0) = r.vcn.addingReportingOverflow(r.length)
+        let runEnd = lastVCN.multipliedReportingOverflow(by: cs)
+        let endByte = o0 || runEnd.overflow ? UInt64.max : runEnd.partialValue
         let n = Int(min(endByte - pos, UInt64(total - done), s.initializedSize - pos))
         if let lcn = r.lcn {
           let (cluster, o1) = lcn.addingReportingOverflow(vcn - r.vcn)
