@@ -13,9 +13,14 @@ public protocol VolumeReader: Sendable {
   func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
   /// A name for error messages: the image and the partition.
   var name: String { get }
+  /// The disk this volume is a byte range of, and the range's first byte on it; nil when
+  /// the volume is not a plain range of a disk (bytes in memory). nil by default.
+  var diskRange: (disk: Disk, start: UInt64)? { get }
 }
 
 extension VolumeReader {
+  public var diskRange: (disk: Disk, start: UInt64)? { nil }
+
   /// `count` bytes at `offset`; `count` must already be checked against a cap by the caller.
   public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: count)
@@ -138,6 +143,9 @@ public protocol FileSystem: Sendable {
     throws -> Int
   /// The Windows file attributes (FILE_ATTRIBUTE_*), where the file system keeps them.
   func windowsAttributes(_ id: FileID) throws -> UInt32?
+  /// Where files' bytes lie on the volume, when the file system can tell (FileMapping.swift);
+  /// nil by default.
+  var mapping: (any FileMapping)? { get }
 }
 
 /// A named data stream of a file (an NTFS alternate data stream).
@@ -164,6 +172,7 @@ extension FileSystem {
     throw VMDKError(.fileNotFound, "\(kind): no stream \"\(name)\" (this file system has no named streams)")
   }
   public func windowsAttributes(_ id: FileID) throws -> UInt32? { nil }
+  public var mapping: (any FileMapping)? { nil }
   public func entry(named name: [UInt8], in folder: FileID) throws -> DirectoryEntry? {
     try list(folder).first { $0.name == name }
   }

@@ -16,6 +16,10 @@ public struct MountOptions: Sendable {
   /// The name shown in /proc/mounts (fsname=).
   public var sourceName: String = "vmdk"
   public var singleThread = false
+  /// Open files with FOPEN_DIRECT_IO (CFUSE_DIRECT_IO): no page cache in the mount, one
+  /// request per read(2), copied once. For one-pass reads of large files; small reads lose
+  /// read-ahead and a shared mmap fails.
+  public var directIO = false
   public init(mountpoint: String) { self.mountpoint = mountpoint }
 
   /// The -o string given to libfuse. Commas in the source name would split options: they
@@ -111,6 +115,20 @@ func makeOperations(_ tree: MountTree) -> cfuse_ops {
       return Int(negativeErrno(error))
     }
   }
+  ops.pieces = { ctx, fh, size, offset, out, max in
+    guard let t = treeOf(ctx), let out,
+      let pieces = t.pieces(handle: fh, at: offset, length: Int(clamping: size), maxPieces: max)
+    else { return -1 }
+    guard pieces.count <= max else { return -1 }
+    for (i, p) in pieces.enumerated() {
+      switch p {
+      case .file(let fd, let at, let n): out[i] = cfuse_piece(fd: fd, offset: at, length: UInt64(n))
+      case .zero(let n): out[i] = cfuse_piece(fd: Int32(CFUSE_PIECE_ZERO), offset: 0, length: UInt64(n))
+      case .read(let n): out[i] = cfuse_piece(fd: Int32(CFUSE_PIECE_READ), offset: 0, length: UInt64(n))
+      }
+    }
+    return pieces.count
+  }
   ops.readlink = { ctx, path, buf, size in
     guard let t = treeOf(ctx), let buf, size > 0 else { return -EIO }
     do {
@@ -167,7 +185,8 @@ public enum FuseMount {
     pipeBox.initialize(to: daemonPipe)
     defer { pipeBox.deallocate() }
     let status = cfuse_run(
-      "vmdk-mount", options.mountpoint, options.optionString, options.singleThread ? 1 : 0, ops,
+      "vmdk-mount", options.mountpoint, options.optionString,
+      UInt32(options.singleThread ? CFUSE_SINGLE_THREAD : 0) | UInt32(options.directIO ? CFUSE_DIRECT_IO : 0), ops,
       { ctx in
         guard let fd = ctx?.assumingMemoryBound(to: Int32.self).pointee, fd >= 0 else { return }
         cfuse_daemon_ready(fd)

@@ -319,6 +319,30 @@ public final class MountTree: Sendable {
     }
   }
 
+  /// Where the bytes a `read` of `length` bytes at `offset` would give lie in the image's
+  /// files (Disk.hostPieces through the file system's FileMapping), in order, cut at the end
+  /// of the file; nil when they are to be read (not mappable, too scattered, or any error:
+  /// `read` then reports it).
+  public func pieces(handle: UInt64, at offset: UInt64, length: Int, maxPieces: Int) -> [HostPiece]? {
+    switch content {
+    case .raw(let files):
+      guard handle < UInt64(files.count) else { return nil }
+      let v = files[Int(handle)].volume
+      guard offset < v.size else { return [] }
+      let count = Int(min(UInt64(length), v.size - offset))
+      guard let (disk, start) = v.diskRange else { return nil }
+      let (at, overflow) = start.addingReportingOverflow(offset)
+      if overflow { return nil }
+      return try? disk.hostPieces(offset: at, length: count, maxPieces: maxPieces)
+    case .fileSystem(let fs, _):
+      guard let mapping = fs.mapping else { return nil }
+      guard let pieces = try? mapping.hostPieces(handle, at: offset, length: length, maxPieces: maxPieces) else {
+        return nil
+      }
+      return pieces
+    }
+  }
+
   /// A symbolic link's target.
   public func readlink(_ path: [UInt8]) throws(MountErrno) -> [UInt8] {
     guard case .fileSystem(let fs, _) = content else { throw MountErrno(EINVAL) }

@@ -26,6 +26,10 @@ public protocol ByteStore: AnyObject, Sendable {
   func nextHole(from offset: UInt64) throws -> UInt64?
   /// The store as a block device (an NBD export), when it is one.
   var blockDevice: (any BlockDevice)? { get }
+  /// An open descriptor of a local file whose byte at offset N is the store's byte N, for
+  /// zero-copy transfers (splice); nil when the store is not such a file. Owned by the store:
+  /// valid until `close()`.
+  var spliceDescriptor: Int32? { get }
   /// Lets go of what the store holds (a file descriptor, connections) now; idempotent. Later
   /// reads and writes throw.
   func close()
@@ -48,6 +52,7 @@ extension ByteStore {
   public func nextData(from offset: UInt64) throws -> UInt64? { nil }
   public func nextHole(from offset: UInt64) throws -> UInt64? { nil }
   public var blockDevice: (any BlockDevice)? { nil }
+  public var spliceDescriptor: Int32? { nil }
   public func close() {}
 
   /// Reads exactly `count` bytes at `offset`, or throws `truncated` naming `what`.

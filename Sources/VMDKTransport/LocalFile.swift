@@ -25,6 +25,11 @@ public final class LocalFile: ByteStore {
   private let descriptor: Atomic<Int32>
   /// The file descriptor, for locks and advice; owned by this object (-1 once closed).
   public var fileDescriptor: Int32 { descriptor.load(ordering: .acquiring) }
+  /// The descriptor for zero-copy reads (ByteStore); nil once closed.
+  public var spliceDescriptor: Int32? {
+    let fd = descriptor.load(ordering: .acquiring)
+    return fd >= 0 ? fd : nil
+  }
   /// The open descriptor, or a typed error once the file was closed.
   private var fd: Int32 {
     get throws {

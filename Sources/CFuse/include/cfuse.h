@@ -29,6 +29,17 @@ typedef struct cfuse_statfs {
   uint64_t name_max;
 } cfuse_statfs;
 
+/// One piece of a read's reply (cfuse_ops.pieces).
+typedef struct cfuse_piece {
+  /// >= 0: `length` bytes of this open file from byte `offset`, moved to the kernel without a
+  /// copy here (splice); CFUSE_PIECE_ZERO: zeros; CFUSE_PIECE_READ: read through cfuse_ops.read.
+  int32_t fd;
+  uint64_t offset;
+  uint64_t length;
+} cfuse_piece;
+
+enum { CFUSE_PIECE_ZERO = -1, CFUSE_PIECE_READ = -2, CFUSE_MAX_PIECES = 64 };
+
 /// Adds one name to a readdir answer; returns non-zero when the kernel's buffer is full.
 typedef int (*cfuse_fill_fn)(void *fill_ctx, const char *name);
 
@@ -41,6 +52,11 @@ typedef struct cfuse_ops {
   int (*open)(void *ctx, const char *path, int flags, uint64_t *fh);
   /// Returns the count read (the full `size` unless at the end of the file) or a negative errno.
   long (*read)(void *ctx, const char *path, uint64_t fh, char *buf, size_t size, uint64_t offset);
+  /// Optional (NULL: every read goes through `read`). Describes the reply to a read of `size`
+  /// bytes at `offset` as at most `max` pieces, in order, whose lengths sum to what `read`
+  /// would return: returns their count (0 at the end of the file), or -1 when the bytes are
+  /// to be read through `read`. Never fails: an error shows when `read` is asked.
+  long (*pieces)(void *ctx, uint64_t fh, size_t size, uint64_t offset, cfuse_piece *out, size_t max);
   /// Writes the target into buf (NUL-terminated, truncated to size - 1).
   int (*readlink)(void *ctx, const char *path, char *buf, size_t size);
   int (*statfs)(void *ctx, cfuse_statfs *st);
@@ -56,11 +72,23 @@ int cfuse_daemon_start(void);
 /// and stderr become /dev/null; messages go to syslog from then on) and closes the pipe.
 void cfuse_daemon_ready(int fd);
 
+/// cfuse_run's flags.
+enum {
+  /// Serve one request at a time (libfuse's single-threaded loop).
+  CFUSE_SINGLE_THREAD = 1,
+  /// Open files with FOPEN_DIRECT_IO: reads bypass the kernel's page cache of the mount and
+  /// each read(2) becomes one request whose reply the kernel copies straight into the
+  /// reader's buffer (one copy in all with splice). Faster for one-pass large reads; no
+  /// read-ahead for small reads, and shared mmap of a file fails (ENODEV).
+  CFUSE_DIRECT_IO = 2,
+};
+
 /// Mounts at `mountpoint` with the comma-separated `options` (always read-only), calls
 /// `mounted(mounted_ctx)` once the mount is up, and serves until `fusermount3 -u`, SIGTERM,
-/// SIGINT or SIGHUP; then unmounts. Returns 0 on a clean end, 1 when the mount failed (a
-/// message went to stderr), 2 when the loop ended with an error.
-int cfuse_run(const char *program, const char *mountpoint, const char *options, int single_thread,
+/// SIGINT or SIGHUP; then unmounts. `flags` are CFUSE_SINGLE_THREAD and CFUSE_DIRECT_IO.
+/// Returns 0 on a clean end, 1 when the mount failed (a message went to stderr), 2 when the
+/// loop ended with an error.
+int cfuse_run(const char *program, const char *mountpoint, const char *options, unsigned flags,
               const cfuse_ops *ops, void (*mounted)(void *mounted_ctx), void *mounted_ctx);
 
 /// One line to stderr, or to syslog once cfuse_daemon_ready detached the process.

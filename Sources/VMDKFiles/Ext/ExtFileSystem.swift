@@ -19,7 +19,7 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// The metadata cache holds this many bytes of blocks.
   static let cacheBytes = 8 << 20
 
-  let volume: any VolumeReader
+  public let volume: any VolumeReader
   let superblock: ExtSuperblock
   let cache: ExtBlockCache
   /// Parsed inodes and group descriptors, direct-mapped by number: stat, dataRanges and read

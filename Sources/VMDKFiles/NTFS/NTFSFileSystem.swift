@@ -17,7 +17,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// Parsed files kept in memory.
   static let cacheFiles = 8192
 
-  let volume: any VolumeReader
+  public let volume: any VolumeReader
   public let boot: NTFSBootSector
   let mft: NTFSStream
   let recordCount: UInt64

@@ -52,6 +52,8 @@ public struct DiskVolume: VolumeReader {
     try checkRange(offset, buffer.count, size: size, name: name)
     try disk.read(at: startBytes + offset, into: buffer)
   }
+
+  public var diskRange: (disk: Disk, start: UInt64)? { (disk, startBytes) }
 }
 
 /// A byte range of another volume.
@@ -76,6 +78,12 @@ public struct VolumeSlice: VolumeReader {
   public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
     try checkRange(offset, buffer.count, size: size, name: name)
     try base.read(at: startBytes + offset, into: buffer)
+  }
+
+  public var diskRange: (disk: Disk, start: UInt64)? {
+    guard let (disk, start) = base.diskRange else { return nil }
+    let (at, overflow) = start.addingReportingOverflow(startBytes)
+    return overflow ? nil : (disk, at)
   }
 }
 
