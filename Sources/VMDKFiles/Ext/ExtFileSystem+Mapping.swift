@@ -14,32 +14,10 @@ extension ExtFileSystem: FileMapping {
       guard offset < ino.size, length > 0 else { return [] }
       if ino.hasInlineData { return nil }
       let total = Int(min(UInt64(length), ino.size - offset))
-      let bs = UInt64(blockSize)
       var list = VolumePieceList(maxPieces: maxPieces)
-      var done = 0
-      while done < total && list.fits {
-        let position = offset + UInt64(done)
-        let logical = position / bs
-        let within = position % bs
-        var r = try run(ino, at: logical)
-        if !ino.hasExtents, let start = r.physical {
-          let wanted = (UInt64(total - done) + within + bs - 1) / bs
-          while r.count < min(wanted, 256) {
-            let next = try run(ino, at: logical + r.count)
-            guard next.physical == start + r.count else { break }
-            r.count += 1
-          }
-        }
-        let runBytes = min(r.count, 1 << 32) * bs - within
-        let n = Int(min(runBytes, UInt64(total - done)))
-        if let physical = r.physical, !r.zero {
-          let blocks = (within + UInt64(n) + bs - 1) / bs
-          let byte = try blockOffset(physical, count: blocks)
-          list.add(.volume(offset: byte + within, length: n))
-        } else {
-          list.add(.zero(length: n))
-        }
-        done += n
+      try forEachRun(ino, at: offset, total: total) { _, n, byte in
+        list.add(byte.map { .volume(offset: $0, length: n) } ?? .zero(length: n))
+        return list.fits
       }
       return list.fits ? list.out : nil
     }

@@ -335,6 +335,24 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
       for i in 0..<total { buffer[i] = bytes[Int(offset) + i] }
       return total
     }
+    try forEachRun(ino, at: offset, total: total) { done, n, byte in
+      let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
+      if let byte {
+        try volume.read(at: byte, into: slice)
+      } else {
+        slice.initializeMemory(as: UInt8.self, repeating: 0)
+      }
+      return true
+    }
+    return total
+  }
+
+  /// Walks `total` bytes of a file's blocks from `offset` (inside the file, not inline data)
+  /// in runs: `body(done, count, volumeByte)` for each, `volumeByte` nil in a hole; `body`
+  /// returns false to stop.
+  func forEachRun(
+    _ ino: ExtInode, at offset: UInt64, total: Int, _ body: (Int, Int, UInt64?) throws -> Bool
+  ) throws {
     let bs = UInt64(blockSize)
     var done = 0
     while done < total {
@@ -353,17 +371,14 @@ public final class ExtFileSystem: FileSystem, FileSystemProbe, Sendable {
       }
       let runBytes = min(r.count, 1 << 32) * bs - within
       let n = Int(min(runBytes, UInt64(total - done)))
-      let slice = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
+      var byte: UInt64?
       if let physical = r.physical, !r.zero {
         let blocks = (within + UInt64(n) + bs - 1) / bs
-        let byte = try blockOffset(physical, count: blocks)
-        try volume.read(at: byte + within, into: slice)
-      } else {
-        slice.initializeMemory(as: UInt8.self, repeating: 0)
+        byte = try blockOffset(physical, count: blocks) + within
       }
+      guard try body(done, n, byte) else { return }
       done += n
     }
-    return total
   }
 
   // MARK: FileSystem
