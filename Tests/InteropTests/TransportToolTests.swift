@@ -130,6 +130,20 @@ private func launch(_ tool: String, _ arguments: [String]) throws -> (Process, P
     }
   }
 
+  /// Waits until the tool `p` is under way (its temporary output `.OUTPUT.tmp-*` exists in
+  /// `folder`) and a little longer; true when it is still running then. A fixed wait is not
+  /// enough: on a quiet machine 384 MiB of the test pattern convert in under 0.4 s.
+  static func waitUntilUnderWay(_ p: Process, folder: String, output: String) -> Bool {
+    let started = Date()
+    func underWay() -> Bool {
+      let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+      return names.contains { $0.hasPrefix(".\(output).tmp-") }
+    }
+    while p.isRunning && !underWay() && Date().timeIntervalSince(started) < 30 { usleep(2_000) }
+    usleep(20_000)
+    return p.isRunning
+  }
+
   @Test func aConvertSurvivesAServerRestartWithTheIdenticalOutput() throws {
     try withTemporaryFolder { folder in
       let raw = "\(folder)/disk.raw"
@@ -148,16 +162,7 @@ private func launch(_ tool: String, _ arguments: [String]) throws -> (Process, P
       let (p, _) = try launch(
         try builtToolPath("vmdk-convert"),
         ["--config", conf, "nbd://127.0.0.1:\(server.port)/disk", out, "-t", "streamOptimized", "-q"])
-      // The server goes down once the convert is under way (its temporary output exists), not
-      // after a fixed time: on a quiet machine 384 MiB of this pattern converts in 0.4 s.
-      let started = Date()
-      func underWay() -> Bool {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
-        return names.contains { $0.hasPrefix(".backup.vmdk.tmp-") }
-      }
-      while p.isRunning && !underWay() && Date().timeIntervalSince(started) < 30 { usleep(2_000) }
-      usleep(50_000)
-      let wasRunning = p.isRunning
+      let wasRunning = Self.waitUntilUnderWay(p, folder: folder, output: "backup.vmdk")
       server.stop()
       usleep(700_000)
       try server.restart()
@@ -184,8 +189,7 @@ private func launch(_ tool: String, _ arguments: [String]) throws -> (Process, P
       let (p, err) = try launch(
         try builtToolPath("vmdk-convert"),
         ["--config", conf, "nbd://127.0.0.1:\(server.port)/disk", out, "-t", "streamOptimized", "-q"])
-      usleep(400_000)
-      let wasRunning = p.isRunning
+      let wasRunning = Self.waitUntilUnderWay(p, folder: folder, output: "backup.vmdk")
       let killed = Date()
       server.stop()
       p.waitUntilExit()
