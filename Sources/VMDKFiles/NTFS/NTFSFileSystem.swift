@@ -16,6 +16,9 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   public static let maxCompressionUnitBytes = 1 << 20
   /// Parsed files kept in memory.
   static let cacheFiles = 8192
+  /// $MFT's bitmap is held for listings up to 16 MiB (134 million records); a larger $MFT
+  /// (or one a hostile boot sector claims) is listed by record headers instead.
+  static let maxBitmapBytes: UInt64 = 16 << 20
 
   public let volume: any VolumeReader
   public let boot: NTFSBootSector
@@ -389,8 +392,11 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     guard isClean else { return nil }
     if let cached = mftBitmap.withLock({ $0 }) { return cached }
     var bitmap: [UInt8]?
-    if let f = try? file(0), let s = f.bitmap, s.size <= recordCount / 8 + 8 {
-      var bytes = [UInt8](repeating: 0, count: Int(s.size))
+    // Only the bits of records $MFT holds are read (Windows grows the bitmap ahead of $MFT),
+    // and at most `maxBitmapBytes` of them.
+    let wanted = (recordCount + 7) / 8
+    if wanted <= Self.maxBitmapBytes, let f = try? file(0), let s = f.bitmap, s.size > 0 {
+      var bytes = [UInt8](repeating: 0, count: Int(min(s.size, wanted)))
       if let n = try? bytes.withUnsafeMutableBytes({ try read(s, at: 0, into: $0) }), n == bytes.count {
         bitmap = bytes
       }
