@@ -148,24 +148,21 @@ public struct OutputBuffer {
   private let limit = 65536
   public init() { bytes.reserveCapacity(limit + 4096) }
 
-  /// Appends `line` and a newline.
-  public mutating func line(_ line: [UInt8]) throws {
-    bytes += line
-    bytes.append(0x0A)
-    if bytes.count >= limit { try flush() }
-  }
-
   /// Appends `prefix`, `rest` and a newline.
-  public mutating func line(_ prefix: [UInt8], _ rest: [UInt8]) throws {
+  public mutating func line(_ prefix: [UInt8], _ rest: [UInt8] = []) throws {
     bytes += prefix
     bytes += rest
-    bytes.append(0x0A)
-    if bytes.count >= limit { try flush() }
+    try endLine()
   }
 
+  /// Appends `line` and a newline.
   public mutating func line(_ line: String) throws {
     var l = line
     l.withUTF8 { bytes += $0 }
+    try endLine()
+  }
+
+  private mutating func endLine() throws {
     bytes.append(0x0A)
     if bytes.count >= limit { try flush() }
   }
