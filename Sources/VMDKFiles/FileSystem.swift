@@ -116,6 +116,13 @@ public protocol FileSystem: Sendable {
   var warnings: [String] { get }
   /// The entries of a folder, in on-disk order, without `.` and `..`.
   func list(_ id: FileID) throws -> [DirectoryEntry]
+  /// Calls `body` with each entry of a folder, in `list`'s order, the name lent for the call
+  /// only: what a walk uses, without building the list or an array per name. When the
+  /// folder cannot be read whole, the entries before the damage have been given when the
+  /// error is thrown. By default through `list`.
+  func forEachEntry(
+    in folder: FileID, _ body: (_ name: UnsafeBufferPointer<UInt8>, _ id: FileID, _ type: FileType) throws -> Void
+  ) throws
   func stat(_ id: FileID) throws -> FileAttributes
   /// Reads up to `buffer.count` bytes of a regular file from `offset`; returns the count read
   /// (0 at or past the end). Holes and uninitialised extents read as zeros.
@@ -161,6 +168,11 @@ public struct NamedStream: Sendable, Hashable {
 
 extension FileSystem {
   public var warnings: [String] { [] }
+  public func forEachEntry(
+    in folder: FileID, _ body: (_ name: UnsafeBufferPointer<UInt8>, _ id: FileID, _ type: FileType) throws -> Void
+  ) throws {
+    for e in try list(folder) { try e.name.withUnsafeBufferPointer { try body($0, e.id, e.type) } }
+  }
   public var hasNamedStreams: Bool { false }
   public func streams(_ id: FileID) throws -> [NamedStream] { [] }
   public func namedStream(_ name: [UInt8], of id: FileID) throws -> NamedStream? {

@@ -14,9 +14,15 @@ public enum WalkLimits {
 public struct WalkItem: Sendable {
   /// The path below the walk's start, components joined with "/" (raw bytes).
   public var path: [UInt8]
-  public var entry: DirectoryEntry
+  /// Where the name starts in `path`.
+  var nameStart: Int
+  public var id: FileID
+  public var type: FileType
   /// 1 for the start folder's entries.
   public var depth: Int
+  /// The name (the last component of `path`).
+  public var name: ArraySlice<UInt8> { path[nameStart...] }
+  public var entry: DirectoryEntry { DirectoryEntry(name: Array(name), id: id, type: type) }
   public var displayPath: String { String(decoding: path, as: UTF8.self) }
 }
 
@@ -74,52 +80,50 @@ extension FileSystem {
     var visited: Set<FileID> = [start]
     // Depth-first with an explicit stack of folders still to list.
     var stack: [(id: FileID, path: [UInt8], depth: Int)] = [(start, [], 0)]
+    var children: [(id: FileID, path: [UInt8], depth: Int)] = []
     while let (id, path, depth) = stack.popLast() {
-      let entries: [DirectoryEntry]
+      children.removeAll(keepingCapacity: true)
+      // An error of `body` (or of `onError`) ends the walk; one of the listing goes to `onError`.
+      var stopped: (any Error)?
       do {
-        entries = try list(id)
+        try forEachEntry(in: id) { name, eid, type in
+          var p: [UInt8] = []
+          p.reserveCapacity(path.count + 1 + name.count)
+          if !path.isEmpty {
+            p += path
+            p.append(UInt8(ascii: "/"))
+          }
+          let nameStart = p.count
+          p += name
+          let item = WalkItem(path: p, nameStart: nameStart, id: eid, type: type, depth: depth + 1)
+          do {
+            guard try body(item), type == .directory else { return }
+            guard visited.insert(eid).inserted else {
+              let err = VMDKError(
+                .corruptFileSystem,
+                "folder \"\(item.displayPath)\" (id \(eid)) is its own ancestor or listed twice: not entered")
+              guard let onError else { throw err }
+              return try onError(p, err)
+            }
+            guard depth + 1 < maxDepth else {
+              let err = VMDKError(
+                .fileSystemLimit, "folder \"\(item.displayPath)\" is deeper than the cap of \(maxDepth)")
+              guard let onError else { throw err }
+              return try onError(p, err)
+            }
+            children.append((eid, p, depth + 1))
+          } catch {
+            stopped = error
+            throw error
+          }
+        }
       } catch {
-        if let onError {
-          try onError(path, error)
-          continue
-        }
-        throw error
-      }
-      var children: [(FileID, [UInt8], Int)] = []
-      for e in entries {
-        var p = e.name
-        if !path.isEmpty {
-          p = []
-          p.reserveCapacity(path.count + 1 + e.name.count)
-          p += path
-          p.append(UInt8(ascii: "/"))
-          p += e.name
-        }
-        let item = WalkItem(path: p, entry: e, depth: depth + 1)
-        let descend = try body(item)
-        guard e.type == .directory, descend else { continue }
-        guard visited.insert(e.id).inserted else {
-          let err = VMDKError(
-            .corruptFileSystem,
-            "folder \"\(item.displayPath)\" (id \(e.id)) is its own ancestor or listed twice: not entered")
-          if let onError {
-            try onError(p, err)
-            continue
-          }
-          throw err
-        }
-        guard depth + 1 < maxDepth else {
-          let err = VMDKError(.fileSystemLimit, "folder \"\(item.displayPath)\" is deeper than the cap of \(maxDepth)")
-          if let onError {
-            try onError(p, err)
-            continue
-          }
-          throw err
-        }
-        children.append((e.id, p, depth + 1))
+        if let stopped { throw stopped }
+        guard let onError else { throw error }
+        try onError(path, error)
       }
       // Reversed so that the first child is listed first.
-      stack += children.reversed().map { (id: $0.0, path: $0.1, depth: $0.2) }
+      stack += children.reversed()
     }
   }
 }

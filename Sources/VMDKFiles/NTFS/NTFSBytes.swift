@@ -19,6 +19,47 @@ extension GuestBytes {
   }
 }
 
+extension GuestBytes {
+  /// Appends `units` UTF-16LE code units from `o` (clipped to the buffer) to `out` as UTF-8,
+  /// with each unpaired surrogate as U+FFFD: what `ntfsUTF8` gives, without an array of units.
+  func appendUTF8(fromUTF16At o: Int, units: Int, to out: inout [UInt8]) {
+    guard units > 0, o >= 0, o < bytes.count else { return }
+    let n = min(units, (bytes.count - o) / 2)
+    bytes.withUnsafeBufferPointer { p in
+      func unit(_ i: Int) -> UInt32 { UInt32(p[o + 2 * i]) | UInt32(p[o + 2 * i + 1]) << 8 }
+      var i = 0
+      while i < n {
+        var c = unit(i)
+        i += 1
+        if c < 0x80 {
+          out.append(UInt8(truncatingIfNeeded: c))
+          continue
+        }
+        if c & 0xF800 == 0xD800 {
+          // A high surrogate followed by a low one is one scalar; any other surrogate is U+FFFD.
+          if c < 0xDC00, i < n, unit(i) & 0xFC00 == 0xDC00 {
+            c = 0x10000 + ((c - 0xD800) << 10) + (unit(i) - 0xDC00)
+            i += 1
+          } else {
+            c = 0xFFFD
+          }
+        }
+        if c < 0x800 {
+          out.append(UInt8(truncatingIfNeeded: 0xC0 | c >> 6))
+        } else if c < 0x10000 {
+          out.append(UInt8(truncatingIfNeeded: 0xE0 | c >> 12))
+          out.append(UInt8(truncatingIfNeeded: 0x80 | (c >> 6) & 0x3F))
+        } else {
+          out.append(UInt8(truncatingIfNeeded: 0xF0 | c >> 18))
+          out.append(UInt8(truncatingIfNeeded: 0x80 | (c >> 12) & 0x3F))
+          out.append(UInt8(truncatingIfNeeded: 0x80 | (c >> 6) & 0x3F))
+        }
+        out.append(UInt8(truncatingIfNeeded: 0x80 | c & 0x3F))
+      }
+    }
+  }
+}
+
 /// UTF-16 as the guest stored it, converted to UTF-8 (unpaired surrogates become U+FFFD).
 func ntfsUTF8(_ units: [UInt16]) -> [UInt8] {
   // Most names are ASCII: one byte per unit, without building a String.

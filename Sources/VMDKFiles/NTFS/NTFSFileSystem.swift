@@ -626,8 +626,12 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
 
   // MARK: Directories
 
-  /// Every entry of directory `f`'s $I30 index, in collation order (sub-nodes first).
-  func indexEntries(_ f: NTFSFile) throws -> [NTFSIndexEntry] {
+  /// Calls `body` with every keyed entry of directory `f`'s $I30 index, in collation order
+  /// (sub-nodes first), read in place: one block buffer per level of the tree, reused for
+  /// every block met at that level, and keys lent to `body` for the call only.
+  func forEachIndexEntry(_ f: NTFSFile, _ body: (_ reference: UInt64, _ key: NTFSFileNameKey) throws -> Void)
+    throws
+  {
     guard let rootValue = f.indexRoot else {
       throw NTFSError.corrupt("MFT record \(f.number) is a directory without $INDEX_ROOT:$I30")
     }
@@ -636,7 +640,6 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       throw NTFSError.corrupt("MFT record \(f.number): $INDEX_ROOT does not index file names")
     }
     let blockSize = Int(rb.u32(8))
-    var out: [NTFSIndexEntry] = []
     var visited: Set<UInt64> = []
     let cs = boot.clusterSize
     // The bitmap of blocks in use: one bit per block of $INDEX_ALLOCATION, so its size is
@@ -652,10 +655,12 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       _ = try bytes.withUnsafeMutableBytes { try read(bm, at: 0, into: $0) }
       bitmap = bytes
     }
-    func visit(_ node: NTFSIndexNode, depth: Int) throws {
-      for e in node.entries {
-        if let vcn = e.subnode { try block(vcn, depth: depth + 1) }
-        if e.fileName != nil { out.append(e) }
+    // levels[d]: the buffer of the block being read at depth d + 1 (the depth cap bounds it).
+    var levels: [[UInt8]] = []
+    func visit(_ b: NTFSBytes, header: Int, limit: Int, depth: Int, what: @autoclosure () -> String) throws {
+      try NTFSIndexNode.forEachEntry(b, header: header, limit: limit, what: what()) { reference, key, subnode in
+        if let vcn = subnode { try block(vcn, depth: depth + 1) }
+        if let key { try body(reference, key) }
       }
     }
     func block(_ vcn: UInt64, depth: Int) throws {
@@ -684,64 +689,87 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
             "MFT record \(f.number): a sub-node points at index block \(index), which $BITMAP:$I30 marks unused")
         }
       }
-      var bytes = [UInt8](repeating: 0, count: blockSize)
-      _ = try bytes.withUnsafeMutableBytes { try read(alloc, at: offset, into: $0) }
-      guard Array(bytes[0..<4]) == Array("INDX".utf8) else {
+      // The level's buffer is taken out while this block is read, so that it stays unshared.
+      while levels.count < depth { levels.append([UInt8](repeating: 0, count: blockSize)) }
+      var bytes: [UInt8] = []
+      swap(&bytes, &levels[depth - 1])
+      defer { swap(&bytes, &levels[depth - 1]) }
+      try bytes.withUnsafeMutableBytes { buffer in
+        let got = try read(alloc, at: offset, into: buffer)
+        if got < buffer.count {
+          UnsafeMutableRawBufferPointer(rebasing: buffer[got...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+      }
+      let at = Self.volumeOffset(of: offset, in: alloc, boot: boot) ?? 0
+      guard bytes[0] == 0x49, bytes[1] == 0x4E, bytes[2] == 0x44, bytes[3] == 0x58 else {
         throw NTFSError.corrupt(
           "MFT record \(f.number): index block VCN \(vcn) has no INDX magic",
           offset: Self.volumeOffset(of: offset, in: alloc, boot: boot))
       }
-      let at = Self.volumeOffset(of: offset, in: alloc, boot: boot) ?? 0
       try NTFSFixup.apply(&bytes, magic: "INDX block \(vcn) of record \(f.number)", volumeOffset: at)
       let b = NTFSBytes(bytes, volumeOffset: at)
       guard b.u64(16) == vcn else {
         throw NTFSError.corrupt(
           "MFT record \(f.number): index block at VCN \(vcn) says it is VCN \(b.u64(16))", offset: b.at(16))
       }
-      try visit(
-        try NTFSIndexNode.parse(b, header: 24, limit: blockSize, what: "INDX \(vcn) of record \(f.number)"),
-        depth: depth)
+      try visit(b, header: 24, limit: blockSize, depth: depth, what: "INDX \(vcn) of record \(f.number)")
     }
-    try visit(
-      try NTFSIndexNode.parse(rb, header: 16, limit: rb.count, what: "$INDEX_ROOT of record \(f.number)"), depth: 0)
-    return out
+    try visit(rb, header: 16, limit: rb.count, depth: 0, what: "$INDEX_ROOT of record \(f.number)")
   }
 
   public func list(_ id: FileID) throws -> [DirectoryEntry] {
+    var out: [DirectoryEntry] = []
+    try forEachEntry(in: id) { name, record, type in
+      out.append(DirectoryEntry(name: Array(name), id: record, type: type))
+    }
+    return out
+  }
+
+  public func forEachEntry(
+    in id: FileID, _ body: (_ name: UnsafeBufferPointer<UInt8>, _ id: FileID, _ type: FileType) throws -> Void
+  ) throws {
     try withFile {
       let f = try file(id)
       guard f.isDirectory else {
         throw VMDKError(.invalidArgument, "ntfs: record \(id) is a \(f.type.rawValue), not a directory")
       }
-      var out: [DirectoryEntry] = []
       let inUse = recordsInUse()
-      for e in try indexEntries(f) {
-        guard let fn = e.fileName, fn.namespace != NTFSFileName.dos else { continue }
-        let record = e.reference & 0xFFFF_FFFF_FFFF
-        if record == id && fn.name == [0x2E] { continue }  // the root's "."
-        let seq = UInt16(truncatingIfNeeded: e.reference >> 48)
-        let dirKey = fn.fileAttributes & 0x1000_0000 != 0
+      // The current name in UTF-8, lent to `body`.
+      var name: [UInt8] = []
+      name.reserveCapacity(1024)
+      func emit(_ key: NTFSFileNameKey, _ record: UInt64, _ type: FileType) throws {
+        name.removeAll(keepingCapacity: true)
+        key.appendName(to: &name)
+        try name.withUnsafeBufferPointer { try body($0, record, type) }
+      }
+      try forEachIndexEntry(f) { reference, key in
+        guard key.namespace != NTFSFileName.dos else { return }
+        let record = reference & 0xFFFF_FFFF_FFFF
+        if record == id && key.isDot { return }  // the root's "."
+        let seq = UInt16(truncatingIfNeeded: reference >> 48)
+        let attributes = key.fileAttributes
+        let dirKey = attributes & 0x1000_0000 != 0
         // A clean volume: the key is the truth for a name that is neither a reparse point nor
         // a system file; a record that $MFT's bitmap says is free is hidden.
-        if let inUse, fn.fileAttributes & 0x404 == 0 {
+        if let inUse, attributes & 0x404 == 0 {
           let byte = Int(truncatingIfNeeded: record / 8)
-          guard record / 8 < UInt64(inUse.count), inUse[byte] & (1 << (record % 8)) != 0 else { continue }
-          out.append(DirectoryEntry(name: ntfsUTF8(fn.name), id: record, type: dirKey ? .directory : .regular))
-          continue
+          guard record / 8 < UInt64(inUse.count), inUse[byte] & (1 << (record % 8)) != 0 else { return }
+          try emit(key, record, dirKey ? .directory : .regular)
+          return
         }
         // The fast way, for a name whose index key says it is neither a reparse point nor a
         // system file (an Interix link): the record's header confirms that it is in use, of
         // this sequence, and a folder exactly when the key says so; the record is not parsed.
-        if fn.fileAttributes & 0x404 == 0, let h = recordHeader(record), seq == 0 || h.sequence == seq,
+        if attributes & 0x404 == 0, let h = recordHeader(record), seq == 0 || h.sequence == seq,
           h.isDirectory == dirKey
         {
-          out.append(DirectoryEntry(name: ntfsUTF8(fn.name), id: record, type: dirKey ? .directory : .regular))
-          continue
+          try emit(key, record, dirKey ? .directory : .regular)
+          return
         }
         var type: FileType
         if let child = try? file(record) {
           // A stale entry (the record was freed and reused) is hidden.
-          if seq != 0 && child.sequence != seq { continue }
+          if seq != 0 && child.sequence != seq { return }
           type = child.type
         } else {
           // A record that was freed is hidden too; a damaged one is listed (its stat says why).
@@ -755,15 +783,14 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
               freed = false
             }
           }
-          if freed { continue }
+          if freed { return }
+          let tag = key.reparseTag
           type =
-            fn.fileAttributes & 0x400 != 0
-              && (fn.reparseTag == NTFSReparse.symlink || fn.reparseTag == NTFSReparse.mountPoint)
-            ? .symlink : fn.fileAttributes & 0x1000_0000 != 0 ? .directory : .regular
+            attributes & 0x400 != 0 && (tag == NTFSReparse.symlink || tag == NTFSReparse.mountPoint)
+            ? .symlink : dirKey ? .directory : .regular
         }
-        out.append(DirectoryEntry(name: ntfsUTF8(fn.name), id: record, type: type))
+        try emit(key, record, type)
       }
-      return out
     }
   }
 

@@ -18,15 +18,40 @@ public struct NTFSFileName: Sendable, Equatable {
 
   /// Parses a $FILE_NAME value: 66 bytes and the name.
   static func parse(_ b: NTFSBytes, at o: Int, limit: Int) throws -> NTFSFileName {
+    let units = try checkedUnits(b, at: o, limit: limit)
+    return NTFSFileName(
+      parent: b.u64(o), fileAttributes: b.u32(o + 56), reparseTag: b.u32(o + 60), namespace: b.u8(o + 65),
+      name: b.utf16(o + 66, units: units))
+  }
+
+  /// Checks that a $FILE_NAME value at `o` and its name fit before `limit` and in the bytes;
+  /// returns the name's length in UTF-16 units (at least 1). What a reader in place checks
+  /// before it reads the fields at their offsets.
+  static func checkedUnits(_ b: NTFSBytes, at o: Int, limit: Int) throws -> Int {
     guard b.has(o, 66), o + 66 <= limit else { throw NTFSError.corrupt("a file name is truncated", offset: b.at(o)) }
     let units = Int(b.u8(o + 64))
     guard units > 0, o + 66 + 2 * units <= limit, b.has(o + 66, 2 * units) else {
       throw NTFSError.corrupt("a file name of \(units) characters does not fit", offset: b.at(o + 64))
     }
-    return NTFSFileName(
-      parent: b.u64(o), fileAttributes: b.u32(o + 56), reparseTag: b.u32(o + 60), namespace: b.u8(o + 65),
-      name: b.utf16(o + 66, units: units))
+    return units
   }
+}
+
+/// A $FILE_NAME key read in place in an index node's bytes (checked by `checkedUnits`).
+struct NTFSFileNameKey {
+  let bytes: NTFSBytes
+  /// Where the $FILE_NAME value starts in `bytes`.
+  let at: Int
+  /// The name's length in UTF-16 units.
+  let units: Int
+
+  var fileAttributes: UInt32 { bytes.u32(at + 56) }
+  var reparseTag: UInt32 { bytes.u32(at + 60) }
+  var namespace: UInt8 { bytes.u8(at + 65) }
+  /// The name is exactly "." (the root lists itself under that name).
+  var isDot: Bool { units == 1 && bytes.u16(at + 66) == 0x2E }
+  /// Appends the name as UTF-8 (as `ntfsUTF8` converts it) to `out`.
+  func appendName(to out: inout [UInt8]) { bytes.appendUTF8(fromUTF16At: at + 66, units: units, to: &out) }
 }
 
 /// The $STANDARD_INFORMATION fields the reader uses.
@@ -64,6 +89,22 @@ struct NTFSIndexNode: Sendable {
   static func parse(
     _ b: NTFSBytes, header h: Int, limit: Int, what: @autoclosure () -> String
   ) throws -> NTFSIndexNode {
+    var entries: [NTFSIndexEntry] = []
+    let hasChildren = try forEachEntry(b, header: h, limit: limit, what: what()) { reference, key, subnode in
+      let fileName = try key.map { try NTFSFileName.parse(b, at: $0.at, limit: $0.at + 66 + 2 * $0.units) }
+      entries.append(NTFSIndexEntry(reference: reference, fileName: fileName, subnode: subnode))
+    }
+    return NTFSIndexNode(entries: entries, hasChildren: hasChildren)
+  }
+
+  /// Checks the INDEX_HEADER at `h` and calls `body` with each entry in order, read in place:
+  /// its file reference, its key (nil for the last entry) and its sub-node's VCN. Returns
+  /// whether the node has children. `limit` is where the node's bytes end.
+  @discardableResult
+  static func forEachEntry(
+    _ b: NTFSBytes, header h: Int, limit: Int, what: @autoclosure () -> String,
+    _ body: (_ reference: UInt64, _ key: NTFSFileNameKey?, _ subnode: UInt64?) throws -> Void
+  ) throws -> Bool {
     guard b.has(h, 16), h + 16 <= limit else {
       throw NTFSError.corrupt("\(what()): index header truncated", offset: b.at(h))
     }
@@ -73,7 +114,7 @@ struct NTFSIndexNode: Sendable {
       throw NTFSError.corrupt(
         "\(what()): entries at \(entriesOffset), \(indexLength) bytes used, \(limit - h) available", offset: b.at(h))
     }
-    var node = NTFSIndexNode(entries: [], hasChildren: b.u8(h + 12) & 1 != 0)
+    let hasChildren = b.u8(h + 12) & 1 != 0
     var p = h + entriesOffset
     let end = h + indexLength
     while true {
@@ -87,7 +128,7 @@ struct NTFSIndexNode: Sendable {
         throw NTFSError.corrupt(
           "\(what()): an index entry of \(length) bytes (key \(keyLength)) does not fit", offset: b.at(p))
       }
-      var entry = NTFSIndexEntry(reference: b.u64(p), fileName: nil, subnode: nil)
+      var subnode: UInt64?
       if flags & 1 != 0 {
         guard length >= 24 else {
           throw NTFSError.corrupt("\(what()): an entry too short for its sub-node", offset: b.at(p))
@@ -96,19 +137,21 @@ struct NTFSIndexNode: Sendable {
         guard vcn >= 0 else {
           throw NTFSError.corrupt("\(what()): a negative sub-node VCN", offset: b.at(p + length - 8))
         }
-        entry.subnode = UInt64(vcn)
+        subnode = UInt64(vcn)
       }
       let last = flags & 2 != 0
+      var key: NTFSFileNameKey?
       if !last {
         guard keyLength >= 66 else {
           throw NTFSError.corrupt("\(what()): a key of \(keyLength) bytes", offset: b.at(p + 10))
         }
-        entry.fileName = try NTFSFileName.parse(b, at: p + 16, limit: p + 16 + keyLength)
+        let units = try NTFSFileName.checkedUnits(b, at: p + 16, limit: p + 16 + keyLength)
+        key = NTFSFileNameKey(bytes: b, at: p + 16, units: units)
       }
-      node.entries.append(entry)
+      try body(b.u64(p), key, subnode)
       if last { break }
       p += length
     }
-    return node
+    return hasChildren
   }
 }
