@@ -345,6 +345,24 @@ enum NTFSBuild {
     }
   }
 
+  /// The listing decodes names in place (GuestBytes.appendUTF8); it must give exactly what
+  /// ntfsUTF8 gives: ASCII, two- and three-byte scalars, surrogate pairs, and each unpaired
+  /// surrogate (high at the end, high before a non-low, a lone low) as U+FFFD.
+  @Test func namesDecodedInPlaceAsNtfsUTF8() {
+    let cases: [[UInt16]] = [
+      Array("plain.txt".utf16), Array("Größe ünïcödé".utf16), Array("日本語のファイル".utf16),
+      Array("emoji 😀 and 𝄞".utf16), [0x61, 0xD83D], [0xD83D, 0x62, 0x63], [0xDE00, 0x61], [0xDBFF, 0xDFFF],
+      [0xD800, 0xD800, 0xDC00], [0x7F, 0x80, 0x7FF, 0x800, 0xFFFF],
+    ]
+    for units in cases {
+      var raw: [UInt8] = [0xAA, 0xBB]  // the name starts at an offset, as in a key
+      for u in units { raw += [UInt8(u & 0xFF), UInt8(u >> 8)] }
+      var out: [UInt8] = [0x2F]  // appended, not replaced
+      NTFSBytes(raw).appendUTF8(fromUTF16At: 2, units: units.count, to: &out)
+      #expect(out == [0x2F] + ntfsUTF8(units), "\(units)")
+    }
+  }
+
   // MARK: LZNT1
 
   /// A compressed chunk from its data bytes.
