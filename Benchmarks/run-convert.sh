@@ -37,9 +37,9 @@ BENCH_LOG="$WORK/run-convert.log"
 
 ensure_commands qemu-img:qemu-utils /usr/bin/time:time
 if [[ -z "${VMDK_CONVERT:-}" ]]; then
-  log "building: swift build -c release --product vmdk-convert"
-  (cd "$root" && swift build -c release --product vmdk-convert >&2)
-  VMDK_CONVERT="$(cd "$root" && swift build -c release --show-bin-path)/vmdk-convert"
+  log "building: swift build ${SWIFT_RELEASE[*]} --product vmdk-convert"
+  (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product vmdk-convert >&2)
+  VMDK_CONVERT="$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)/vmdk-convert"
 fi
 [[ -x "$VMDK_CONVERT" ]] || die "$VMDK_CONVERT is not executable"
 

@@ -49,9 +49,9 @@ ensure_commands qemu-img:qemu-utils /usr/bin/time:time fls:sleuthkit tsk_recover
   debugfs:e2fsprogs sgdisk:gdisk
 
 if [[ -z "${VMDK_FILES:-}" || -z "${VMDK_INSPECT:-}" ]]; then
-  log "building: swift build -c release --product vmdk-files, vmdk-inspect"
-  (cd "$root" && swift build -c release --product vmdk-files >&2 && swift build -c release --product vmdk-inspect >&2)
-  bin="$(cd "$root" && swift build -c release --show-bin-path)"
+  log "building: swift build ${SWIFT_RELEASE[*]} --product vmdk-files, vmdk-inspect"
+  (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product vmdk-files >&2 && swift build "${SWIFT_RELEASE[@]}" --product vmdk-inspect >&2)
+  bin="$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)"
   VMDK_FILES="$bin/vmdk-files"
   VMDK_INSPECT="$bin/vmdk-inspect"
 fi

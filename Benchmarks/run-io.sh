@@ -29,8 +29,8 @@ ROUNDS="${BENCH_ROUNDS:-3}"
 ensure_commands qemu-img:qemu-utils strace:strace
 
 if [[ -z "${VMDK_BENCH:-}" ]]; then
-  (cd "$root" && swift build -c release --product vmdk-bench >&2 && swift build -c release --product vmdk-disk >&2)
-  bin="$(cd "$root" && swift build -c release --show-bin-path)"
+  (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product vmdk-bench >&2 && swift build "${SWIFT_RELEASE[@]}" --product vmdk-disk >&2)
+  bin="$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)"
   VMDK_BENCH="$bin/vmdk-bench"
   VMDK_DISK="$bin/vmdk-disk"
 fi

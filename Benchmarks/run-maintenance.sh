@@ -30,9 +30,9 @@ BENCH_LOG="$WORK/run-maintenance.log"
 : >"$BENCH_LOG.runs"
 ensure_commands qemu-img:qemu-utils /usr/bin/time:time
 if [[ -z "${VMDK_DISK:-}" ]]; then
-  log "building: swift build -c release --product vmdk-disk"
-  (cd "$root" && swift build -c release --product vmdk-disk >&2)
-  VMDK_DISK="$(cd "$root" && swift build -c release --show-bin-path)/vmdk-disk"
+  log "building: swift build ${SWIFT_RELEASE[*]} --product vmdk-disk"
+  (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product vmdk-disk >&2)
+  VMDK_DISK="$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)/vmdk-disk"
 fi
 
 disk_raw="$WORK/disk.raw"

@@ -48,9 +48,9 @@ ensure_commands qemu-img:qemu-utils /usr/bin/time:time fusermount3:fuse3 mke2fs:
   ntfs-3g:ntfs-3g
 
 if [[ -z "${VMDK_FILES:-}" || -z "${VMDK_MOUNT:-}" ]]; then
-  log "building: swift build -c release --product vmdk-files, vmdk-mount"
-  (cd "$root" && swift build -c release --product vmdk-files >&2 && swift build -c release --product vmdk-mount >&2)
-  bin="$(cd "$root" && swift build -c release --show-bin-path)"
+  log "building: swift build ${SWIFT_RELEASE[*]} --product vmdk-files, vmdk-mount"
+  (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product vmdk-files >&2 && swift build "${SWIFT_RELEASE[@]}" --product vmdk-mount >&2)
+  bin="$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)"
   VMDK_FILES="$bin/vmdk-files"
   VMDK_MOUNT="$bin/vmdk-mount"
 fi

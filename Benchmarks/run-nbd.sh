@@ -35,9 +35,9 @@ ensure_commands qemu-img:qemu-utils qemu-nbd:qemu-utils nbdcopy:libnbd-bin /usr/
 for tool in vmdk-convert vmdk-inspect; do
   var="VMDK_$(echo "${tool#vmdk-}" | tr a-z A-Z)"
   if [[ -z "${!var:-}" ]]; then
-    log "building: swift build -c release --product $tool"
-    (cd "$root" && swift build -c release --product "$tool" >&2)
-    printf -v "$var" '%s' "$(cd "$root" && swift build -c release --show-bin-path)/$tool"
+    log "building: swift build ${SWIFT_RELEASE[*]} --product $tool"
+    (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product "$tool" >&2)
+    printf -v "$var" '%s' "$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)/$tool"
   fi
   [[ -x "${!var}" ]] || die "${!var} is not executable"
 done

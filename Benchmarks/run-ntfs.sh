@@ -46,9 +46,9 @@ ensure_commands qemu-img:qemu-utils /usr/bin/time:time fls:sleuthkit tsk_recover
   ntfscat:ntfs-3g ntfs-3g:ntfs-3g sgdisk:gdisk
 
 if [[ -z "${VMDK_FILES:-}" ]]; then
-  log "building: swift build -c release --product vmdk-files"
-  (cd "$root" && swift build -c release --product vmdk-files >&2)
-  VMDK_FILES="$(cd "$root" && swift build -c release --show-bin-path)/vmdk-files"
+  log "building: swift build ${SWIFT_RELEASE[*]} --product vmdk-files"
+  (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product vmdk-files >&2)
+  VMDK_FILES="$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)/vmdk-files"
 fi
 [[ -x "$VMDK_FILES" ]] || die "$VMDK_FILES is not executable"
 

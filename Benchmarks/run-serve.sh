@@ -39,9 +39,9 @@ BENCH_LOG="$WORK/run-serve.log"
 
 ensure_commands qemu-img:qemu-utils qemu-nbd:qemu-utils qemu-io:qemu-utils nbdcopy:libnbd-bin /usr/bin/time:time
 if [[ -z "${VMDK_SERVE:-}" ]]; then
-  log "building: swift build -c release --product vmdk-serve"
-  (cd "$root" && swift build -c release --product vmdk-serve >&2)
-  VMDK_SERVE="$(cd "$root" && swift build -c release --show-bin-path)/vmdk-serve"
+  log "building: swift build ${SWIFT_RELEASE[*]} --product vmdk-serve"
+  (cd "$root" && swift build "${SWIFT_RELEASE[@]}" --product vmdk-serve >&2)
+  VMDK_SERVE="$(cd "$root" && swift build "${SWIFT_RELEASE[@]}" --show-bin-path)/vmdk-serve"
 fi
 [[ -x "$VMDK_SERVE" ]] || die "$VMDK_SERVE is not executable"
 
