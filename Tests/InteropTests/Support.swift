@@ -46,25 +46,63 @@ private final class DataBox: @unchecked Sendable {
   var data = Data()
 }
 
+/// Taken around runProcess's pipe and spawn.
+private let spawnLock = NSLock()
+
 /// Runs `executable` with `arguments` and waits, capturing both outputs. Both pipes are
 /// drained at once so that a chatty tool cannot block on a full pipe.
+///
+/// posix_spawn and waitpid, not Foundation's Process: its waitUntilExit missed a child's exit
+/// once in a clean-clone CI run (istat left a zombie and the files matrix waited for good), a
+/// race of its SIGCHLD monitoring with the many processes the tests start from several
+/// threads. The pipes are close-on-exec, so that a child spawned at the same time on another
+/// thread does not hold their write ends open. A child killed by a signal has status
+/// 128 + the signal, as a shell reports it.
 func runProcess(_ executable: String, _ arguments: [String]) throws -> ProcessResult {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: executable)
-  process.arguments = arguments
-  let out = Pipe()
-  let err = Pipe()
-  process.standardOutput = out
-  process.standardError = err
-  process.standardInput = FileHandle.nullDevice
-  try process.run()
+  var outPipe: [Int32] = [-1, -1]
+  var errPipe: [Int32] = [-1, -1]
+  // pipe2 is not imported: pipe, then close-on-exec, under a lock that every runProcess
+  // spawn also takes, so that no other runProcess child is spawned between the two.
+  spawnLock.lock()
+  guard pipe(&outPipe) == 0 else {
+    spawnLock.unlock()
+    throw ToolFailure("pipe: \(String(cString: strerror(errno)))")
+  }
+  guard pipe(&errPipe) == 0 else {
+    spawnLock.unlock()
+    close(outPipe[0])
+    close(outPipe[1])
+    throw ToolFailure("pipe: \(String(cString: strerror(errno)))")
+  }
+  for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+  posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+  posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+  let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+  defer { for a in argv { free(a) } }
+  var pid: pid_t = 0
+  let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+  spawnLock.unlock()
+  close(outPipe[1])
+  close(errPipe[1])
+  let stdoutHandle = FileHandle(fileDescriptor: outPipe[0], closeOnDealloc: true)
+  let stderrHandle = FileHandle(fileDescriptor: errPipe[0], closeOnDealloc: true)
+  guard rc == 0 else { throw ToolFailure("cannot run \(executable): \(String(cString: strerror(rc)))") }
   let errBox = DataBox()
   let group = DispatchGroup()
-  DispatchQueue.global().async(group: group) { errBox.data = err.fileHandleForReading.readDataToEndOfFile() }
-  let stdout = out.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
+  DispatchQueue.global().async(group: group) { errBox.data = stderrHandle.readDataToEndOfFile() }
+  let stdout = stdoutHandle.readDataToEndOfFile()
   group.wait()
-  return ProcessResult(status: process.terminationStatus, stdout: stdout, stderr: errBox.data)
+  var status: Int32 = 0
+  while waitpid(pid, &status, 0) < 0 {
+    guard errno == EINTR else { throw ToolFailure("waitpid \(executable): \(String(cString: strerror(errno)))") }
+  }
+  // WIFEXITED / WEXITSTATUS / WTERMSIG, which Swift does not import.
+  let code = status & 0x7F == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+  return ProcessResult(status: code, stdout: stdout, stderr: errBox.data)
 }
 
 /// Runs a tool and throws, with its stderr, unless it exits 0.
