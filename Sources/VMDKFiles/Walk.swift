@@ -71,7 +71,8 @@ extension FileSystem {
 
   /// Visits every name below folder `start`, parents before children, in on-disk order.
   /// `body` returns false to skip a folder's contents. A folder that cannot be listed goes
-  /// to `onError` (which may throw to stop); without it the walk throws.
+  /// to `onError` (which may throw to stop), after the entries read before the damage; without
+  /// it the walk throws. An error of `body` or `onError` ends the walk.
   public func walk(
     from start: FileID, maxDepth: Int = WalkLimits.maxDepth,
     onError: ((_ path: [UInt8], _ error: any Error) throws -> Void)? = nil,

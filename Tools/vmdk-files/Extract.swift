@@ -59,7 +59,7 @@ struct Extract: ParsableCommand {
           let a = try fs.stat(id)
           if a.type == .directory {
             try? fs.walk(from: id) { item in
-              if item.entry.type == .regular, let s = try? fs.stat(item.entry.id) { total += s.size }
+              if item.type == .regular, let s = try? fs.stat(item.id) { total += s.size }
               return true
             }
           } else {

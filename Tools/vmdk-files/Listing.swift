@@ -222,17 +222,17 @@ struct Find: ParsableCommand {
           failed = true
         }
       ) { item in
-        if let want, item.entry.type != want { return true }
-        if let name, fnmatch(name, item.entry.displayName, 0) != 0 { return true }
+        if let want, item.type != want { return true }
+        if let name, fnmatch(name, String(decoding: item.name, as: UTF8.self), 0) != 0 { return true }
         var a: FileAttributes?
         if let after {
-          let s = try fs.stat(item.entry.id)
+          let s = try fs.stat(item.id)
           guard let m = s.modificationTime, m.seconds > after else { return true }
           a = s
         }
         let p = base + item.displayPath
         if image.json {
-          let s = try a ?? fs.stat(item.entry.id)
+          let s = try a ?? fs.stat(item.id)
           found.append(.object([("path", .string(p))] + attributesJSON(s)))
         } else {
           print(p)
