@@ -78,41 +78,74 @@ extension FileSystem {
     onError: ((_ path: [UInt8], _ error: any Error) throws -> Void)? = nil,
     _ body: (WalkItem) throws -> Bool
   ) throws {
+    try walkPaths(from: start, maxDepth: maxDepth, onError: onError) { path, nameStart, id, type, depth in
+      try body(WalkItem(path: Array(path), nameStart: nameStart, id: id, type: type, depth: depth))
+    }
+  }
+
+  /// `walk` with each path lent to `body` for the call only, so that a name costs no array
+  /// (a listing that prints paths needs nothing more): `path` is the path below `start`
+  /// (components joined with "/"), the name starts at `nameStart`, `depth` is 1 for the start
+  /// folder's entries.
+  public func walkPaths(
+    from start: FileID, maxDepth: Int = WalkLimits.maxDepth,
+    onError: ((_ path: [UInt8], _ error: any Error) throws -> Void)? = nil,
+    _ body: (
+      _ path: UnsafeBufferPointer<UInt8>, _ nameStart: Int, _ id: FileID, _ type: FileType, _ depth: Int
+    ) throws -> Bool
+  ) throws {
     var visited: Set<FileID> = [start]
     // Depth-first with an explicit stack of folders still to list.
     var stack: [(id: FileID, path: [UInt8], depth: Int)] = [(start, [], 0)]
     var children: [(id: FileID, path: [UInt8], depth: Int)] = []
+    // The path of the name being visited: the folder's path and "/", then the name.
+    var capacity = 4096
+    var current = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+    defer { current.deallocate() }
+    func reserve(_ count: Int) {
+      guard count > capacity else { return }
+      let grown = UnsafeMutablePointer<UInt8>.allocate(capacity: max(count, 2 * capacity))
+      grown.update(from: current, count: capacity)
+      current.deallocate()
+      current = grown
+      capacity = max(count, 2 * capacity)
+    }
     while let (id, path, depth) = stack.popLast() {
       children.removeAll(keepingCapacity: true)
+      reserve(path.count + 1)
+      path.withUnsafeBufferPointer { p in
+        if let base = p.baseAddress { current.update(from: base, count: p.count) }
+      }
+      var prefix = path.count
+      if !path.isEmpty {
+        current[prefix] = UInt8(ascii: "/")
+        prefix += 1
+      }
       // An error of `body` (or of `onError`) ends the walk; one of the listing goes to `onError`.
       var stopped: (any Error)?
       do {
         try forEachEntry(in: id) { name, eid, type in
-          var p: [UInt8] = []
-          p.reserveCapacity(path.count + 1 + name.count)
-          if !path.isEmpty {
-            p += path
-            p.append(UInt8(ascii: "/"))
-          }
-          let nameStart = p.count
-          p += name
-          let item = WalkItem(path: p, nameStart: nameStart, id: eid, type: type, depth: depth + 1)
+          reserve(prefix + name.count)
+          if let base = name.baseAddress { (current + prefix).update(from: base, count: name.count) }
+          let full = UnsafeBufferPointer(start: current, count: prefix + name.count)
           do {
-            guard try body(item), type == .directory else { return }
+            guard try body(full, prefix, eid, type, depth + 1), type == .directory else { return }
             guard visited.insert(eid).inserted else {
               let err = VMDKError(
                 .corruptFileSystem,
-                "folder \"\(item.displayPath)\" (id \(eid)) is its own ancestor or listed twice: not entered")
+                "folder \"\(String(decoding: full, as: UTF8.self))\" (id \(eid)) is its own ancestor or listed twice: not entered"
+              )
               guard let onError else { throw err }
-              return try onError(p, err)
+              return try onError(Array(full), err)
             }
             guard depth + 1 < maxDepth else {
               let err = VMDKError(
-                .fileSystemLimit, "folder \"\(item.displayPath)\" is deeper than the cap of \(maxDepth)")
+                .fileSystemLimit,
+                "folder \"\(String(decoding: full, as: UTF8.self))\" is deeper than the cap of \(maxDepth)")
               guard let onError else { throw err }
-              return try onError(p, err)
+              return try onError(Array(full), err)
             }
-            children.append((eid, p, depth + 1))
+            children.append((eid, Array(full), depth + 1))
           } catch {
             stopped = error
             throw error

@@ -155,6 +155,13 @@ public struct OutputBuffer {
     try endLine()
   }
 
+  /// Appends `prefix`, `rest` (lent for the call) and a newline.
+  public mutating func line(_ prefix: [UInt8], _ rest: UnsafeBufferPointer<UInt8>) throws {
+    bytes += prefix
+    bytes.append(contentsOf: rest)
+    try endLine()
+  }
+
   /// Appends `line` and a newline.
   public mutating func line(_ line: String) throws {
     var l = line

@@ -11,6 +11,7 @@ import VMDKFiles
 
 struct Extract: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "extract",
     abstract: "Copy files and folders (recursively) out of the disk into a folder.",
     discussion: """
       Modes, times, symbolic links, hard links and holes are kept, and owners when run as

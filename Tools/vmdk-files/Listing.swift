@@ -10,7 +10,7 @@ import VMDKFiles
 #endif
 
 struct Ls: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "List a folder (default: the root).")
+  static let configuration = CommandConfiguration(commandName: "ls", abstract: "List a folder (default: the root).")
   @OptionGroup var image: ImageOptions
   @Argument(help: "The folder or file.") var path: String = "/"
   @Flag(name: .short, help: "Long listing: mode, links, size, modification time.") var l = false
@@ -47,21 +47,22 @@ struct Ls: ParsableCommand {
       if a.type != .directory {
         try emit(path, DirectoryEntry(name: Array(path.utf8.split(separator: 47).last ?? []), id: id, type: a.type))
       } else if recursive {
-        try fs.walk(
-          from: id,
-          onError: { p, e in
-            try out.flush()
-            printError("\(toolName): \(base)\(String(decoding: p, as: UTF8.self)): \(e)")
-            failed = true
+        func onError(_ p: [UInt8], _ e: any Error) throws {
+          try out.flush()
+          printError("\(toolName): \(base)\(String(decoding: p, as: UTF8.self)): \(e)")
+          failed = true
+        }
+        if plain {
+          // The common case, names only: each lent path straight to the buffer.
+          try fs.walkPaths(from: id, onError: onError) { path, _, _, _, _ in
+            try out.line(baseBytes, path)
+            return true
           }
-        ) { item in
-          // The common case, names only: bytes straight to the buffer.
-          if plain {
-            try out.line(baseBytes, item.path)
-          } else {
+        } else {
+          try fs.walk(from: id, onError: onError) { item in
             try emit(base + item.displayPath, item.entry)
+            return true
           }
-          return true
         }
       } else {
         for e in try fs.list(id) { try emit(base + e.displayName, e) }
@@ -112,7 +113,8 @@ struct Ls: ParsableCommand {
 }
 
 struct Stat: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "A file's attributes (on NTFS also of PATH:STREAM).")
+  static let configuration = CommandConfiguration(
+    commandName: "stat", abstract: "A file's attributes (on NTFS also of PATH:STREAM).")
   @OptionGroup var image: ImageOptions
   @Argument(help: "The path (on NTFS also PATH:STREAM: its size is the stream's).") var path: String
 
@@ -147,6 +149,7 @@ struct Stat: ParsableCommand {
 
 struct Cat: ParsableCommand {
   static let configuration = CommandConfiguration(
+    commandName: "cat",
     abstract: "Write a file's bytes to standard output.",
     discussion: "On NTFS, PATH:STREAM writes the named (alternate) data stream STREAM of PATH.")
   @OptionGroup var image: ImageOptions
@@ -186,7 +189,8 @@ struct Cat: ParsableCommand {
 }
 
 struct Find: ParsableCommand {
-  static let configuration = CommandConfiguration(abstract: "Find files by name and modification time.")
+  static let configuration = CommandConfiguration(
+    commandName: "find", abstract: "Find files by name and modification time.")
   @OptionGroup var image: ImageOptions
   @Argument(help: "Where to start.") var path: String = "/"
   @Option(help: "Shell pattern the name must match (*, ?, [...]).") var name: String?

@@ -25,54 +25,61 @@ extension GuestBytes {
   func appendUTF8(fromUTF16At o: Int, units: Int, to out: inout [UInt8]) {
     guard units > 0, o >= 0, o < bytes.count else { return }
     let n = min(units, (bytes.count - o) / 2)
-    // Room for the longest result (3 bytes a unit; a pair of units takes 4), written through
-    // one pointer, then cut to what was written: no per-byte append.
+    // Room for the longest result, written through one pointer, then cut to what was written.
     let start = out.count
     out.append(contentsOf: repeatElement(0, count: 3 * n))
-    let written = bytes.withUnsafeBufferPointer { p in
-      out.withUnsafeMutableBufferPointer { q in
-        let src = p.baseAddress! + o
-        let dst = q.baseAddress! + start
-        func unit(_ i: Int) -> UInt32 { UInt32(src[2 * i]) | UInt32(src[2 * i + 1]) << 8 }
-        var w = 0
-        var i = 0
-        while i < n {
-          var c = unit(i)
-          i += 1
-          if c < 0x80 {
-            dst[w] = UInt8(truncatingIfNeeded: c)
-            w += 1
-            continue
-          }
-          if c & 0xF800 == 0xD800 {
-            // A high surrogate followed by a low one is one scalar; any other surrogate is U+FFFD.
-            if c < 0xDC00, i < n, unit(i) & 0xFC00 == 0xDC00 {
-              c = 0x10000 + ((c - 0xD800) << 10) + (unit(i) - 0xDC00)
-              i += 1
-            } else {
-              c = 0xFFFD
-            }
-          }
-          if c < 0x800 {
-            dst[w] = UInt8(truncatingIfNeeded: 0xC0 | c >> 6)
-            w += 1
-          } else if c < 0x10000 {
-            dst[w] = UInt8(truncatingIfNeeded: 0xE0 | c >> 12)
-            dst[w + 1] = UInt8(truncatingIfNeeded: 0x80 | (c >> 6) & 0x3F)
-            w += 2
-          } else {
-            dst[w] = UInt8(truncatingIfNeeded: 0xF0 | c >> 18)
-            dst[w + 1] = UInt8(truncatingIfNeeded: 0x80 | (c >> 12) & 0x3F)
-            dst[w + 2] = UInt8(truncatingIfNeeded: 0x80 | (c >> 6) & 0x3F)
-            w += 3
-          }
-          dst[w] = UInt8(truncatingIfNeeded: 0x80 | c & 0x3F)
-          w += 1
-        }
-        return w
-      }
+    let written = out.withUnsafeMutableBufferPointer { q in
+      writeUTF8(fromUTF16At: o, units: n, to: q.baseAddress! + start)
     }
     out.removeLast(3 * n - written)
+  }
+
+  /// Writes `units` UTF-16LE code units from `o` (clipped to the buffer) as UTF-8 to `dst`,
+  /// which has room for `3 * units` bytes (3 bytes a unit at most; a surrogate pair takes 4);
+  /// returns the count written. Each unpaired surrogate becomes U+FFFD, as in `ntfsUTF8`.
+  func writeUTF8(fromUTF16At o: Int, units: Int, to dst: UnsafeMutablePointer<UInt8>) -> Int {
+    guard units > 0, o >= 0, o < bytes.count else { return 0 }
+    let n = min(units, (bytes.count - o) / 2)
+    return bytes.withUnsafeBufferPointer { p in
+      let src = p.baseAddress! + o
+      func unit(_ i: Int) -> UInt32 { UInt32(src[2 * i]) | UInt32(src[2 * i + 1]) << 8 }
+      var w = 0
+      var i = 0
+      while i < n {
+        var c = unit(i)
+        i += 1
+        if c < 0x80 {
+          dst[w] = UInt8(truncatingIfNeeded: c)
+          w += 1
+          continue
+        }
+        if c & 0xF800 == 0xD800 {
+          // A high surrogate followed by a low one is one scalar; any other surrogate is U+FFFD.
+          if c < 0xDC00, i < n, unit(i) & 0xFC00 == 0xDC00 {
+            c = 0x10000 + ((c - 0xD800) << 10) + (unit(i) - 0xDC00)
+            i += 1
+          } else {
+            c = 0xFFFD
+          }
+        }
+        if c < 0x800 {
+          dst[w] = UInt8(truncatingIfNeeded: 0xC0 | c >> 6)
+          w += 1
+        } else if c < 0x10000 {
+          dst[w] = UInt8(truncatingIfNeeded: 0xE0 | c >> 12)
+          dst[w + 1] = UInt8(truncatingIfNeeded: 0x80 | (c >> 6) & 0x3F)
+          w += 2
+        } else {
+          dst[w] = UInt8(truncatingIfNeeded: 0xF0 | c >> 18)
+          dst[w + 1] = UInt8(truncatingIfNeeded: 0x80 | (c >> 12) & 0x3F)
+          dst[w + 2] = UInt8(truncatingIfNeeded: 0x80 | (c >> 6) & 0x3F)
+          w += 3
+        }
+        dst[w] = UInt8(truncatingIfNeeded: 0x80 | c & 0x3F)
+        w += 1
+      }
+      return w
+    }
   }
 }
 

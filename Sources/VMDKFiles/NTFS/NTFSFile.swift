@@ -62,6 +62,15 @@ struct NTFSStream: Sendable {
   }
 }
 
+/// What listing a folder needs: its $I30 index ($INDEX_ROOT's value, $INDEX_ALLOCATION and
+/// $BITMAP:$I30), from a loaded file or read in place from the folder's record.
+struct NTFSFolderIndex {
+  var number: UInt64
+  var root: [UInt8]?
+  var allocation: NTFSStream?
+  var bitmap: NTFSStream?
+}
+
 /// A base record with everything its attribute list adds. A class, so that the file cache and
 /// every reader share one copy (a struct of this many arrays costs a reference count per field
 /// each time it is copied out of the cache). Unchecked Sendable: `loadFile` sets the last
@@ -110,6 +119,10 @@ final class NTFSFile: @unchecked Sendable {
     if let tag = reparseTag, tag == NTFSReparse.symlink || tag == NTFSReparse.mountPoint { return .symlink }
     if interixTarget != nil { return .symlink }
     return isDirectory ? .directory : .regular
+  }
+
+  var folderIndex: NTFSFolderIndex {
+    NTFSFolderIndex(number: number, root: indexRoot, allocation: indexAllocation, bitmap: indexBitmap)
   }
 
   /// The names that are links (DOS-only names are the 8.3 twins of a Win32 name).

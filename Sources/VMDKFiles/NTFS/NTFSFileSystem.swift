@@ -490,6 +490,56 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     return (b.u16(o + 16), flags & NTFSRecord.flagDirectory != 0)
   }
 
+  /// Folder `n`'s $I30 index read in place from its record, without loading the file: only
+  /// $INDEX_ROOT, $INDEX_ALLOCATION and $BITMAP named $I30 are parsed (a listing of a large
+  /// tree loads thousands of folders and needs nothing else of them). Nil when the record is
+  /// not a base folder record in use, holds an attribute list, cannot be read from the chunk
+  /// cache, or fails any check: the caller then loads the whole file, with its errors.
+  func folderIndexInPlace(_ n: UInt64) -> NTFSFolderIndex? {
+    let size = boot.mftRecordSize
+    guard let (chunk, at) = recordChunk(n) else { return nil }
+    var bytes = Array(chunk[at..<(at + size)])
+    guard let offset = try? Self.mftByteOffset(n, mft: mft, boot: boot),
+      let h = try? NTFSRecord.header(&bytes, number: n, volumeOffset: offset),
+      h.flags & NTFSRecord.flagInUse != 0, h.flags & NTFSRecord.flagDirectory != 0, h.baseReference == 0
+    else { return nil }
+    let b = NTFSBytes(bytes, volumeOffset: offset)
+    var folder = NTFSFolderIndex(number: n)
+    var allocation: [NTFSAttribute] = []
+    var bitmap: [NTFSAttribute] = []
+    var simple = true
+    let clusters = boot.clusterCount
+    do {
+      try NTFSRecord.forEachAttribute(b, h, number: n) { type, p, length in
+        switch type {
+        case NTFSAttribute.attributeList:
+          simple = false
+        case NTFSAttribute.indexRoot, NTFSAttribute.indexAllocation, NTFSAttribute.bitmap:
+          // The name: 4 UTF-16 units "$I30" at the offset the header gives.
+          guard b.u8(p + 9) == 4 else { return }
+          let o = p + Int(b.u16(p + 10))
+          guard o >= p + 16, o + 8 <= p + length, b.u16(o) == 0x24, b.u16(o + 2) == 0x49, b.u16(o + 4) == 0x33,
+            b.u16(o + 6) == 0x30
+          else { return }
+          let a = try NTFSRecord.attribute(b, at: p, length: length, record: n, clusterCount: clusters)
+          switch type {
+          case NTFSAttribute.indexRoot: folder.root = a.value
+          case NTFSAttribute.indexAllocation: allocation.append(a)
+          default: bitmap.append(a)
+          }
+        default:
+          return
+        }
+      }
+      guard simple else { return nil }
+      if !allocation.isEmpty { folder.allocation = try NTFSStream.merge(allocation) }
+      if !bitmap.isEmpty { folder.bitmap = try NTFSStream.merge(bitmap) }
+    } catch {
+      return nil
+    }
+    return folder
+  }
+
   // MARK: Reading streams
 
   /// Reads up to `buffer.count` bytes of stream `s` from `offset`; returns the count.
@@ -629,10 +679,10 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
   /// Calls `body` with every keyed entry of directory `f`'s $I30 index, in collation order
   /// (sub-nodes first), read in place: one block buffer per level of the tree, reused for
   /// every block met at that level, and keys lent to `body` for the call only.
-  func forEachIndexEntry(_ f: NTFSFile, _ body: (_ reference: UInt64, _ key: NTFSFileNameKey) throws -> Void)
-    throws
-  {
-    guard let rootValue = f.indexRoot else {
+  func forEachIndexEntry(
+    _ f: NTFSFolderIndex, _ body: (_ reference: UInt64, _ key: NTFSFileNameKey) throws -> Void
+  ) throws {
+    guard let rootValue = f.root else {
       throw NTFSError.corrupt("MFT record \(f.number) is a directory without $INDEX_ROOT:$I30")
     }
     let rb = NTFSBytes(rootValue)
@@ -645,7 +695,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     // The bitmap of blocks in use: one bit per block of $INDEX_ALLOCATION, so its size is
     // bounded by that stream's (checked before it sizes anything).
     var bitmap: [UInt8]?
-    if let bm = f.indexBitmap, let alloc = f.indexAllocation {
+    if let bm = f.bitmap, let alloc = f.allocation {
       let most = alloc.size / 512 / 8 + 8
       guard bm.size <= most else {
         throw NTFSError.corrupt(
@@ -673,7 +723,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
       guard visited.insert(vcn).inserted else {
         throw NTFSError.corrupt("MFT record \(f.number): index block at VCN \(vcn) is visited twice (a loop)")
       }
-      guard let alloc = f.indexAllocation else {
+      guard let alloc = f.allocation else {
         throw NTFSError.corrupt("MFT record \(f.number): a sub-node but no $INDEX_ALLOCATION")
       }
       let unit = UInt64(blockSize >= cs ? cs : 512)
@@ -729,20 +779,27 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     in id: FileID, _ body: (_ name: UnsafeBufferPointer<UInt8>, _ id: FileID, _ type: FileType) throws -> Void
   ) throws {
     try withFile {
-      let f = try file(id)
-      guard f.isDirectory else {
-        throw VMDKError(.invalidArgument, "ntfs: record \(id) is a \(f.type.rawValue), not a directory")
+      let folder: NTFSFolderIndex
+      if let cached = files.withLock({ $0.files[id] }), cached.isDirectory {
+        folder = cached.folderIndex
+      } else if let inPlace = folderIndexInPlace(id) {
+        folder = inPlace
+      } else {
+        let f = try file(id)
+        guard f.isDirectory else {
+          throw VMDKError(.invalidArgument, "ntfs: record \(id) is a \(f.type.rawValue), not a directory")
+        }
+        folder = f.folderIndex
       }
       let inUse = recordsInUse()
       // The current name in UTF-8, lent to `body`.
-      var name: [UInt8] = []
-      name.reserveCapacity(1024)
+      let name = UnsafeMutablePointer<UInt8>.allocate(capacity: NTFSFileNameKey.maxUTF8)
+      defer { name.deallocate() }
       func emit(_ key: NTFSFileNameKey, _ record: UInt64, _ type: FileType) throws {
-        name.removeAll(keepingCapacity: true)
-        key.appendName(to: &name)
-        try name.withUnsafeBufferPointer { try body($0, record, type) }
+        let n = key.writeName(to: name)
+        try body(UnsafeBufferPointer(start: name, count: n), record, type)
       }
-      try forEachIndexEntry(f) { reference, key in
+      try forEachIndexEntry(folder) { reference, key in
         guard key.namespace != NTFSFileName.dos else { return }
         let record = reference & 0xFFFF_FFFF_FFFF
         if record == id && key.isDot { return }  // the root's "."

@@ -50,8 +50,13 @@ struct NTFSFileNameKey {
   var namespace: UInt8 { bytes.u8(at + 65) }
   /// The name is exactly "." (the root lists itself under that name).
   var isDot: Bool { units == 1 && bytes.u16(at + 66) == 0x2E }
-  /// Appends the name as UTF-8 (as `ntfsUTF8` converts it) to `out`.
-  func appendName(to out: inout [UInt8]) { bytes.appendUTF8(fromUTF16At: at + 66, units: units, to: &out) }
+  /// Writes the name as UTF-8 (as `ntfsUTF8` converts it) to `dst`, which has room for `NTFSFileNameKey.maxUTF8` bytes;
+  /// returns the count written.
+  func writeName(to dst: UnsafeMutablePointer<UInt8>) -> Int {
+    bytes.writeUTF8(fromUTF16At: at + 66, units: units, to: dst)
+  }
+  /// The longest name in UTF-8: 255 units (the length is one byte), at most 3 bytes each.
+  static let maxUTF8 = 3 * 255
 }
 
 /// The $STANDARD_INFORMATION fields the reader uses.

@@ -111,18 +111,24 @@ public struct NTFSRecord: Sendable {
 
   public var inUse: Bool { flags & Self.flagInUse != 0 }
 
-  /// Parses `raw` (one whole record, fixups not yet applied) as record `number`.
-  /// Returns nil for a record that was never used (all zeros or no magic).
-  public static func parse(
-    _ raw: [UInt8], number: UInt64, clusterCount: UInt64, volumeOffset: UInt64
-  ) throws -> NTFSRecord? {
-    var bytes = raw
+  /// A record's header, checked: where its attributes start and how many bytes are in use.
+  struct Header {
+    var sequence: UInt16
+    var linkCount: UInt16
+    var flags: UInt16
+    var baseReference: UInt64
+    var attributesOffset: Int
+    var bytesInUse: Int
+  }
+
+  /// Applies the fixups of `bytes` (one whole record) in place and checks its header as
+  /// record `number`. Nil for a record that was never used (all zeros or no magic).
+  static func header(_ bytes: inout [UInt8], number: UInt64, volumeOffset: UInt64) throws -> Header? {
     guard bytes.count >= 512 else { throw NTFSError.corrupt("MFT record \(number) is too short", offset: volumeOffset) }
-    let magic = Array(bytes[0..<4])
-    if magic == Array("BAAD".utf8) {
+    if bytes[0] == 0x42, bytes[1] == 0x41, bytes[2] == 0x41, bytes[3] == 0x44 {  // "BAAD"
       throw NTFSError.corrupt("MFT record \(number) is marked BAAD (a torn write)", offset: volumeOffset)
     }
-    guard magic == Array("FILE".utf8) else { return nil }
+    guard bytes[0] == 0x46, bytes[1] == 0x49, bytes[2] == 0x4C, bytes[3] == 0x45 else { return nil }  // "FILE"
     try NTFSFixup.apply(&bytes, magic: "MFT record \(number)", volumeOffset: volumeOffset)
     let b = NTFSBytes(bytes, volumeOffset: volumeOffset)
     let size = bytes.count
@@ -146,17 +152,26 @@ public struct NTFSRecord: Sendable {
         throw NTFSError.corrupt("MFT record \(number) says it is record \(stored)", offset: b.at(44))
       }
     }
-    var record = NTFSRecord(
-      number: number, sequence: b.u16(16), linkCount: b.u16(18), flags: b.u16(22), baseReference: b.u64(32),
-      attributes: [])
-    var p = attrsOffset
+    return Header(
+      sequence: b.u16(16), linkCount: b.u16(18), flags: b.u16(22), baseReference: b.u64(32),
+      attributesOffset: attrsOffset, bytesInUse: inUse)
+  }
+
+  /// Calls `body` with the type, offset and length of each attribute record of a record whose
+  /// header `h` was checked, in order, up to the end marker. Each record lies within the bytes
+  /// in use and the types ascend.
+  static func forEachAttribute(
+    _ b: NTFSBytes, _ h: Header, number: UInt64, _ body: (_ type: UInt32, _ offset: Int, _ length: Int) throws -> Void
+  ) throws {
+    var p = h.attributesOffset
     var lastType: UInt32 = 0
+    let inUse = h.bytesInUse
     while true {
       guard b.has(p, 4), p + 4 <= inUse else {
         throw NTFSError.corrupt("MFT record \(number): attributes run past the bytes in use", offset: b.at(p))
       }
       let type = b.u32(p)
-      if type == NTFSAttribute.end { break }
+      if type == NTFSAttribute.end { return }
       guard type >= lastType else {
         throw NTFSError.corrupt("MFT record \(number): attribute types are not in order", offset: b.at(p))
       }
@@ -167,11 +182,34 @@ public struct NTFSRecord: Sendable {
           "MFT record \(number): attribute 0x\(String(type, radix: 16)) of \(length) bytes does not fit",
           offset: b.at(p + 4))
       }
-      var a = try parseAttribute(
-        NTFSBytes(Array(bytes[p..<(p + length)]), volumeOffset: b.at(p)), record: number, clusterCount: clusterCount)
-      a.record = number
-      record.attributes.append(a)
+      try body(type, p, length)
       p += length
+    }
+  }
+
+  /// Parses the attribute record at `offset` of `length` bytes (from forEachAttribute).
+  static func attribute(_ b: NTFSBytes, at offset: Int, length: Int, record: UInt64, clusterCount: UInt64) throws
+    -> NTFSAttribute
+  {
+    var a = try parseAttribute(
+      NTFSBytes(b.slice(offset, length), volumeOffset: b.at(offset)), record: record, clusterCount: clusterCount)
+    a.record = record
+    return a
+  }
+
+  /// Parses `raw` (one whole record, fixups not yet applied) as record `number`.
+  /// Returns nil for a record that was never used (all zeros or no magic).
+  public static func parse(
+    _ raw: [UInt8], number: UInt64, clusterCount: UInt64, volumeOffset: UInt64
+  ) throws -> NTFSRecord? {
+    var bytes = raw
+    guard let h = try header(&bytes, number: number, volumeOffset: volumeOffset) else { return nil }
+    let b = NTFSBytes(bytes, volumeOffset: volumeOffset)
+    var record = NTFSRecord(
+      number: number, sequence: h.sequence, linkCount: h.linkCount, flags: h.flags, baseReference: h.baseReference,
+      attributes: [])
+    try forEachAttribute(b, h, number: number) { _, p, length in
+      record.attributes.append(try attribute(b, at: p, length: length, record: number, clusterCount: clusterCount))
     }
     return record
   }
