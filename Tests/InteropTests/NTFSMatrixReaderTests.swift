@@ -260,4 +260,59 @@ import VMDKFiles
       #expect(Set(try fs.list(try fs.lookup("/docs")).map(\.displayName)) == Set(all.filter { $0 != "f5.txt" }))
     }
   }
+
+  /// A listing reads each folder's $I30 index in place from its record, unless the record
+  /// holds an attribute list: then the folder is loaded whole, with the extension records
+  /// that hold its $INDEX_ROOT. A folder with 29 named streams (ntfs-3g moves them and the
+  /// $INDEX_ROOT into extension records) lists its 60 names, and every folder lists the same
+  /// entries in place as once its file is loaded (and cached) by stat.
+  @Test func foldersListInPlaceOrThroughTheirAttributeList() throws {
+    _ = try requireTool("ntfs-3g")
+    let names = (1...60).map { "file-with-a-long-name-\($0).txt" }
+    try withTemporaryFolder { dir in
+      let image = try Self.volume(dir) { m in
+        for d in ["listed", "plain", "plain/deeper"] {
+          try FileManager.default.createDirectory(atPath: "\(m)/\(d)", withIntermediateDirectories: true)
+        }
+        for i in 1...29 {
+          try NTFSOracle.setXattr("\(m)/listed", "user.stream-number-\(i)", [UInt8](repeating: 0x78, count: 200))
+        }
+        for (i, n) in names.enumerated() {
+          try NTFSOracle.write("\(m)/listed/\(n)", Array("\(i)".utf8))
+          if i < 20 { try NTFSOracle.write("\(m)/plain/deeper/\(n)", Array("\(i)".utf8)) }
+        }
+      }
+      // The folder's record really holds an attribute list, and its $INDEX_ROOT lies elsewhere.
+      let info = try runChecked(try requireTool("ntfsinfo"), ["-F", "/listed", image]).output
+      #expect(info.contains("$ATTRIBUTE_LIST (0x20)"), "\(info)")
+      // "Dumping attribute $INDEX_ROOT (0x90) from mft record 70 (0x46)": the record numbers.
+      func record(of attribute: String) -> String? {
+        info.split(separator: "\n").first { $0.contains("attribute \(attribute) ") }?
+          .split(separator: " ").drop { $0 != "record" }.dropFirst().first.map(String.init)
+      }
+      let base = try #require(record(of: "$STANDARD_INFORMATION"))
+      #expect(try #require(record(of: "$INDEX_ROOT")) != base, "\(info)")
+
+      func tree(_ fs: NTFSFileSystem) throws -> [String] {
+        var out: [String] = []
+        try fs.walk(from: fs.root) { item in
+          out.append("\(item.displayPath) \(item.id) \(item.type)")
+          return true
+        }
+        return out
+      }
+      let fs = try #require(try FileSystems.open(try ExtRawVolume(image)) as? NTFSFileSystem)
+      #expect(Set(try fs.list(try fs.lookup("/listed")).map(\.displayName)) == Set(names))
+      let fresh = try #require(try FileSystems.open(try ExtRawVolume(image)) as? NTFSFileSystem)
+      let inPlace = try tree(fresh)
+      for line in inPlace where line.hasSuffix(" directory") {
+        let id = FileID(line.split(separator: " ").dropLast().last ?? "") ?? 0
+        _ = try fresh.stat(id)
+      }
+      _ = try fresh.stat(fresh.root)
+      #expect(try tree(fresh) == inPlace)
+      #expect(inPlace.filter { $0.hasPrefix("plain/deeper/") }.count == 20)
+      #expect(inPlace.filter { $0.hasPrefix("listed/") }.count == 60)
+    }
+  }
 }

@@ -531,7 +531,7 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
           return
         }
       }
-      guard simple else { return nil }
+      guard simple, folder.root != nil else { return nil }
       if !allocation.isEmpty { folder.allocation = try NTFSStream.merge(allocation) }
       if !bitmap.isEmpty { folder.bitmap = try NTFSStream.merge(bitmap) }
     } catch {
