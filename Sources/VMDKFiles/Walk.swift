@@ -99,35 +99,20 @@ extension FileSystem {
     var stack: [(id: FileID, path: [UInt8], depth: Int)] = [(start, [], 0)]
     var children: [(id: FileID, path: [UInt8], depth: Int)] = []
     // The path of the name being visited: the folder's path and "/", then the name.
-    var capacity = 4096
-    var current = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
-    defer { current.deallocate() }
-    func reserve(_ count: Int) {
-      guard count > capacity else { return }
-      let grown = UnsafeMutablePointer<UInt8>.allocate(capacity: max(count, 2 * capacity))
-      grown.update(from: current, count: capacity)
-      current.deallocate()
-      current = grown
-      capacity = max(count, 2 * capacity)
-    }
+    let current = PathBuffer()
+    let slash = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 1)
+    slash[0] = UInt8(ascii: "/")
+    defer { slash.deallocate() }
     while let (id, path, depth) = stack.popLast() {
       children.removeAll(keepingCapacity: true)
-      reserve(path.count + 1)
-      path.withUnsafeBufferPointer { p in
-        if let base = p.baseAddress { current.update(from: base, count: p.count) }
-      }
-      var prefix = path.count
-      if !path.isEmpty {
-        current[prefix] = UInt8(ascii: "/")
-        prefix += 1
-      }
+      var prefix = 0
+      path.withUnsafeBufferPointer { prefix = current.set(0, $0) }
+      if !path.isEmpty { prefix = current.set(prefix, UnsafeBufferPointer(slash)) }
       // An error of `body` (or of `onError`) ends the walk; one of the listing goes to `onError`.
       var stopped: (any Error)?
       do {
         try forEachEntry(in: id) { name, eid, type in
-          reserve(prefix + name.count)
-          if let base = name.baseAddress { (current + prefix).update(from: base, count: name.count) }
-          let full = UnsafeBufferPointer(start: current, count: prefix + name.count)
+          let full = UnsafeBufferPointer(start: current.bytes, count: current.set(prefix, name))
           do {
             guard try body(full, prefix, eid, type, depth + 1), type == .directory else { return }
             guard visited.insert(eid).inserted else {
@@ -159,6 +144,30 @@ extension FileSystem {
       // Reversed so that the first child is listed first.
       stack += children.reversed()
     }
+  }
+}
+
+/// The bytes of the path a walk is at, grown when a name needs it; a class so that the walk's
+/// closure changes it without the captured-variable checks a `var` would cost per name.
+private final class PathBuffer {
+  private(set) var bytes: UnsafeMutablePointer<UInt8>
+  private var capacity = 4096
+  init() { bytes = .allocate(capacity: capacity) }
+  deinit { bytes.deallocate() }
+
+  /// Puts `part` at `offset` (the bytes before it kept); returns where it ends.
+  func set(_ offset: Int, _ part: UnsafeBufferPointer<UInt8>) -> Int {
+    let end = offset + part.count
+    if end > capacity {
+      let grown = max(end, 2 * capacity)
+      let new = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+      new.update(from: bytes, count: offset)
+      bytes.deallocate()
+      bytes = new
+      capacity = grown
+    }
+    if let base = part.baseAddress { (bytes + offset).update(from: base, count: part.count) }
+    return end
   }
 }
 

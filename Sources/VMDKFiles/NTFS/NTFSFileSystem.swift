@@ -442,11 +442,13 @@ public final class NTFSFileSystem: FileSystem, FileSystemProbe, Sendable {
     let within = Int(pos % UInt64(chunk))
     var bytes = mftChunks.withLock { c in c.chunks.first(where: { $0.index == k })?.bytes }
     if bytes == nil {
-      var buf = [UInt8](repeating: 0, count: chunk)
-      let got = try? buf.withUnsafeMutableBytes {
-        try Self.readStream(mft, at: k * UInt64(chunk), into: $0, volume: volume, boot: boot)
-      }
-      if let got { buf.removeLast(chunk - got) } else { buf = [] }
+      // Not zeroed first: the chunk keeps only the bytes the read gave.
+      let buf =
+        (try? [UInt8](unsafeUninitializedCapacity: chunk) { out, count in
+          count = 0
+          count = try Self.readStream(
+            mft, at: k * UInt64(chunk), into: UnsafeMutableRawBufferPointer(out), volume: volume, boot: boot)
+        }) ?? []
       mftChunks.withLock { c in
         if c.chunks.count < Self.mftChunkCount {
           c.chunks.append((k, buf))

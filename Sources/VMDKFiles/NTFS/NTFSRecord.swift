@@ -218,12 +218,13 @@ public struct NTFSRecord: Sendable {
   static func parseAttribute(_ b: NTFSBytes, record: UInt64, clusterCount: UInt64) throws -> NTFSAttribute {
     let length = b.count
     let type = b.u32(0)
-    let what = "MFT record \(record): attribute 0x\(String(type, radix: 16))"
+    // Built only for an error: a listing parses thousands of attributes.
+    func what() -> String { "MFT record \(record): attribute 0x\(String(type, radix: 16))" }
     let nonResident = b.u8(8)
     let nameLength = Int(b.u8(9))
     let nameOffset = Int(b.u16(10))
     guard nameLength == 0 || (nameOffset >= 16 && b.has(nameOffset, 2 * nameLength)) else {
-      throw NTFSError.corrupt("\(what): its name lies outside it", offset: b.at(10))
+      throw NTFSError.corrupt("\(what()): its name lies outside it", offset: b.at(10))
     }
     var a = NTFSAttribute(
       type: type, name: b.utf16(nameOffset, units: nameLength), flags: b.u16(12), instance: b.u16(14), value: nil)
@@ -234,21 +235,21 @@ public struct NTFSRecord: Sendable {
       let valueOffset = Int(b.u16(20))
       guard valueOffset >= 24, b.has(valueOffset, valueLength) else {
         throw NTFSError.corrupt(
-          "\(what): a resident value of \(valueLength) bytes at \(valueOffset) does not fit", offset: b.at(16))
+          "\(what()): a resident value of \(valueLength) bytes at \(valueOffset) does not fit", offset: b.at(16))
       }
       a.value = b.slice(valueOffset, valueLength)
     case 1:
-      guard length >= 64 else { throw NTFSError.corrupt("\(what): non-resident header too short", offset: b.at(4)) }
+      guard length >= 64 else { throw NTFSError.corrupt("\(what()): non-resident header too short", offset: b.at(4)) }
       let lowest = b.i64(16)
       let highest = b.i64(24)
       guard lowest >= 0, highest >= lowest - 1 else {
-        throw NTFSError.corrupt("\(what): VCNs \(lowest)...\(highest) are invalid", offset: b.at(16))
+        throw NTFSError.corrupt("\(what()): VCNs \(lowest)...\(highest) are invalid", offset: b.at(16))
       }
       a.lowestVCN = UInt64(lowest)
       a.highestVCN = highest
       let pairs = Int(b.u16(32))
       guard pairs >= 64, pairs <= length else {
-        throw NTFSError.corrupt("\(what): mapping pairs at \(pairs) lie outside it", offset: b.at(32))
+        throw NTFSError.corrupt("\(what()): mapping pairs at \(pairs) lie outside it", offset: b.at(32))
       }
       a.compressionUnit = b.u8(34)
       a.allocatedSize = b.u64(40)
@@ -258,17 +259,17 @@ public struct NTFSRecord: Sendable {
         guard a.dataSize <= a.allocatedSize || a.flags & (NTFSAttribute.flagCompressed | NTFSAttribute.flagSparse) != 0
         else {
           throw NTFSError.corrupt(
-            "\(what): data size \(a.dataSize) exceeds the allocated \(a.allocatedSize)", offset: b.at(48))
+            "\(what()): data size \(a.dataSize) exceeds the allocated \(a.allocatedSize)", offset: b.at(48))
         }
         guard a.initializedSize <= a.dataSize else {
           throw NTFSError.corrupt(
-            "\(what): initialized size \(a.initializedSize) exceeds the data size \(a.dataSize)", offset: b.at(56))
+            "\(what()): initialized size \(a.initializedSize) exceeds the data size \(a.dataSize)", offset: b.at(56))
         }
       }
       a.runs = try NTFSRunlist.decode(
-        b, from: pairs, lowestVCN: a.lowestVCN, highestVCN: highest, clusterCount: clusterCount, what: what)
+        b, from: pairs, lowestVCN: a.lowestVCN, highestVCN: highest, clusterCount: clusterCount, what: what())
     default:
-      throw NTFSError.corrupt("\(what): non-resident byte is \(nonResident)", offset: b.at(8))
+      throw NTFSError.corrupt("\(what()): non-resident byte is \(nonResident)", offset: b.at(8))
     }
     return a
   }
@@ -279,7 +280,8 @@ enum NTFSRunlist {
   /// Every run is checked: lengths 1...8 bytes and non-zero, offsets 0...8 bytes, LCNs inside
   /// the volume, VCNs without overflow and ending at `highestVCN`.
   static func decode(
-    _ b: NTFSBytes, from: Int, lowestVCN: UInt64, highestVCN: Int64, clusterCount: UInt64, what: String
+    _ b: NTFSBytes, from: Int, lowestVCN: UInt64, highestVCN: Int64, clusterCount: UInt64,
+    what: @autoclosure () -> String
   ) throws -> [NTFSRun] {
     var runs: [NTFSRun] = []
     var p = from
@@ -291,19 +293,19 @@ enum NTFSRunlist {
       let lengthBytes = Int(header & 0xF)
       let offsetBytes = Int(header >> 4)
       guard (1...8).contains(lengthBytes), offsetBytes <= 8 else {
-        throw NTFSError.corrupt("\(what): runlist header 0x\(String(header, radix: 16)) is invalid", offset: b.at(p))
+        throw NTFSError.corrupt("\(what()): runlist header 0x\(String(header, radix: 16)) is invalid", offset: b.at(p))
       }
       guard b.has(p + 1, lengthBytes + offsetBytes) else {
-        throw NTFSError.corrupt("\(what): a run leaves the attribute", offset: b.at(p))
+        throw NTFSError.corrupt("\(what()): a run leaves the attribute", offset: b.at(p))
       }
       var length: UInt64 = 0
       for i in 0..<lengthBytes { length |= UInt64(b.u8(p + 1 + i)) << (8 * UInt64(i)) }
       guard length > 0, length <= UInt64(Int64.max) else {
-        throw NTFSError.corrupt("\(what): a run of \(length) clusters", offset: b.at(p))
+        throw NTFSError.corrupt("\(what()): a run of \(length) clusters", offset: b.at(p))
       }
       let end = vcn.addingReportingOverflow(length)
       guard !end.overflow, end.partialValue <= UInt64(Int64.max) else {
-        throw NTFSError.corrupt("\(what): run VCNs overflow", offset: b.at(p))
+        throw NTFSError.corrupt("\(what()): run VCNs overflow", offset: b.at(p))
       }
       var runLCN: UInt64?
       if offsetBytes > 0 {
@@ -315,13 +317,13 @@ enum NTFSRunlist {
         }
         let next = lcn.addingReportingOverflow(Int64(bitPattern: delta))
         guard !next.overflow, next.partialValue >= 0 else {
-          throw NTFSError.corrupt("\(what): a run starts at a negative or overflowing cluster", offset: b.at(p))
+          throw NTFSError.corrupt("\(what()): a run starts at a negative or overflowing cluster", offset: b.at(p))
         }
         lcn = next.partialValue
         let l = UInt64(lcn)
         guard l < clusterCount, length <= clusterCount - l else {
           throw NTFSError.corrupt(
-            "\(what): run of \(length) clusters at \(l) lies outside the \(clusterCount) clusters", offset: b.at(p))
+            "\(what()): run of \(length) clusters at \(l) lies outside the \(clusterCount) clusters", offset: b.at(p))
         }
         runLCN = l
       }
@@ -332,7 +334,7 @@ enum NTFSRunlist {
     if highestVCN >= 0 || !runs.isEmpty {
       guard Int64(vcn) - 1 == highestVCN else {
         throw NTFSError.corrupt(
-          "\(what): the runlist ends at VCN \(Int64(vcn) - 1), the header says \(highestVCN)", offset: b.at(24))
+          "\(what()): the runlist ends at VCN \(Int64(vcn) - 1), the header says \(highestVCN)", offset: b.at(24))
       }
     }
     return runs
