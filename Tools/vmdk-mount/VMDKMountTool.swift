@@ -35,12 +35,19 @@ struct VMDKMountTool: ParsableCommand {
   @Flag(name: [.customShort("s"), .long], help: "Serve one request at a time.") var singleThread = false
   @Flag(
     help:
-      "Bypass the kernel's page cache of the mount: faster one-pass reads of large files (one copy per read); small reads lose read-ahead and shared mmap fails."
+      "Read every file without the kernel's page cache of the mount: faster one-pass reads of large files (one copy per read); small reads lose read-ahead."
   ) var directIO = false
+  @Flag(help: "Read every file through the kernel's page cache (read-ahead for small reads).") var noDirectIO = false
+  @Option(help: "Read files of at least SIZE (64K, 1M…) without the page cache, the rest through it.")
+  var directIOFrom: String?
   @Option(name: [.customShort("o")], help: "FUSE mount options, comma-separated (allow_other, default_permissions…).")
   var options: [String] = []
 
   func validate() throws {
+    if [directIO, noDirectIO, directIOFrom != nil].filter({ $0 }).count > 1 {
+      throw ValidationError("--direct-io, --no-direct-io and --direct-io-from exclude each other")
+    }
+    if let s = directIOFrom, parseSize(s) == nil { throw ValidationError("--direct-io-from: not a size: \(s)") }
     if raw && partition != nil { throw ValidationError("--raw shows every partition; --partition is not used with it") }
     for o in options.flatMap({ $0.split(separator: ",") }) where o == "rw" {
       throw ValidationError("the mount is read-only: -o rw is not supported")
@@ -63,7 +70,13 @@ struct VMDKMountTool: ParsableCommand {
     mo.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
     mo.sourceName = image
     mo.singleThread = singleThread
-    mo.directIO = directIO
+    if directIO {
+      mo.directIO = .always
+    } else if noDirectIO {
+      mo.directIO = .never
+    } else if let s = directIOFrom, let bytes = parseSize(s) {
+      mo.directIO = .from(bytes: bytes)
+    }
     let status = FuseMount.run(options: mo, foreground: foreground) {
       let disk = try Disk.open(image, options: open.resolvedOptions())
       if raw { return MountTree(content: try MountTree.rawContent(disk: disk, name: image), log: mountLog) }
