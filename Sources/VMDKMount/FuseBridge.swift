@@ -41,8 +41,10 @@ public enum DirectIO: Sendable, Equatable {
   /// FUSE_DIRECT_IO_ALLOW_MMAP (else none).
   case from(bytes: UInt64)
 
-  /// vmdk-mount's default.
-  public static let defaultChoice = DirectIO.never
+  /// vmdk-mount's default: files of 16 MiB and more. Those are read once, in large reads, far
+  /// more often than small files, and filling the page cache is what limits such a read;
+  /// smaller files keep the kernel's read-ahead (small reads) and its cache (reads again).
+  public static let defaultChoice = DirectIO.from(bytes: 16 << 20)
 
   /// cfuse_run's `direct_io_from`.
   var cValue: Int64 {
