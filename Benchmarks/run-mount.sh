@@ -4,6 +4,7 @@
 # of run-files.sh (`mke2fs -d /usr/share` in a 1 GiB GPT disk, kept in its work dir):
 #   file  `cat MNT/FILE > /dev/null` of the largest file / `vmdk-files cat IMAGE FILE`
 #   tree  `tar cf - . | cat > /dev/null` in the mount / `vmdk-files extract /` into a tmpfs
+#   small `dd bs=4k` of the largest file (a small-read reader) / `vmdk-files cat IMAGE FILE`
 # The mount caches pages in the kernel (kernel_cache, keep_cache), so every run gets a fresh
 # mount, made before the clock starts and unmounted after it stops: each run reads through our
 # reader, not the page cache of an earlier run. Before timing: the file's md5 through the mount
@@ -19,9 +20,11 @@
 #   VMDK_BENCH_DIR  this script's work dir (default /tmp/vmdk-bench-mount: log, results)
 #   BENCH_ROUNDS  timed rounds per job (default 3)
 #   VMDK_FILES, VMDK_MOUNT  use these binaries instead of building them (release)
-#   JOBS          which jobs to run (default "ntfs-file ntfs-tree ext4-file ext4-tree")
+#   JOBS          which jobs to run (default "ntfs-file ntfs-tree ext4-file ext4-tree"; also
+#                 ntfs-small, ext4-small)
 #   OUT           where extract writes (default /dev/shm/vmdk-bench-mount-out, a tmpfs)
 #   MOUNT_OPTS    extra `vmdk-mount -o` options (default none)
+#   MOUNT_FLAGS   extra vmdk-mount flags, space-separated (--direct-io, --no-direct-io…; default none)
 #   MODES         "mt" (libfuse's multithreaded loop, the default of vmdk-mount) and/or "st"
 #                 (`vmdk-mount -s`, one thread); default "mt st"
 set -euo pipefail
@@ -76,6 +79,7 @@ fi
 N="nice -n 5"
 mount_opts=()
 [[ -n "${MOUNT_OPTS:-}" ]] && mount_opts=(-o "$MOUNT_OPTS")
+read -r -a mount_flags <<<"${MOUNT_FLAGS:-}"
 IMAGE=""
 unmount() { if mountpoint -q "$MNT"; then fusermount3 -u "$MNT"; fi; }
 MODE=mt
@@ -84,7 +88,7 @@ fresh_mount() {
   rm -rf "$OUT/tree"
   local single=()
   [[ $MODE == st ]] && single=(-s)
-  $N "$VMDK_MOUNT" "${single[@]}" "${mount_opts[@]}" "$IMAGE" "$MNT"
+  $N "$VMDK_MOUNT" "${single[@]}" "${mount_flags[@]}" "${mount_opts[@]}" "$IMAGE" "$MNT"
   mountpoint -q "$MNT" || die "vmdk-mount $IMAGE did not mount"
 }
 
@@ -120,6 +124,13 @@ run_image() {
       bench_pair "$fs: cat of $path ($size bytes), $label / vmdk-files cat" fresh_mount ours theirs
       ROWS+=("$(row "${BENCH_ROWS[0]}" "$size")")
     fi
+    if [[ $JOBS == *$fs-small* ]]; then
+      local ours=($N dd if="$MNT$path" of=/dev/null bs=4k status=none)
+      local theirs=($N "$VMDK_FILES" cat "$IMAGE" "$path")
+      BENCH_ROWS=()
+      bench_pair "$fs: dd bs=4k of $path ($size bytes), $label / vmdk-files cat" fresh_mount ours theirs
+      ROWS+=("$(row "${BENCH_ROWS[0]}" "$size")")
+    fi
     if [[ $JOBS == *$fs-tree* ]]; then
       local ours=($N bash -c "cd '$MNT' && tar cf - . | cat >/dev/null")
       local theirs=($N "$VMDK_FILES" extract --quiet "$IMAGE" / --to "$OUT/tree")
@@ -152,6 +163,7 @@ results="$WORK/results-mount.md"
   echo
   bash "$here/machine.sh"
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- vmdk-mount flags: ${MOUNT_FLAGS:-none}; commit $(cd "$root" && git rev-parse --short HEAD)"
   echo "- Medians of $BENCH_ROUNDS alternating rounds after one warm-up run each, a fresh mount before every run,"
   echo "  every run under nice -n 5; throughput in MiB/s of file data"
   echo

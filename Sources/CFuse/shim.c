@@ -1,5 +1,6 @@
 // The libfuse3 side of vmdk-mount: struct fuse_operations over cfuse_ops, every write
-// operation refused with EROFS, and the fork/pipe daemonizing (see cfuse.h).
+// operation refused with EROFS, the INIT reply's FUSE_DIRECT_IO_ALLOW_MMAP (a custom io on the
+// session), and the fork/pipe daemonizing (see cfuse.h).
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
 #include "cfuse.h"
@@ -7,6 +8,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse3/fuse.h>
+#include <fuse3/fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,8 +29,13 @@ static size_t g_max_read;
 // Whether the kernel takes spliced replies (INIT granted FUSE_CAP_SPLICE_WRITE): only then
 // are file pieces worth naming (libfuse would otherwise copy them through a new buffer).
 static int g_splice;
-// Files are opened with FOPEN_DIRECT_IO (cfuse_run's CFUSE_DIRECT_IO).
-static int g_direct_io;
+// Regular files of at least this many bytes are opened with FOPEN_DIRECT_IO (cfuse_run's
+// direct_io_from); g_direct_io_always: whether without FUSE_DIRECT_IO_ALLOW_MMAP too.
+static int64_t g_direct_io_from = CFUSE_DIRECT_IO_NEVER;
+static int g_direct_io_always;
+// The INIT reply asked for FUSE_DIRECT_IO_ALLOW_MMAP (set before the reply is written, so
+// before any open): a shared mmap of a direct-io file works.
+static atomic_int g_allow_mmap;
 static int g_syslog;
 
 void cfuse_log(const char *message) {
@@ -37,6 +47,16 @@ void cfuse_log(const char *message) {
 }
 
 // MARK: Reads
+
+// Whether a file of this mode and size is opened with FOPEN_DIRECT_IO. Without
+// FUSE_DIRECT_IO_ALLOW_MMAP a shared mmap of it would fail (ENODEV): only an explicit
+// CFUSE_DIRECT_IO_ALWAYS takes that.
+static int is_direct(uint32_t mode, uint64_t size) {
+  if (!S_ISREG(mode)) return 0;
+  if (g_direct_io_always) return 1;
+  if (g_direct_io_from < 0 || !atomic_load(&g_allow_mmap)) return 0;
+  return size >= (uint64_t)g_direct_io_from;
+}
 
 static int s_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
   (void)fi;
@@ -55,7 +75,7 @@ static int s_getattr(const char *path, struct stat *st, struct fuse_file_info *f
   st->st_blocks = (blkcnt_t)a.blocks;
   // Without the page cache each read(2) is one request: readers that size their reads by
   // st_blksize (cat, cp) then ask for 1 MiB at a time instead of 128 KiB.
-  st->st_blksize = g_direct_io ? (1 << 20) : 4096;
+  st->st_blksize = is_direct(a.mode, a.size) ? (1 << 20) : 4096;
   st->st_atim.tv_sec = a.atime_sec;
   st->st_atim.tv_nsec = a.atime_nsec;
   st->st_mtim.tv_sec = a.mtime_sec;
@@ -87,12 +107,12 @@ static int s_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t 
 
 static int s_open(const char *path, struct fuse_file_info *fi) {
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return -EROFS;
-  uint64_t fh = 0;
-  int r = g_ops->open(g_ops->ctx, path, fi->flags, &fh);
+  uint64_t fh = 0, size = 0;
+  int r = g_ops->open(g_ops->ctx, path, fi->flags, &fh, &size);
   if (r != 0) return r;
   fi->fh = fh;
   fi->keep_cache = 1;  // the image does not change under the mount
-  fi->direct_io = g_direct_io;
+  fi->direct_io = is_direct(S_IFREG, size);
   return 0;
 }
 
@@ -402,12 +422,102 @@ static size_t splice_max_read(void) {
   return fit < cap ? fit : 0;
 }
 
+// MARK: INIT: FUSE_DIRECT_IO_ALLOW_MMAP
+
+// Without FUSE_DIRECT_IO_ALLOW_MMAP (INIT flag bit 36, Linux >= 6.6 / protocol 7.39) the kernel
+// refuses a shared mmap of a FOPEN_DIRECT_IO file with ENODEV; with it, the mapping goes through
+// the page cache as for any file. libfuse 3.14 cannot ask for it (its capability word is 32
+// bits), so the session's io is ours: `read` passes requests through and notes the unique id of
+// an INIT whose kernel offers the flag, `writev` adds FUSE_INIT_EXT and the flag to that one
+// reply. libfuse keeps the io it was given, on the descriptor fuse_mount opened.
+// `splice_send` must be given too, or libfuse stops offering FUSE_CAP_SPLICE_WRITE: it is
+// splice(2) itself. Requests are read, not spliced in (no splice_receive): a read-only mount
+// gets no WRITE requests, the only ones splicing in helps.
+#ifndef FUSE_DIRECT_IO_ALLOW_MMAP
+#define FUSE_DIRECT_IO_ALLOW_MMAP (1ULL << 36)
+#endif
+// The flags2 word (flags bits 32-63) of fuse_init_in and fuse_init_out, from Linux 5.17 on.
+_Static_assert(offsetof(struct fuse_init_in, flags2) == 16, "fuse_init_in.flags2 at byte 16");
+_Static_assert(offsetof(struct fuse_init_out, flags2) == 32, "fuse_init_out.flags2 at byte 32");
+_Static_assert(sizeof(struct fuse_init_out) == 64, "fuse_init_out is 64 bytes");
+
+// The INIT being answered: its unique id once read (0: none, or its kernel does not offer
+// the flag). The kernel numbers requests from 2 up, never 0.
+static _Atomic uint64_t g_init_unique;
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata) {
+  (void)userdata;
+  ssize_t n = read(fd, buf, len);
+  size_t need = sizeof(struct fuse_in_header) + offsetof(struct fuse_init_in, flags2) + sizeof(uint32_t);
+  if (n < (ssize_t)need) return n;
+  struct fuse_in_header h;
+  memcpy(&h, buf, sizeof h);
+  if (h.opcode != FUSE_INIT) return n;
+  struct fuse_init_in in;
+  memset(&in, 0, sizeof in);
+  size_t body = (size_t)n - sizeof h < sizeof in ? (size_t)n - sizeof h : sizeof in;
+  memcpy(&in, (const char *)buf + sizeof h, body);
+  uint64_t offered = in.flags & FUSE_INIT_EXT ? (uint64_t)in.flags2 << 32 : 0;
+  if (in.major == 7 && in.minor >= 39 && (offered & FUSE_DIRECT_IO_ALLOW_MMAP))
+    atomic_store(&g_init_unique, h.unique);
+  return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata) {
+  (void)userdata;
+  uint64_t init = atomic_load(&g_init_unique);
+  // libfuse answers INIT with two pieces: the out header and its whole fuse_init_out.
+  if (init != 0 && count == 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
+      iov[1].iov_len == sizeof(struct fuse_init_out)) {
+    struct fuse_out_header h;
+    memcpy(&h, iov[0].iov_base, sizeof h);
+    if (h.unique == init && h.error == 0) {
+      struct fuse_init_out out;
+      memcpy(&out, iov[1].iov_base, sizeof out);
+      if (out.major == 7) {
+        out.flags |= FUSE_INIT_EXT;
+        out.flags2 |= (uint32_t)(FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
+        atomic_store(&g_init_unique, 0);
+        atomic_store(&g_allow_mmap, 1);
+        struct iovec patched[2] = {iov[0], {&out, sizeof out}};
+        return writev(fd, patched, 2);
+      }
+    }
+  }
+  return writev(fd, iov, count);
+}
+
+static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
+                              void *userdata) {
+  (void)userdata;
+  return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+// On the session fuse_mount made; a failure leaves libfuse's own io (and no shared mmap of
+// direct-io files). VMDK_MOUNT_ALLOW_MMAP=0 leaves it too (to compare).
+static void install_init_io(struct fuse *f) {
+  const char *env = getenv("VMDK_MOUNT_ALLOW_MMAP");
+  if (env != NULL && strcmp(env, "0") == 0) return;
+  static const struct fuse_custom_io io = {
+      .writev = io_writev,
+      .read = io_read,
+      .splice_send = io_splice_send,
+      .splice_receive = NULL,
+  };
+  struct fuse_session *se = fuse_get_session(f);
+  int fd = fuse_session_fd(se);
+  if (fd >= 0 && fuse_session_custom_io(se, &io, fd) != 0)
+    cfuse_log("vmdk-mount: cannot ask for FUSE_DIRECT_IO_ALLOW_MMAP: the session took no custom io");
+}
+
 // MARK: Loop
 
 int cfuse_run(const char *program, const char *mountpoint, const char *options, unsigned flags,
-              const cfuse_ops *ops, void (*mounted)(void *mounted_ctx), void *mounted_ctx) {
+              int64_t direct_io_from, const cfuse_ops *ops, void (*mounted)(void *mounted_ctx),
+              void *mounted_ctx) {
   g_ops = ops;
-  g_direct_io = (flags & CFUSE_DIRECT_IO) != 0;
+  g_direct_io_always = direct_io_from == CFUSE_DIRECT_IO_ALWAYS;
+  g_direct_io_from = direct_io_from < 0 ? CFUSE_DIRECT_IO_NEVER : direct_io_from;
   int single_thread = (flags & CFUSE_SINGLE_THREAD) != 0;
   static struct fuse_operations fo;
   memset(&fo, 0, sizeof fo);
@@ -465,6 +575,7 @@ int cfuse_run(const char *program, const char *mountpoint, const char *options, 
     fuse_opt_free_args(&args);
     return 1;
   }
+  install_init_io(f);
   struct fuse_session *se = fuse_get_session(f);
   if (fuse_set_signal_handlers(se) != 0) {
     fuse_unmount(f);

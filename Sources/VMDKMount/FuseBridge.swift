@@ -16,10 +16,10 @@ public struct MountOptions: Sendable {
   /// The name shown in /proc/mounts (fsname=).
   public var sourceName: String = "vmdk"
   public var singleThread = false
-  /// Open files with FOPEN_DIRECT_IO (CFUSE_DIRECT_IO): no page cache in the mount, one
+  /// Which regular files are opened with FOPEN_DIRECT_IO: no page cache in the mount, one
   /// request per read(2), copied once. For one-pass reads of large files; small reads lose
-  /// read-ahead and a shared mmap fails.
-  public var directIO = false
+  /// read-ahead.
+  public var directIO = DirectIO.defaultChoice
   public init(mountpoint: String) { self.mountpoint = mountpoint }
 
   /// The -o string given to libfuse. Commas in the source name would split options: they
@@ -27,6 +27,32 @@ public struct MountOptions: Sendable {
   public var optionString: String {
     let safe = String(sourceName.map { $0 == "," || $0 == "\\" ? "_" : $0 })
     return (["ro", "fsname=\(safe)", "subtype=vmdk"] + fuseOptions).joined(separator: ",")
+  }
+}
+
+/// Which files a mount reads without the kernel's page cache (FOPEN_DIRECT_IO).
+public enum DirectIO: Sendable, Equatable {
+  /// Every file through the page cache.
+  case never
+  /// Every regular file direct, even when the kernel refused FUSE_DIRECT_IO_ALLOW_MMAP (a
+  /// shared mmap then fails with ENODEV).
+  case always
+  /// Regular files of at least this many bytes, and only when the kernel took
+  /// FUSE_DIRECT_IO_ALLOW_MMAP (else none).
+  case from(bytes: UInt64)
+
+  /// vmdk-mount's default: files of 16 MiB and more. Those are read once, in large reads, far
+  /// more often than small files, and filling the page cache is what limits such a read;
+  /// smaller files keep the kernel's read-ahead (small reads) and its cache (reads again).
+  public static let defaultChoice = DirectIO.from(bytes: 16 << 20)
+
+  /// cfuse_run's `direct_io_from`.
+  var cValue: Int64 {
+    switch self {
+    case .never: Int64(CFUSE_DIRECT_IO_NEVER)
+    case .always: Int64(CFUSE_DIRECT_IO_ALWAYS)
+    case .from(let bytes): Int64(clamping: bytes)
+    }
   }
 }
 
@@ -96,10 +122,10 @@ func makeOperations(_ tree: MountTree) -> cfuse_ops {
       return negativeErrno(error)
     }
   }
-  ops.open = { ctx, path, flags, fh in
-    guard let t = treeOf(ctx), let fh else { return -EIO }
+  ops.open = { ctx, path, flags, fh, size in
+    guard let t = treeOf(ctx), let fh, let size else { return -EIO }
     do {
-      fh.pointee = try t.open(bytes(path))
+      (fh.pointee, size.pointee) = try t.openFile(bytes(path))
       return 0
     } catch {
       return negativeErrno(error)
@@ -186,7 +212,7 @@ public enum FuseMount {
     defer { pipeBox.deallocate() }
     let status = cfuse_run(
       "vmdk-mount", options.mountpoint, options.optionString,
-      UInt32(options.singleThread ? CFUSE_SINGLE_THREAD : 0) | UInt32(options.directIO ? CFUSE_DIRECT_IO : 0), ops,
+      UInt32(options.singleThread ? CFUSE_SINGLE_THREAD : 0), options.directIO.cValue, ops,
       { ctx in
         guard let fd = ctx?.assumingMemoryBound(to: Int32.self).pointee, fd >= 0 else { return }
         cfuse_daemon_ready(fd)

@@ -271,15 +271,23 @@ public final class MountTree: Sendable {
 
   /// Opens a regular file for reading: the handle `read` takes.
   public func open(_ path: [UInt8]) throws(MountErrno) -> UInt64 {
+    try openFile(path).handle
+  }
+
+  /// Opens a regular file for reading: the handle `read` takes, and the file's size in bytes
+  /// (the mount opens large files with direct io).
+  public func openFile(_ path: [UInt8]) throws(MountErrno) -> (handle: UInt64, size: UInt64) {
     let node = try resolve(path)
     switch node {
     case .rawRoot: throw MountErrno(EISDIR)
-    case .raw(let i): return UInt64(i)
+    case .raw(let i):
+      guard case .raw(let files) = content else { throw MountErrno(ENOENT) }
+      return (UInt64(i), files[i].volume.size)
     case .file(let id):
       let a = try attributes(path)
       switch a.type {
       case .directory: throw MountErrno(EISDIR)
-      case .regular: return id
+      case .regular: return (id, a.size)
       default: throw MountErrno(EACCES)
       }
     }

@@ -33,14 +33,21 @@ struct VMDKMountTool: ParsableCommand {
   @Flag(help: "Serve the disk and its partitions as files: disk, p1, p2… (any file system).") var raw = false
   @Flag(name: [.customShort("f"), .long], help: "Stay in the foreground.") var foreground = false
   @Flag(name: [.customShort("s"), .long], help: "Serve one request at a time.") var singleThread = false
-  @Flag(
-    help:
-      "Bypass the kernel's page cache of the mount: faster one-pass reads of large files (one copy per read); small reads lose read-ahead and shared mmap fails."
-  ) var directIO = false
+  @Option(
+    help: ArgumentHelp(
+      "Read files of at least SIZE (64K, 1M…) without the kernel's page cache: one copy per read, faster for large reads; small reads of them lose read-ahead (one round trip each). Only where the kernel allows a shared mmap of such a file (Linux 6.6 and later).",
+      valueName: "SIZE"))
+  var directIOFrom: String = "16M"  // DirectIO.defaultChoice
+  @Flag(help: "Read every regular file without the page cache, even where a shared mmap of it then fails (ENODEV).")
+  var directIO = false
+  @Flag(help: "Read every file through the page cache: read-ahead for small reads (dd bs=4k, tar's 10 KiB).")
+  var noDirectIO = false
   @Option(name: [.customShort("o")], help: "FUSE mount options, comma-separated (allow_other, default_permissions…).")
   var options: [String] = []
 
   func validate() throws {
+    if directIO && noDirectIO { throw ValidationError("--direct-io and --no-direct-io exclude each other") }
+    if parseSize(directIOFrom) == nil { throw ValidationError("--direct-io-from: not a size: \(directIOFrom)") }
     if raw && partition != nil { throw ValidationError("--raw shows every partition; --partition is not used with it") }
     for o in options.flatMap({ $0.split(separator: ",") }) where o == "rw" {
       throw ValidationError("the mount is read-only: -o rw is not supported")
@@ -63,7 +70,13 @@ struct VMDKMountTool: ParsableCommand {
     mo.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
     mo.sourceName = image
     mo.singleThread = singleThread
-    mo.directIO = directIO
+    if directIO {
+      mo.directIO = .always
+    } else if noDirectIO {
+      mo.directIO = .never
+    } else {
+      mo.directIO = .from(bytes: parseSize(directIOFrom) ?? 16 << 20)
+    }
     let status = FuseMount.run(options: mo, foreground: foreground) {
       let disk = try Disk.open(image, options: open.resolvedOptions())
       if raw { return MountTree(content: try MountTree.rawContent(disk: disk, name: image), log: mountLog) }

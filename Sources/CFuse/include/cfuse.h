@@ -48,8 +48,8 @@ typedef struct cfuse_ops {
   void *ctx;
   int (*getattr)(void *ctx, const char *path, cfuse_attr *attr);
   int (*readdir)(void *ctx, const char *path, void *fill_ctx, cfuse_fill_fn fill);
-  /// Sets *fh to what read later receives. `flags` are open(2)'s.
-  int (*open)(void *ctx, const char *path, int flags, uint64_t *fh);
+  /// Sets *fh to what read later receives, and *size to the file's size. `flags` are open(2)'s.
+  int (*open)(void *ctx, const char *path, int flags, uint64_t *fh, uint64_t *size);
   /// Returns the count read (the full `size` unless at the end of the file) or a negative errno.
   long (*read)(void *ctx, const char *path, uint64_t fh, char *buf, size_t size, uint64_t offset);
   /// Optional (NULL: every read goes through `read`). Describes the reply to a read of `size`
@@ -76,20 +76,32 @@ void cfuse_daemon_ready(int fd);
 enum {
   /// Serve one request at a time (libfuse's single-threaded loop).
   CFUSE_SINGLE_THREAD = 1,
-  /// Open files with FOPEN_DIRECT_IO: reads bypass the kernel's page cache of the mount and
-  /// each read(2) becomes one request whose reply the kernel copies straight into the
-  /// reader's buffer (one copy in all with splice). Faster for one-pass large reads; no
-  /// read-ahead for small reads, and shared mmap of a file fails (ENODEV).
-  CFUSE_DIRECT_IO = 2,
+};
+
+/// Which regular files are opened with FOPEN_DIRECT_IO (cfuse_run's `direct_io_from`): reads of
+/// those bypass the kernel's page cache of the mount and each read(2) becomes one request
+/// whose reply the kernel copies straight into the reader's buffer (one copy in all with
+/// splice); their st_blksize is 1 MiB. Faster for one-pass large reads; small reads lose
+/// read-ahead (one round trip each). A shared mmap of such a file works when the kernel took
+/// FUSE_DIRECT_IO_ALLOW_MMAP (Linux >= 6.6, asked for in the INIT reply), else fails with
+/// ENODEV. A size in bytes (0: every file), or one of these.
+enum {
+  /// Every regular file through the page cache (libfuse's default).
+  CFUSE_DIRECT_IO_NEVER = -1,
+  /// Every regular file direct, whether or not the kernel took FUSE_DIRECT_IO_ALLOW_MMAP.
+  CFUSE_DIRECT_IO_ALWAYS = -2,
 };
 
 /// Mounts at `mountpoint` with the comma-separated `options` (always read-only), calls
 /// `mounted(mounted_ctx)` once the mount is up, and serves until `fusermount3 -u`, SIGTERM,
-/// SIGINT or SIGHUP; then unmounts. `flags` are CFUSE_SINGLE_THREAD and CFUSE_DIRECT_IO.
-/// Returns 0 on a clean end, 1 when the mount failed (a message went to stderr), 2 when the
-/// loop ended with an error.
+/// SIGINT or SIGHUP; then unmounts. `flags`: CFUSE_SINGLE_THREAD. `direct_io_from`: a size in
+/// bytes (files at least that large are opened with FOPEN_DIRECT_IO, but only when the kernel
+/// took FUSE_DIRECT_IO_ALLOW_MMAP, so that a shared mmap still works), CFUSE_DIRECT_IO_ALWAYS
+/// or CFUSE_DIRECT_IO_NEVER. Returns 0 on a clean end, 1 when the mount failed (a message went
+/// to stderr), 2 when the loop ended with an error.
 int cfuse_run(const char *program, const char *mountpoint, const char *options, unsigned flags,
-              const cfuse_ops *ops, void (*mounted)(void *mounted_ctx), void *mounted_ctx);
+              int64_t direct_io_from, const cfuse_ops *ops, void (*mounted)(void *mounted_ctx),
+              void *mounted_ctx);
 
 /// One line to stderr, or to syslog once cfuse_daemon_ready detached the process.
 void cfuse_log(const char *message);
