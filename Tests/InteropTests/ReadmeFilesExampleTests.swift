@@ -1,8 +1,8 @@
 // The README's files example (between `<!-- files-example begin -->` and `end -->`), cut out
 // of README.md as it stands, compiled with swiftc against the modules and objects `swift build`
 // left next to the test binary, and run on a GPT disk holding an ext4 made by `mke2fs -d`.
-// Only the image path is replaced; the output must list the partition, walk /etc and print
-// /etc/hostname.
+// Only the image path is replaced; the output must list the partition, walk /etc (twice: walk
+// and walkPaths) and print /etc/hostname.
 import Foundation
 import Testing
 import VMDKBlock
@@ -81,6 +81,7 @@ import VMDKBlock
       #expect(
         Set(lines.dropLast()) == [
           "hostname regular 12 644", "nginx directory 4096 755", "nginx/nginx.conf regular 20 640",
+          "hostname 1", "nginx 1", "nginx/nginx.conf 2",
         ], "\(run.output)")
     }
   }
