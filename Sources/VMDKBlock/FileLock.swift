@@ -30,7 +30,7 @@ final class FileLock: Sendable {
       throw VMDKError(
         .fileAccess, "cannot open for locking: \(String(cString: strerror(err)))", file: path)
     }
-    if !FileLock.lockExclusive(fd) {
+    if !FileLock.lockExclusive(fd, patience: FileLock.patience) {
       let err = errno
       close(fd)
       if err == EAGAIN || err == EACCES {
@@ -46,8 +46,33 @@ final class FileLock: Sendable {
 
   deinit { close(fd) }
 
+  /// How long a lock that is held is asked for again before `alreadyLocked`. A lock closed a
+  /// moment ago can still be held: a process that spawns a child (any thread of it, as a test
+  /// runner, a server or an application does) shares every open file description with the
+  /// child from the fork until the child's exec closes it (O_CLOEXEC), so the description, and
+  /// its OFD lock, outlives the parent's close() for that while. A writable open right after a
+  /// close then failed about once in 60 tries while another thread spawned processes
+  /// (FileLockSpawnTests); a real second writer is told after this wait.
+  static let patience: Duration = .milliseconds(250)
+
+  /// Takes the lock, asking again every millisecond for `patience` while it is held; false
+  /// with errno set when it cannot.
+  private static func lockExclusive(_ fd: Int32, patience: Duration) -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: patience)
+    while true {
+      if tryLockExclusive(fd) { return true }
+      let err = errno
+      guard err == EAGAIN || err == EACCES, clock.now < deadline else {
+        errno = err
+        return false
+      }
+      usleep(1000)
+    }
+  }
+
   /// Takes the lock without waiting; false with errno set when it cannot.
-  private static func lockExclusive(_ fd: Int32) -> Bool {
+  private static func tryLockExclusive(_ fd: Int32) -> Bool {
     #if os(Linux)
       var lock = flock()
       lock.l_type = Int16(F_WRLCK)
