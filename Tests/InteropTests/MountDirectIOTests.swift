@@ -44,20 +44,26 @@ struct MountMapError: Error, Equatable {
 }
 
 @Suite(.serialized) struct MountDirectIOTests {
+  /// A GPT disk holding a 64 MiB ext4 made by `mke2fs -d` of the files `script` makes (run by
+  /// bash in an empty folder).
+  static func ext4Disk(_ dir: String, _ script: String) throws -> String {
+    let src = "\(dir)/src"
+    try shell("set -e; mkdir -p '\(src)'; cd '\(src)'\n" + script)
+    let fs = "\(dir)/fs.img"
+    try runChecked(try requireTool("mke2fs"), ["-q", "-F", "-t", "ext4", "-b", "4096", "-d", src, fs, "64M"])
+    return try MountOracle.gptDisk(fs, dir, name: "d")
+  }
+
   @Test func sharedMmapOfADirectIOFileEqualsVmdkFilesCat() throws {
     _ = try requireFuse()
     try withTemporaryFolder { dir in
-      let src = "\(dir)/src"
-      try shell(
+      let image = try Self.ext4Disk(
+        dir,
         """
-        set -e; mkdir -p '\(src)'; cd '\(src)'
         head -c 9000000 /dev/urandom > big.bin
         truncate -s 3M sparse.bin
         head -c 40000 /dev/urandom | dd of=sparse.bin bs=1 seek=2000000 conv=notrunc status=none
         """)
-      let fs = "\(dir)/fs.img"
-      try runChecked(try requireTool("mke2fs"), ["-q", "-F", "-t", "ext4", "-b", "4096", "-d", src, fs, "64M"])
-      let image = try MountOracle.gptDisk(fs, dir, name: "d")
       let cat = try builtToolPath("vmdk-files")
       let allowed = kernelAtLeast(6, 6)
       try withMount(image, at: "\(dir)/mnt", ["--direct-io"]) { mnt in
@@ -86,16 +92,12 @@ struct MountMapError: Error, Equatable {
   @Test func largeFilesAreReadDirectByDefaultSmallOnesThroughThePageCache() throws {
     _ = try requireFuse()
     try withTemporaryFolder { dir in
-      let src = "\(dir)/src"
-      try shell(
+      let image = try Self.ext4Disk(
+        dir,
         """
-        set -e; mkdir -p '\(src)'; cd '\(src)'
         head -c 17000000 /dev/urandom > large.bin
         head -c 300000 /dev/urandom > small.bin
         """)
-      let fs = "\(dir)/fs.img"
-      try runChecked(try requireTool("mke2fs"), ["-q", "-F", "-t", "ext4", "-b", "4096", "-d", src, fs, "64M"])
-      let image = try MountOracle.gptDisk(fs, dir, name: "d")
       let cat = try builtToolPath("vmdk-files")
       var want: [String: String] = [:]
       for f in ["/large.bin", "/small.bin"] {

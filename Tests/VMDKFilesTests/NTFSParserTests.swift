@@ -345,7 +345,7 @@ enum NTFSBuild {
     }
   }
 
-  /// The listing decodes names in place (GuestBytes.appendUTF8); it must give exactly what
+  /// The listing decodes names in place (GuestBytes.writeUTF8); it must give exactly what
   /// ntfsUTF8 gives: ASCII, two- and three-byte scalars, surrogate pairs, and each unpaired
   /// surrogate (high at the end, high before a non-low, a lone low) as U+FFFD.
   @Test func namesDecodedInPlaceAsNtfsUTF8() {
@@ -357,9 +357,13 @@ enum NTFSBuild {
     for units in cases {
       var raw: [UInt8] = [0xAA, 0xBB]  // the name starts at an offset, as in a key
       for u in units { raw += [UInt8(u & 0xFF), UInt8(u >> 8)] }
-      var out: [UInt8] = [0x2F]  // appended, not replaced
-      NTFSBytes(raw).appendUTF8(fromUTF16At: 2, units: units.count, to: &out)
-      #expect(out == [0x2F] + ntfsUTF8(units), "\(units)")
+      // Written after a byte already there (not over it), into room for 3 bytes a unit.
+      var out = [UInt8](repeating: 0, count: 1 + 3 * units.count)
+      out[0] = 0x2F
+      let n = out.withUnsafeMutableBufferPointer {
+        NTFSBytes(raw).writeUTF8(fromUTF16At: 2, units: units.count, to: $0.baseAddress! + 1)
+      }
+      #expect(Array(out[0..<(1 + n)]) == [0x2F] + ntfsUTF8(units), "\(units)")
     }
   }
 

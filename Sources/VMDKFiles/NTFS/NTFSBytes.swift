@@ -20,20 +20,6 @@ extension GuestBytes {
 }
 
 extension GuestBytes {
-  /// Appends `units` UTF-16LE code units from `o` (clipped to the buffer) to `out` as UTF-8,
-  /// with each unpaired surrogate as U+FFFD: what `ntfsUTF8` gives, without an array of units.
-  func appendUTF8(fromUTF16At o: Int, units: Int, to out: inout [UInt8]) {
-    guard units > 0, o >= 0, o < bytes.count else { return }
-    let n = min(units, (bytes.count - o) / 2)
-    // Room for the longest result, written through one pointer, then cut to what was written.
-    let start = out.count
-    out.append(contentsOf: repeatElement(0, count: 3 * n))
-    let written = out.withUnsafeMutableBufferPointer { q in
-      writeUTF8(fromUTF16At: o, units: n, to: q.baseAddress! + start)
-    }
-    out.removeLast(3 * n - written)
-  }
-
   /// Writes `units` UTF-16LE code units from `o` (clipped to the buffer) as UTF-8 to `dst`,
   /// which has room for `3 * units` bytes (3 bytes a unit at most; a surrogate pair takes 4);
   /// returns the count written. Each unpaired surrogate becomes U+FFFD, as in `ntfsUTF8`.
