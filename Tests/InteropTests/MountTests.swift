@@ -73,8 +73,17 @@ final class MountProcess {
   var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
   /// `fusermount3 -u`; returns vmdk-mount's exit status (nil: it did not end within 10 s).
+  /// "Device or resource busy" is asked again for up to 5 s: a process spawned by another test
+  /// holds this process's open files (one in the mount too) from its fork until its exec.
   func unmount() throws -> Int32? {
-    try runChecked(fusermount, ["-u", mountpoint])
+    for attempt in 0..<50 {
+      let r = try runProcess(fusermount, ["-u", mountpoint])
+      if r.status == 0 { break }
+      guard attempt < 49, r.errorOutput.contains("Device or resource busy") else {
+        throw ToolFailure("`\(fusermount) -u \(mountpoint)` exited \(r.status): \(r.errorOutput)")
+      }
+      usleep(100_000)
+    }
     return waitForExit()
   }
 
